@@ -1,0 +1,154 @@
+"""The ``interest-decay`` command line: one sub-command per pipeline stage, and ``run`` for all.
+
+Every stage takes ``--conf FILE`` (a YAML profile) and any number of ``--set dotted.key=value``
+overrides, and ends by printing one JSON line that summarises the run. The same stages run as
+``spark-submit jobs/<stage>.py`` with the same options.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from jobs import generate as generate_job
+from jobs import ingest as ingest_job
+from jobs.config import ConfigError, Settings, load_settings
+from jobs.runs import RunSummary
+from jobs.spark import spark_session
+
+log = logging.getLogger("interest_decay")
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="interest-decay",
+    help="Predict how every user's interest in the shop fades: Spark + Delta Lake pipeline stages.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfOption = Annotated[
+    Optional[Path],
+    typer.Option("--conf", help="YAML profile, e.g. conf/local.yaml; keys it leaves out take their defaults."),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override one conf key, e.g. --set ingest.future_tolerance_hours=48 (repeatable)."),
+]
+
+
+def _settings(conf: Path | None, overrides: list[str] | None, **flags: object) -> Settings:
+    """Load the profile; stage flags (``generator.users`` etc.) override like ``--set``."""
+    extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    try:
+        settings = load_settings(conf, list(overrides or []) + extra)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return settings
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+def _run_stage(settings: Settings, stage: Callable[..., RunSummary], **kwargs: object) -> RunSummary:
+    try:
+        with spark_session(settings.spark) as spark:
+            return stage(spark, settings, **kwargs)
+    except (ValueError, FileNotFoundError) as exc:
+        log.debug("stage failed", exc_info=True)
+        raise _fail(exc) from None
+
+
+@app.command()
+def generate(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    users: Annotated[Optional[int], typer.Option(help="Number of users (generator.users).")] = None,
+    days: Annotated[Optional[int], typer.Option(help="Days of history (generator.days).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same data (generator.seed).")] = None,
+    output: Annotated[Optional[str], typer.Option(help="Folder for the raw files (generator.output).")] = None,
+) -> None:
+    """Generate a synthetic shop whose users' interest decays with a known time constant.
+
+    Writes raw event files (CSV or Parquet, generator.format) in the `generator` preset's columns
+    to <output>/events and the true per-user parameters to the Delta table <lakehouse>/truth.
+    """
+    settings = _settings(conf, set_, **{"generator.users": users, "generator.days": days, "generator.seed": seed, "generator.output": output})
+    _run_stage(settings, generate_job.run)
+
+
+@app.command()
+def ingest(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    input_path: Annotated[Optional[str], typer.Option("--input", help="A file, a folder or a glob (ingest.input).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Column preset: generator, rees46 or cdnow (ingest.preset).")] = None,
+) -> None:
+    """Load raw events (CSV, JSON, Parquet, whitespace text) into the bronze Delta table `events`.
+
+    Every row that cannot be kept goes to `events_quarantine` with its reason (malformed line,
+    missing user id, bad or out-of-range timestamp, unknown event type, bad price, duplicate).
+    Re-running on the same files adds nothing.
+    """
+    settings = _settings(conf, set_)
+    _run_stage(settings, ingest_job.run, input_path=input_path, preset=preset)
+
+
+@app.command("run")
+def run_pipeline(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
+) -> None:
+    """Run the whole pipeline on generated sample data: generate -> ingest."""
+    settings = _settings(conf, set_, **{"generator.users": users})
+    generated = f"{settings.generator.output.rstrip('/')}/events"
+    stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
+        ("generate", generate_job.run, {}),
+        ("ingest", ingest_job.run, {"input_path": generated, "preset": "generator"}),
+    ]
+    timings = Table(title="interest-decay run", show_lines=False)
+    for column in ("stage", "seconds", "rows"):
+        timings.add_column(column)
+    try:
+        with spark_session(settings.spark) as spark:
+            for number, (name, stage, kwargs) in enumerate(stages, start=1):
+                console.rule(f"[{number}/{len(stages)}] {name}")
+                started = time.perf_counter()
+                summary = stage(spark, settings, **kwargs)
+                elapsed = time.perf_counter() - started
+                console.print(f"[green]done[/] {name} in {elapsed:.1f} s")
+                timings.add_row(name, f"{elapsed:.1f}", ", ".join(f"{k}={v}" for k, v in summary.counts.items() if "." not in k))
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    console.print(timings)
+    console.print(f"tables under {settings.lakehouse}: events, events_quarantine, truth, _runs")
+
+
+def run_stage_script(stage: str) -> None:
+    """Entry point of ``spark-submit jobs/<stage>.py ...``: the CLI stage with the same options."""
+    app(args=[stage, *sys.argv[1:]], prog_name=f"jobs/{stage}.py")
+
+
+def main() -> None:
+    """Console script ``interest-decay``."""
+    app()

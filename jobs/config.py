@@ -1,0 +1,194 @@
+"""Run configuration: YAML profiles in conf/ validated into pydantic models.
+
+A profile only lists what differs from the defaults below. Every error names the file and the
+dotted key, so a typo such as ``ingest.futur_tolerance_hours`` fails loudly instead of being
+ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
+CANONICAL_COLUMNS = ("event_id", "user_id", "event_time", "event_type", "product_id", "category", "price")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkSettings(_Strict):
+    """How the SparkSession is built when no session exists yet (see jobs.spark)."""
+
+    master: str = "local[*]"
+    app_name: str = "interest-decay"
+    # local: add the Delta jars fetched by setup (spark.jars); provided: the cluster already has
+    # Delta (Databricks, spark-submit --packages) and nothing is added.
+    delta_jars: Literal["local", "provided"] = "local"
+    jars_dir: str | None = None
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class GeneratorSettings(_Strict):
+    """The synthetic shop: users whose true interest decays with a known time constant."""
+
+    users: int = Field(10_000, gt=0)
+    days: int = Field(120, gt=0)
+    start_date: dt.date = dt.date(2026, 1, 1)
+    seed: int = 42
+    format: Literal["csv", "parquet"] = "parquet"
+    output: str = "./data/generated"
+    n_categories: int = Field(20, ge=2)
+    products_per_category: int = Field(200, gt=0)
+    # Mean sessions per day at a user's start; lognormal across users.
+    initial_rate_mean: float = Field(0.35, gt=0)
+    # Median of the per-user interest time constant tau (days); lognormal across users.
+    tau_days_median: float = Field(18.0, gt=0)
+    floor_rate: float = Field(0.01, ge=0)
+    reengage_probability: float = Field(0.3, ge=0, le=1)
+    # Mean views per session (geometric); carts, removals and purchases follow from views.
+    views_per_session: float = Field(4.0, gt=0)
+    cart_probability: float = Field(0.15, ge=0, le=1)
+    remove_probability: float = Field(0.2, ge=0, le=1)
+    purchase_probability: float = Field(0.4, ge=0, le=1)
+    output_files: int = Field(8, gt=0)
+
+
+class SourceMapping(_Strict):
+    """How one raw source maps onto the canonical event columns."""
+
+    # canonical name -> source column; "a|b" takes a, or b where a is empty. user_id and
+    # event_time are required.
+    columns: dict[str, str]
+    # source event type (lower-cased) -> canonical type; identity for types not listed.
+    event_types: dict[str, str] = Field(default_factory=dict)
+    # For sources whose every row is one kind of event (CDNOW: purchases).
+    constant_event_type: str | None = None
+    # Tried in order after ISO-8601; also "epoch_seconds" and "epoch_millis".
+    timestamp_formats: list[str] = Field(default_factory=list)
+    # "," or another single character, or "whitespace" for fixed-width-ish text (CDNOW_master.txt).
+    delimiter: str = ","
+    header: bool = True
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(columns) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown canonical column(s) {unknown}; expected some of {list(CANONICAL_COLUMNS)}")
+        missing = sorted({"user_id", "event_time"} - set(columns))
+        if missing:
+            raise ValueError(f"the mapping must name a source column for {missing}")
+        return columns
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_targets(cls, event_types: dict[str, str]) -> dict[str, str]:
+        bad = sorted(v for v in event_types.values() if v not in EVENT_TYPES)
+        if bad:
+            raise ValueError(f"event types {bad} are not among {list(EVENT_TYPES)}")
+        return {k.lower(): v for k, v in event_types.items()}
+
+
+class IngestSettings(_Strict):
+    """Bronze ingest: parsing, validation rules and pseudonymisation."""
+
+    preset: Literal["generator", "rees46", "cdnow"] | None = "generator"
+    # Used instead of the preset when preset is null.
+    mapping: SourceMapping | None = None
+    input: str | None = None
+    format: Literal["auto", "csv", "json", "parquet", "text"] = "auto"
+    future_tolerance_hours: float = Field(24.0, ge=0)
+    min_event_time: dt.datetime = dt.datetime(1990, 1, 1)
+    # Reference "now" for the future-timestamp rule; null means the time the run starts.
+    now: dt.datetime | None = None
+    pseudonymize_user_ids: bool = False
+    # Name of the environment variable holding the HMAC key; the key itself never goes in a file.
+    pseudonymize_key_env: str = "INTEREST_DECAY_PSEUDONYM_KEY"
+
+
+class Settings(_Strict):
+    """Everything one run of any stage needs."""
+
+    lakehouse: str = "./lakehouse"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    def table_path(self, name: str) -> str:
+        """Absolute path (or URI) of the Delta table ``name`` inside the lakehouse."""
+        return f"{absolute_path(self.lakehouse).rstrip('/')}/{name}"
+
+
+def absolute_path(path: str) -> str:
+    """A local path made absolute; URIs (``s3a://``, ``dbfs:/``, ``file:/``) are left as they are."""
+    if re.match(r"^[A-Za-z][\w+.-]*:", path):
+        return path
+    return str(Path(path).resolve())
+
+
+def load_settings(path: str | Path | None = None, overrides: list[str] | None = None) -> Settings:
+    """Load a YAML profile, apply ``dotted.key=value`` overrides and validate.
+
+    ``path=None`` gives the defaults. Override values are parsed as YAML, so ``3``, ``true``
+    and ``[7, 14]`` arrive as a number, a boolean and a list.
+    """
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of keys, not {type(loaded).__name__}")
+        raw = loaded
+    for override in overrides or []:
+        _apply_override(raw, override)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected dotted.key=value")
+    parts = key.strip().split(".")
+    # Spark property names contain dots themselves: everything after "spark.conf." is one key.
+    if parts[:2] == ["spark", "conf"] and len(parts) > 2:
+        parts = parts[:2] + [".".join(parts[2:])]
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)

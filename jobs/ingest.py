@@ -1,0 +1,217 @@
+"""Bronze ingest: raw CSV / JSON / Parquet / text files to the ``events`` Delta table.
+
+Every row read ends in exactly one place: ``events`` (new), already in ``events`` from an
+earlier run of the same file, or ``events_quarantine`` with its reason. The run summary
+reconciles the three: ``read = new + already_ingested + quarantined``.
+
+    spark-submit jobs/ingest.py --conf conf/local.yaml --input data/generated/events --preset generator
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features.events import (
+    PRESETS,
+    classify_against_table,
+    mark_batch_duplicates,
+    new_events,
+    normalize_events,
+    pseudonymize_user_ids,
+    quarantine_rows,
+    source_columns,
+    validate_events,
+)
+from jobs.config import IngestSettings, Settings, SourceMapping
+from jobs.runs import RunSummary, record_run
+from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new
+
+log = logging.getLogger(__name__)
+
+CORRUPT = "_corrupt_record"
+_SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet", ".txt": "text"}
+
+
+def resolve_mapping(settings: IngestSettings, preset: str | None = None) -> tuple[str, SourceMapping]:
+    """The source mapping to use: ``preset`` (argument, then conf), else ``ingest.mapping``."""
+    name = preset or settings.preset
+    if name is not None:
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        return name, PRESETS[name]
+    if settings.mapping is None:
+        raise ValueError("set ingest.preset or ingest.mapping (a column mapping) in the conf")
+    return "mapping", settings.mapping
+
+
+def detect_format(path: str, mapping: SourceMapping, fmt: str = "auto") -> str:
+    """``fmt`` unless it is ``auto``: then from the file suffix of ``path`` or the files it holds."""
+    if fmt != "auto":
+        return fmt
+    if mapping.delimiter == "whitespace":
+        return "text"
+    local = path.removeprefix("file://")
+    candidates = [Path(local)] if Path(local).is_file() else []
+    if Path(local).is_dir():
+        candidates = [p for p in sorted(Path(local).rglob("*")) if p.is_file() and not p.name.startswith(("_", "."))]
+    elif not candidates:
+        candidates = [Path(p) for p in sorted(glob.glob(local)) if Path(p).is_file()]
+    suffixes = {_SUFFIX_FORMATS.get(p.suffix.lower()) for p in candidates} - {None}
+    if len(suffixes) != 1:
+        raise ValueError(
+            f"cannot tell the format of {path!r} from its file names (found {sorted(suffixes) or 'none'}); "
+            "set ingest.format to csv, json, parquet or text"
+        )
+    return suffixes.pop()
+
+
+def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -> DataFrame:
+    """Every source column as a string, plus ``_corrupt_record``, ``_source_file`` and ``_row``."""
+    columns = source_columns(mapping)
+    strings = T.StructType([T.StructField(c, T.StringType()) for c in columns])
+    if fmt == "csv":
+        header = spark.read.option("header", mapping.header).option("sep", mapping.delimiter).csv(path).columns
+        absent = [c for c in columns if c not in header]
+        if absent:
+            raise ValueError(f"source columns {absent} are not in the input {path} (its header has {header})")
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())])
+        frame = (
+            spark.read.schema(schema)
+            .option("header", mapping.header)
+            .option("sep", mapping.delimiter)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT)
+            .csv(path)
+        )
+    elif fmt == "json":
+        schema = T.StructType(list(strings.fields) + [T.StructField(CORRUPT, T.StringType())])
+        frame = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).json(path)
+    elif fmt == "parquet":
+        frame = spark.read.parquet(path)
+        absent = [c for c in columns if c not in frame.columns]
+        if absent:
+            raise ValueError(f"{path}: columns {absent} are missing (the files have {frame.columns})")
+        frame = frame.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns], F.lit(None).cast("string").alias(CORRUPT))
+    elif fmt == "text":
+        frame = _read_whitespace_text(spark, path, columns, mapping.header)
+    else:
+        raise ValueError(f"format must be csv, json, parquet or text, got {fmt!r}")
+    return frame.select(
+        *[F.col(f"`{c}`") for c in columns],
+        F.col(CORRUPT),
+        F.col("_metadata.file_path").alias("_source_file"),
+        F.monotonically_increasing_id().alias("_row"),
+    )
+
+
+def _read_whitespace_text(spark: SparkSession, path: str, columns: list[str], header: bool) -> DataFrame:
+    """Whitespace-separated text (CDNOW_master.txt): fields by position, header lines skipped."""
+    lines = spark.read.text(path).select("*", "_metadata")
+    value = F.trim(F.regexp_replace("value", "\r", ""))
+    tokens = F.split(value, r"\s+")
+    lines = lines.select(value.alias("line"), tokens.alias("tokens"), "_metadata").where(F.col("line") != "")
+    if header:
+        first = lines.first()
+        if first is None:
+            raise ValueError(f"{path}: no lines to read")
+        names = first["tokens"]
+        lines = lines.where(F.col("line") != first["line"])
+    else:
+        names = columns
+    absent = [c for c in columns if c not in names]
+    if absent:
+        raise ValueError(f"{path}: columns {absent} are not in the header {names}")
+    well_formed = F.size("tokens") == len(names)
+    fields = [F.when(well_formed, F.col("tokens")[names.index(c)]).alias(c) for c in columns]
+    return lines.select(*fields, F.when(~well_formed, F.col("line")).alias(CORRUPT), "_metadata")
+
+
+def pseudonym_key(settings: IngestSettings) -> bytes:
+    """The HMAC key from the environment variable the conf names; never logged."""
+    key = os.environ.get(settings.pseudonymize_key_env, "")
+    if not key:
+        raise ValueError(
+            f"ingest.pseudonymize_user_ids is on but the environment variable {settings.pseudonymize_key_env} is empty or unset"
+        )
+    return key.encode("utf-8")
+
+
+def run(spark: SparkSession, settings: Settings, input_path: str | None = None, preset: str | None = None) -> RunSummary:
+    """Ingest ``input_path`` (file, folder or glob) into ``events`` and ``events_quarantine``."""
+    path = input_path or settings.ingest.input
+    if not path:
+        raise ValueError("no input: pass --input PATH or set ingest.input")
+    preset_name, mapping = resolve_mapping(settings.ingest, preset)
+    fmt = detect_format(path, mapping, settings.ingest.format)
+    summary = RunSummary("ingest", inputs={"path": path, "preset": preset_name, "format": fmt})
+    now = settings.ingest.now or summary.started_at.replace(tzinfo=None)
+    log.info("ingest %s (%s, preset %s)", path, fmt, preset_name)
+
+    events = normalize_events(read_raw(spark, path, mapping, fmt), mapping)
+    if settings.ingest.pseudonymize_user_ids:
+        events = pseudonymize_user_ids(events, pseudonym_key(settings.ingest))
+    events = mark_batch_duplicates(
+        validate_events(
+            events,
+            now=now,
+            future_tolerance_hours=settings.ingest.future_tolerance_hours,
+            min_event_time=settings.ingest.min_event_time,
+        )
+    )
+    events_path = settings.table_path("events")
+    quarantine_path = settings.table_path("events_quarantine")
+    events_table = ensure_table(spark, events_path, EVENTS_SCHEMA, partitioned_by=["event_date"])
+    quarantine_table = ensure_table(spark, quarantine_path, QUARANTINE_SCHEMA)
+
+    # Pinned to the version before this run's MERGE, so a recomputed partition classifies alike.
+    version = events_table.history(1).first()["version"]
+    existing = spark.read.format("delta").option("versionAsOf", version).load(events_path).select("event_id", "source_file")
+    classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
+        read = sum(by_status.values())
+        expected_new = by_status.get("new", 0)
+        already = by_status.get("already_ingested", 0)
+        quarantined = read - expected_new - already
+        stamp = [F.lit(summary.run_id).alias("run_id"), F.lit(summary.started_at).cast("timestamp").alias("ingested_at")]
+
+        written = 0
+        if expected_new:
+            written = insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"])
+        quarantine_written = 0
+        if quarantined:
+            quarantine_written = insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"])
+    finally:
+        classified.unpersist()
+    if written != expected_new:
+        raise RuntimeError(f"events: expected to insert {expected_new} rows, Delta inserted {written} (a concurrent writer?)")
+
+    summary.counts = {
+        "read": read,
+        "written": written,
+        "already_ingested": already,
+        "quarantined": quarantined,
+        "quarantine_rows_added": quarantine_written,
+        **{f"quarantined.{reason}": n for reason, n in sorted(by_status.items()) if reason not in ("new", "already_ingested")},
+    }
+    summary.outputs = {"events": events_path, "events_quarantine": quarantine_path}
+    summary.finish()
+    summary.metrics = {"events_per_second": round(read / summary.seconds, 1) if summary.seconds else 0.0}
+    if quarantined:
+        log.warning("ingest: %d of %d rows quarantined (%s)", quarantined, read, quarantine_path)
+    record_run(spark, settings.lakehouse, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_stage_script
+
+    run_stage_script("ingest")

@@ -1,0 +1,88 @@
+"""Run summaries: every stage ends with one JSON line on stdout and a row in ``<lakehouse>/_runs``.
+
+The ``_runs`` Delta table makes the history queryable, e.g.
+``spark.read.format("delta").load("lakehouse/_runs").where("stage = 'ingest'")``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from jobs.config import absolute_path
+
+RUNS_TABLE = "_runs"
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("started_at", T.TimestampType(), False),
+        T.StructField("seconds", T.DoubleType(), False),
+        T.StructField("counts", T.MapType(T.StringType(), T.LongType()), False),
+        T.StructField("summary", T.StringType(), False),
+    ]
+)
+
+
+@dataclass
+class RunSummary:
+    """What one stage did: inputs, row counts in and out, and how long it took."""
+
+    stage: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:8])
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    _t0: float = field(default_factory=time.perf_counter, repr=False)
+    seconds: float | None = None
+
+    def finish(self) -> RunSummary:
+        """Stop the clock."""
+        self.seconds = round(time.perf_counter() - self._t0, 3)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "seconds": self.seconds,
+            "inputs": self.inputs,
+            "counts": self.counts,
+            "metrics": self.metrics,
+            "outputs": self.outputs,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), default=str, sort_keys=False)
+
+
+def record_run(spark: SparkSession, lakehouse: str, summary: RunSummary) -> None:
+    """Append ``summary`` to the ``_runs`` table and print it as one JSON line."""
+    if summary.seconds is None:
+        summary.finish()
+    row = (
+        summary.run_id,
+        summary.stage,
+        summary.started_at,
+        float(summary.seconds),
+        {k: int(v) for k, v in summary.counts.items()},
+        summary.to_json(),
+    )
+    (
+        spark.createDataFrame([row], RUNS_SCHEMA)
+        .write.format("delta")
+        .mode("append")
+        .save(f"{absolute_path(lakehouse).rstrip('/')}/{RUNS_TABLE}")
+    )
+    print(summary.to_json(), flush=True)

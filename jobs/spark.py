@@ -1,0 +1,124 @@
+"""The one place a SparkSession is made.
+
+Precedence of Spark settings, strongest first: what spark-submit was given (``--master``,
+``--conf``, ``--packages``), then ``spark.conf`` in the profile, then the defaults below.
+A session that already exists (Databricks, a notebook, the test suite) is used as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyspark import SparkConf
+from pyspark.context import SparkContext
+from pyspark.sql import SparkSession
+
+from jobs.config import SparkSettings
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+JARS_DIR_ENV = "INTEREST_DECAY_JARS_DIR"
+
+# Defaults that make local runs correct and quiet; every one can be overridden.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    # Unparseable timestamps become null (and go to quarantine) instead of raising.
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+}
+
+
+def default_jars_dir() -> Path:
+    """Where setup puts the Delta jars: $INTEREST_DECAY_JARS_DIR or <repo>/.jars."""
+    env = os.environ.get(JARS_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / ".jars"
+
+
+def local_delta_jars(jars_dir: str | Path | None = None) -> list[Path]:
+    """The Delta jars in ``jars_dir``; a clear error when setup has not fetched them."""
+    folder = Path(jars_dir) if jars_dir else default_jars_dir()
+    jars = sorted(folder.glob("delta-spark_*.jar")) + sorted(folder.glob("delta-storage-*.jar"))
+    if len(jars) != 2:
+        raise FileNotFoundError(
+            f"expected one delta-spark_2.12 and one delta-storage jar in {folder}, found {[j.name for j in jars]}: "
+            f"run `make setup`, set {JARS_DIR_ENV}, or set spark.delta_jars: provided when the cluster supplies Delta"
+        )
+    return jars
+
+
+def _submitted_conf() -> dict[str, str]:
+    """Settings given to spark-submit, when this process was started by spark-submit."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return {}
+    SparkContext._ensure_initialized()  # connects to the JVM spark-submit already started
+    return dict(SparkConf().getAll())
+
+
+def build_spark_session(settings: SparkSettings) -> SparkSession:
+    """Return the active SparkSession, or build one with Delta Lake from ``settings``."""
+    if not isinstance(settings, SparkSettings):
+        raise TypeError(f"settings must be SparkSettings, got {type(settings).__name__}")
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+
+    submitted = _submitted_conf()
+    conf: dict[str, str] = dict(DEFAULT_CONF)
+    conf["spark.sql.extensions"] = DELTA_EXTENSION
+    conf["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    delta_provided = settings.delta_jars == "provided" or any(
+        "delta" in submitted.get(key, "") for key in ("spark.jars.packages", "spark.jars")
+    )
+    if not delta_provided:
+        if submitted:
+            raise RuntimeError(
+                "started by spark-submit without Delta Lake: pass --packages io.delta:delta-spark_2.12:3.2.1 "
+                "(or --jars with the jars in .jars/), or set spark.delta_jars: provided"
+            )
+        conf["spark.jars"] = ",".join(str(j) for j in local_delta_jars(settings.jars_dir))
+    conf.update({key: _spark_value(value) for key, value in settings.conf.items()})
+
+    master = submitted.get("spark.master", settings.master)
+    if master.startswith("local"):
+        # Python workers run this interpreter (with pyarrow), not whatever python3 is on PATH;
+        # PySpark reads the worker's interpreter from this variable when the context starts.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    builder = SparkSession.builder.appName(settings.app_name)
+    if "spark.master" not in submitted:
+        builder = builder.master(settings.master)
+    for key, value in conf.items():
+        if key not in submitted:
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark session: master=%s, version=%s", spark.sparkContext.master, spark.version)
+    return spark
+
+
+def _spark_value(value: str | int | float | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@contextmanager
+def spark_session(settings: SparkSettings) -> Iterator[SparkSession]:
+    """The session for one stage; stopped at the end only if this call created it."""
+    existed = SparkSession.getActiveSession() is not None
+    spark = build_spark_session(settings)
+    try:
+        yield spark
+    finally:
+        if not existed:
+            spark.stop()

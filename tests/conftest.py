@@ -1,0 +1,43 @@
+"""One local SparkSession with Delta Lake for the whole suite (local[2], UI off, few partitions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs.config import Settings, load_settings
+from jobs.spark import build_spark_session
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> SparkSession:
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    settings = load_settings(
+        REPO / "conf" / "local.yaml",
+        [
+            "spark.master=local[2]",
+            "spark.app_name=interest-decay-tests",
+            "spark.conf.spark.driver.memory=3g",
+            "spark.conf.spark.sql.shuffle.partitions=2",
+            "spark.conf.spark.default.parallelism=2",
+            "spark.conf.spark.ui.enabled=false",
+            f"spark.conf.spark.sql.warehouse.dir={warehouse}",
+            "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+        ],
+    )
+    session = build_spark_session(settings.spark)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Defaults with the lakehouse and generated files in a fresh temporary folder."""
+    return load_settings(
+        REPO / "conf" / "local.yaml",
+        [f"lakehouse={tmp_path / 'lakehouse'}", f"generator.output={tmp_path / 'generated'}", "generator.output_files=2"],
+    )

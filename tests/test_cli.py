@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from jobs.spark import local_delta_jars
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = str(REPO / "conf" / "local.yaml")
+
+
+def _summaries(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith('{"stage"')]
+
+
+def test_help_lists_the_stages() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for stage in ("generate", "ingest", "run"):
+        assert stage in result.output
+
+
+def test_stage_help_explains_the_options() -> None:
+    result = CliRunner().invoke(app, ["ingest", "--help"])
+    assert result.exit_code == 0
+    for text in ("--conf", "--set", "--input", "--preset", "events_quarantine"):
+        assert text in result.output
+
+
+def test_a_config_error_exits_2_and_names_the_key(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("generator:\n  userz: 5\n")
+    result = CliRunner().invoke(app, ["generate", "--conf", str(conf)])
+    assert result.exit_code == 2
+    assert "generator.userz: unknown key" in result.output
+
+
+def test_generate_then_ingest_in_process(spark: SparkSession, tmp_path: Path) -> None:
+    common = ["--conf", LOCAL, "--set", f"lakehouse={tmp_path / 'lake'}"]
+    generated = CliRunner().invoke(app, ["generate", *common, "--users", "40", "--days", "30", "--output", str(tmp_path / "raw")])
+    assert generated.exit_code == 0, generated.output
+    (gen,) = _summaries(generated.stdout)
+    ingested = CliRunner().invoke(app, ["ingest", *common, "--input", gen["outputs"]["events"], "--preset", "generator"])
+    assert ingested.exit_code == 0, ingested.output
+    (ing,) = _summaries(ingested.stdout)
+    assert ing["counts"]["read"] == ing["counts"]["written"] == gen["counts"]["events"]
+    assert spark.sparkContext._jsc is not None  # the shared session is still alive
+
+
+def test_a_bad_input_path_is_a_clear_error(spark: SparkSession, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ingest", "--conf", LOCAL, "--set", f"lakehouse={tmp_path}", "--input", str(tmp_path / "none.xml")])
+    assert result.exit_code == 2
+    assert "cannot tell the format" in result.output
+
+
+@pytest.mark.slow
+def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
+    """The README's pipeline command, then the same ingest through spark-submit: nothing new."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    overrides = [
+        "--set", f"lakehouse={tmp_path / 'lake'}",
+        "--set", f"generator.output={tmp_path / 'raw'}",
+        "--set", "spark.master=local[2]",
+        "--set", "spark.conf.spark.driver.memory=1g",
+    ]  # fmt: skip
+    run = subprocess.run(
+        [str(bin_dir / "interest-decay"), "run", "--conf", LOCAL, "--users", "200", *overrides],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    generated, ingested = _summaries(run.stdout)
+    assert ingested["counts"]["written"] == generated["counts"]["events"] > 0
+    assert "[2/2] ingest" in run.stderr
+
+    jars = ",".join(str(j) for j in local_delta_jars())
+    submit = subprocess.run(
+        [str(bin_dir / "spark-submit"), "--master", "local[2]", "--jars", jars, "--conf", "spark.driver.memory=1g",
+         str(REPO / "jobs" / "ingest.py"), "--conf", LOCAL, *overrides[:2],
+         "--input", generated["outputs"]["events"], "--preset", "generator"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stderr[-3000:]
+    (again,) = _summaries(submit.stdout)
+    assert again["counts"]["written"] == 0
+    assert again["counts"]["already_ingested"] == generated["counts"]["events"]

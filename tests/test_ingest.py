@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from jobs import generate, ingest
+from jobs.config import Settings
+
+EVENT_VALUES = "user_id STRING, event_time TIMESTAMP, event_type STRING, product_id STRING, category STRING, price DOUBLE"
+HEADER = "event_id,user_id,event_time,event_type,product_id,category,price"
+NOW = "2026-06-01T00:00:00"
+
+# One line per rule, and the reason each bad line must get.
+CORPUS = [
+    ("e1,u1,2026-05-01T10:00:00Z,view,p1,books,9.99", None),
+    ("e2,u1,2026-05-01 10:05:00,cart,p1,books,9.99", None),
+    ("e3,u2,2026-05-02T08:00:00.000Z,purchase,p2,toys,", None),
+    ("e4,u2,2026-05-31T23:30:00Z, VIEW ,p2,toys,5", None),
+    ("e12,u4,2026-06-01T12:00:00Z,view,p1,books,1.0", None),  # inside the 24 h tolerance
+    ('e17,u5,2026-05-01T10:00:00Z,view,p9,"books, rare",12.5', None),
+    ("e5,u3,2026-05-01T10:00:00Z,view", "malformed_line"),
+    ("e6,u3,2026-05-01T10:00:00Z,view,p1,books,1.0,extra", "malformed_line"),
+    ("e7,,2026-05-01T10:00:00Z,view,p1,books,1.0", "missing_user_id"),
+    ("e8,   ,2026-05-01T10:00:00Z,view,p1,books,1.0", "missing_user_id"),
+    ("e9,u4,,view,p1,books,1.0", "missing_event_time"),
+    ("e10,u4,yesterday,view,p1,books,1.0", "unparseable_event_time"),
+    ("e11,u4,2026-06-03T00:00:00Z,view,p1,books,1.0", "event_time_in_future"),
+    ("e13,u4,1970-01-01T00:00:00Z,view,p1,books,1.0", "event_time_before_floor"),
+    ("e14,u4,2026-05-01T10:00:00Z,click,p1,books,1.0", "unknown_event_type"),
+    ("e15,u4,2026-05-01T10:00:00Z,view,p1,books,abc", "non_numeric_price"),
+    ("e16,u4,2026-05-01T10:00:00Z,view,p1,books,-3.5", "negative_price"),
+    ("e1,u1,2026-05-01T10:00:00Z,view,p1,books,9.99", "duplicate_event"),
+]
+GOOD_EVENTS = [
+    ("u1", dt.datetime(2026, 5, 1, 10, 0), "view", "p1", "books", 9.99),
+    ("u1", dt.datetime(2026, 5, 1, 10, 5), "cart", "p1", "books", 9.99),
+    ("u2", dt.datetime(2026, 5, 2, 8, 0), "purchase", "p2", "toys", None),
+    ("u2", dt.datetime(2026, 5, 31, 23, 30), "view", "p2", "toys", 5.0),
+    ("u4", dt.datetime(2026, 6, 1, 12, 0), "view", "p1", "books", 1.0),
+    ("u5", dt.datetime(2026, 5, 1, 10, 0), "view", "p9", "books, rare", 12.5),
+]
+
+
+def _write(path: Path, lines: list[str]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _fixed_now(settings: Settings) -> Settings:
+    settings.ingest.now = dt.datetime.fromisoformat(NOW)
+    return settings
+
+
+def _events(spark: SparkSession, settings: Settings) -> DataFrame:
+    return spark.read.format("delta").load(settings.table_path("events"))
+
+
+def _quarantine(spark: SparkSession, settings: Settings) -> DataFrame:
+    return spark.read.format("delta").load(settings.table_path("events_quarantine"))
+
+
+def test_every_bad_row_is_quarantined_with_its_reason(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    source = _write(tmp_path / "raw" / "corpus.csv", [HEADER] + [line for line, _ in CORPUS])
+    summary = ingest.run(spark, _fixed_now(settings), input_path=source, preset="generator")
+
+    bad = [reason for _, reason in CORPUS if reason]
+    assert summary.counts["read"] == len(CORPUS)
+    assert summary.counts["written"] == len(GOOD_EVENTS)
+    assert summary.counts["quarantined"] == len(bad)
+    assert summary.counts["read"] == summary.counts["written"] + summary.counts["already_ingested"] + summary.counts["quarantined"]
+    for reason in set(bad):
+        assert summary.counts[f"quarantined.{reason}"] == bad.count(reason)
+
+    assertDataFrameEqual(_events(spark, settings).select(*[c.split()[0] for c in EVENT_VALUES.split(", ")]), spark.createDataFrame(GOOD_EVENTS, EVENT_VALUES))
+    quarantine = _quarantine(spark, settings)
+    assertDataFrameEqual(
+        quarantine.groupBy("reason").count(),
+        spark.createDataFrame([(r, bad.count(r)) for r in set(bad)], "reason STRING, count BIGINT"),
+    )
+    # The raw text of a malformed line is kept as it was; other rows keep their fields.
+    raws = {r["raw"] for r in quarantine.where("reason = 'malformed_line'").collect()}
+    assert raws == {"e5,u3,2026-05-01T10:00:00Z,view", "e6,u3,2026-05-01T10:00:00Z,view,p1,books,1.0,extra"}
+    negative = json.loads(quarantine.where("reason = 'negative_price'").first()["raw"])
+    assert negative["event_id"] == "e16" and negative["price"] == "-3.5"
+    assert quarantine.where(F.col("source").endswith("corpus.csv")).count() == len(bad)
+
+
+def test_rerunning_the_same_files_adds_nothing(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    source = _write(tmp_path / "raw" / "corpus.csv", [HEADER] + [line for line, _ in CORPUS])
+    _fixed_now(settings)
+    first = ingest.run(spark, settings, input_path=source, preset="generator")
+    events_before = _events(spark, settings).orderBy("event_id").collect()
+    quarantine_before = _quarantine(spark, settings).orderBy("quarantine_id").collect()
+
+    again = ingest.run(spark, settings, input_path=source, preset="generator")
+
+    assert again.counts["read"] == first.counts["read"]
+    assert again.counts["written"] == 0
+    assert again.counts["already_ingested"] == len(GOOD_EVENTS)
+    assert again.counts["quarantined"] == first.counts["quarantined"]
+    assert again.counts["quarantine_rows_added"] == 0
+    assert _events(spark, settings).orderBy("event_id").collect() == events_before
+    assert _quarantine(spark, settings).orderBy("quarantine_id").collect() == quarantine_before
+
+
+def test_an_event_seen_in_an_earlier_file_is_a_duplicate(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    _fixed_now(settings)
+    first = _write(tmp_path / "day1" / "a.csv", [HEADER, CORPUS[0][0], CORPUS[1][0]])
+    second = _write(tmp_path / "day2" / "b.csv", [HEADER, CORPUS[0][0], "e20,u9,2026-05-03T09:00:00Z,view,p3,garden,2.5"])
+    ingest.run(spark, settings, input_path=first, preset="generator")
+    summary = ingest.run(spark, settings, input_path=second, preset="generator")
+    assert summary.counts == {
+        "read": 2, "written": 1, "already_ingested": 0, "quarantined": 1, "quarantine_rows_added": 1,
+        "quarantined.duplicate_event": 1,
+    }  # fmt: skip
+    assert _events(spark, settings).count() == 3
+    assert _quarantine(spark, settings).where("reason = 'duplicate_event'").count() == 1
+    # Re-running the second file quarantines the duplicate no second time.
+    assert ingest.run(spark, settings, input_path=second, preset="generator").counts["quarantine_rows_added"] == 0
+    assert _quarantine(spark, settings).count() == 1
+
+
+def test_identical_bad_lines_are_all_kept(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    source = _write(tmp_path / "raw" / "twice.csv", [HEADER, "e5,u3,2026-05-01T10:00:00Z,view", "e5,u3,2026-05-01T10:00:00Z,view"])
+    summary = ingest.run(spark, _fixed_now(settings), input_path=source, preset="generator")
+    assert summary.counts["quarantined.malformed_line"] == 2
+    assert _quarantine(spark, settings).count() == 2
+
+
+def test_generated_parquet_goes_in_whole(spark: SparkSession, settings: Settings) -> None:
+    settings.generator.users = 150
+    generated = generate.run(spark, settings)
+    summary = ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
+    assert summary.inputs["format"] == "parquet"
+    assert summary.counts["read"] == generated.counts["events"] == summary.counts["written"]
+    assert summary.counts["quarantined"] == 0
+    assert summary.metrics["events_per_second"] > 0
+    raw = spark.read.parquet(generated.outputs["events"])
+    assertDataFrameEqual(
+        _events(spark, settings).select("user_id", "event_time", "event_type", "product_id", "category", "price"),
+        raw.select("user_id", "event_time", "event_type", F.col("product_id").cast("string"), "category", "price"),
+    )
+    partitions = {r["event_date"] for r in _events(spark, settings).select("event_date").distinct().collect()}
+    assert len(partitions) > 30
+    assert (Path(settings.table_path("events")) / f"event_date={min(partitions)}").is_dir()
+
+
+def test_rees46_preset(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    source = _write(
+        tmp_path / "rees46.csv",
+        [
+            "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session",
+            "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde",
+            "2019-10-01 00:00:04 UTC,cart,3900821,2053013552326770905,appliances.environment.water_heater,aqua,33.20,554748717,9333dfbd",
+            "2019-10-01 00:00:05 UTC,remove_from_cart,3900821,2053013552326770905,appliances.environment.water_heater,aqua,33.20,554748717,9333dfbd",
+        ],
+    )
+    summary = ingest.run(spark, settings, input_path=source, preset="rees46")
+    assert summary.counts["written"] == 3
+    expected = [
+        ("541312140", dt.datetime(2019, 10, 1, 0, 0, 0), "view", "44600062", "2103807459595387724", 35.79),
+        ("554748717", dt.datetime(2019, 10, 1, 0, 0, 4), "cart", "3900821", "appliances.environment.water_heater", 33.2),
+        ("554748717", dt.datetime(2019, 10, 1, 0, 0, 5), "remove_from_cart", "3900821", "appliances.environment.water_heater", 33.2),
+    ]
+    assertDataFrameEqual(
+        _events(spark, settings).select("user_id", "event_time", "event_type", "product_id", "category", "price"),
+        spark.createDataFrame(expected, EVENT_VALUES),
+    )
+
+
+def test_cdnow_preset_reads_the_master_file_format(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    # The layout of CDNOW_master.txt as it ships in the lifetimes wheel: padded, CRLF, a header.
+    source = tmp_path / "CDNOW_master.txt"
+    source.write_bytes(
+        b" customer_id  date number_of_cds  dollar_value\r\n"
+        b" 00001 19970101  1   11.77\r\n"
+        b" 00002 19970112  1   12.00\r\n"
+        b" 00002 19970112  5   77.00\r\n"
+        b" 00002 19970112  1   12.00\r\n"
+        b" 00003 1997\r\n"
+        b"\r\n"
+    )
+    summary = ingest.run(spark, settings, input_path=str(source), preset="cdnow")
+    assert summary.inputs["format"] == "text"
+    assert summary.counts == {
+        "read": 5, "written": 3, "already_ingested": 0, "quarantined": 2, "quarantine_rows_added": 2,
+        "quarantined.duplicate_event": 1, "quarantined.malformed_line": 1,
+    }  # fmt: skip
+    expected = [
+        ("00001", dt.datetime(1997, 1, 1), "purchase", None, None, 11.77),
+        ("00002", dt.datetime(1997, 1, 12), "purchase", None, None, 12.0),
+        ("00002", dt.datetime(1997, 1, 12), "purchase", None, None, 77.0),  # same day, another order
+    ]
+    assertDataFrameEqual(
+        _events(spark, settings).select("user_id", "event_time", "event_type", "product_id", "category", "price"),
+        spark.createDataFrame(expected, EVENT_VALUES),
+    )
+
+
+def test_json_with_a_mapping_from_conf(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    source = _write(
+        tmp_path / "events.jsonl",
+        [
+            '{"visitorid": 17, "timestamp": "1433221332117", "event": "addtocart", "itemid": "355908"}',
+            '{"visitorid": 18, "timestamp": "1433224214164", "event": "view", "itemid": "248676"}',
+            '{"visitorid": 19, "timestamp": "1433221999827", "event": "transaction"',
+        ],
+    )
+    settings.ingest.preset = None
+    settings.ingest.mapping = {  # validated into a SourceMapping on assignment
+        "columns": {"user_id": "visitorid", "event_time": "timestamp", "event_type": "event", "product_id": "itemid"},
+        "event_types": {"addtocart": "cart", "transaction": "purchase"},
+        "timestamp_formats": ["epoch_millis"],
+    }
+    summary = ingest.run(spark, settings, input_path=source)
+    assert summary.inputs == {"path": source, "preset": "mapping", "format": "json"}
+    assert (summary.counts["written"], summary.counts["quarantined.malformed_line"]) == (2, 1)
+    expected = [
+        ("17", dt.datetime(2015, 6, 2, 5, 2, 12, 117000), "cart", "355908", None, None),
+        ("18", dt.datetime(2015, 6, 2, 5, 50, 14, 164000), "view", "248676", None, None),
+    ]
+    assertDataFrameEqual(
+        _events(spark, settings).select("user_id", "event_time", "event_type", "product_id", "category", "price"),
+        spark.createDataFrame(expected, EVENT_VALUES),
+    )
+
+
+def test_pseudonymised_user_ids_are_keyed_hashes(
+    spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "not-a-real-secret-4f1c"
+    monkeypatch.setenv("INTEREST_DECAY_PSEUDONYM_KEY", key)
+    settings.ingest.pseudonymize_user_ids = True
+    source = _write(tmp_path / "raw.csv", [HEADER, CORPUS[0][0], CORPUS[2][0]])
+    summary = ingest.run(spark, _fixed_now(settings), input_path=source, preset="generator")
+    expected = {hmac.new(key.encode(), uid.encode(), hashlib.sha256).hexdigest() for uid in ("u1", "u2")}
+    assert {r["user_id"] for r in _events(spark, settings).collect()} == expected
+    assert key not in summary.to_json()
+    assert key not in capsys.readouterr().out
+
+
+def test_pseudonymising_without_a_key_is_refused(spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INTEREST_DECAY_PSEUDONYM_KEY", raising=False)
+    settings.ingest.pseudonymize_user_ids = True
+    source = _write(tmp_path / "raw.csv", [HEADER, CORPUS[0][0]])
+    with pytest.raises(ValueError, match="INTEREST_DECAY_PSEUDONYM_KEY is empty or unset"):
+        ingest.run(spark, settings, input_path=source, preset="generator")
+
+
+def test_unknown_format_and_missing_columns_are_clear_errors(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    odd = _write(tmp_path / "events.xml", ["<event/>"])
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        ingest.run(spark, settings, input_path=odd, preset="generator")
+    wrong = _write(tmp_path / "wrong.csv", ["a,b", "1,2"])
+    with pytest.raises(ValueError, match=r"source columns .* are not in the input"):
+        ingest.run(spark, settings, input_path=wrong, preset="generator")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        ingest.run(spark, settings, input_path=wrong, preset="amazon")
