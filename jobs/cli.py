@@ -21,6 +21,7 @@ from rich.table import Table
 
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
+from jobs import sessionize as sessionize_job
 from jobs.config import ConfigError, Settings, load_settings
 from jobs.runs import RunSummary
 from jobs.spark import spark_session
@@ -113,18 +114,35 @@ def ingest(
     _run_stage(settings, ingest_job.run, input_path=input_path, preset=preset)
 
 
+@app.command()
+def sessionize(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every session instead of only what new events touch.")] = False,
+) -> None:
+    """Group events into sessions (silver Delta table `sessions`), incrementally.
+
+    A gap longer than sessions.gap_minutes (default 30) between two events of a user starts a
+    new session. Only users with events added since the last run are re-sessionized, and the
+    result equals a full recompute; a re-run with no new events changes nothing.
+    """
+    settings = _settings(conf, set_)
+    _run_stage(settings, sessionize_job.run, full=full)
+
+
 @app.command("run")
 def run_pipeline(
     conf: ConfOption = None,
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest."""
+    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize."""
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
     stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
         ("generate", generate_job.run, {}),
         ("ingest", ingest_job.run, {"input_path": generated, "preset": "generator"}),
+        ("sessionize", sessionize_job.run, {}),
     ]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
@@ -141,7 +159,7 @@ def run_pipeline(
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     console.print(timings)
-    console.print(f"tables under {settings.lakehouse}: events, events_quarantine, truth, _runs")
+    console.print(f"tables under {settings.lakehouse}: events, events_quarantine, sessions, truth, _runs")
 
 
 def run_stage_script(stage: str) -> None:

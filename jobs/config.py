@@ -51,7 +51,7 @@ class GeneratorSettings(_Strict):
     n_categories: int = Field(20, ge=2)
     products_per_category: int = Field(200, gt=0)
     # Mean sessions per day at a user's start; lognormal across users.
-    initial_rate_mean: float = Field(0.35, gt=0)
+    initial_rate_mean: float = Field(0.4, gt=0)
     # Median of the per-user interest time constant tau (days); lognormal across users.
     tau_days_median: float = Field(18.0, gt=0)
     floor_rate: float = Field(0.01, ge=0)
@@ -117,6 +117,12 @@ class IngestSettings(_Strict):
     pseudonymize_key_env: str = "INTEREST_DECAY_PSEUDONYM_KEY"
 
 
+class SessionSettings(_Strict):
+    """Silver sessions: a gap longer than ``gap_minutes`` between two events starts a new session."""
+
+    gap_minutes: float = Field(30.0, gt=0)
+
+
 class Settings(_Strict):
     """Everything one run of any stage needs."""
 
@@ -125,6 +131,7 @@ class Settings(_Strict):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     def table_path(self, name: str) -> str:
         """Absolute path (or URI) of the Delta table ``name`` inside the lakehouse."""

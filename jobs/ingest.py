@@ -32,7 +32,7 @@ from features.events import (
 )
 from jobs.config import IngestSettings, Settings, SourceMapping
 from jobs.runs import RunSummary, record_run
-from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new
+from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new, latest_version
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,11 @@ def run(spark: SparkSession, settings: Settings, input_path: str | None = None, 
     )
     events_path = settings.table_path("events")
     quarantine_path = settings.table_path("events_quarantine")
-    events_table = ensure_table(spark, events_path, EVENTS_SCHEMA, partitioned_by=["event_date"])
+    events_table = ensure_table(spark, events_path, EVENTS_SCHEMA, partitioned_by=["event_date"], change_feed=True)
     quarantine_table = ensure_table(spark, quarantine_path, QUARANTINE_SCHEMA)
 
     # Pinned to the version before this run's MERGE, so a recomputed partition classifies alike.
-    version = events_table.history(1).first()["version"]
+    version = latest_version(spark, events_path)
     existing = spark.read.format("delta").option("versionAsOf", version).load(events_path).select("event_id", "source_file")
     classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
     try:

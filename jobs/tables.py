@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 EVENTS_SCHEMA = T.StructType(
@@ -34,11 +39,23 @@ QUARANTINE_SCHEMA = T.StructType(
 )
 
 
-def ensure_table(spark: SparkSession, path: str, schema: T.StructType, partitioned_by: list[str] | None = None) -> DeltaTable:
-    """The Delta table at ``path``, created empty with ``schema`` if it does not exist yet."""
+def ensure_table(
+    spark: SparkSession,
+    path: str,
+    schema: T.StructType,
+    partitioned_by: list[str] | None = None,
+    change_feed: bool = False,
+) -> DeltaTable:
+    """The Delta table at ``path``, created empty with ``schema`` if it does not exist yet.
+
+    ``change_feed`` turns on Delta's change data feed, which incremental readers use to see
+    exactly which rows a commit added.
+    """
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partitioned_by:
         builder = builder.partitionedBy(*partitioned_by)
+    if change_feed:
+        builder = builder.property("delta.enableChangeDataFeed", "true")
     return builder.execute()
 
 
@@ -61,3 +78,31 @@ def insert_new(target: DeltaTable, rows: DataFrame, keys: list[str]) -> int:
     if commit["operation"] != "MERGE" or commit["version"] != before + 1:
         raise RuntimeError(f"expected version {before + 1} to be this MERGE, found {commit['version']}: {commit['operation']}")
     return int(commit["operationMetrics"].get("numTargetRowsInserted", 0))
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, metadata: dict[str, object]) -> Iterator[None]:
+    """Attach ``metadata`` (as JSON) to the Delta commits made inside the block.
+
+    Jobs record what input version they processed this way, in the same atomic commit as the
+    data, so a crash can never leave the data and its watermark out of step.
+    """
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
+    try:
+        yield
+    finally:
+        spark.conf.unset(key)
+
+
+def last_commit_metadata(spark: SparkSession, path: str) -> dict[str, object] | None:
+    """The metadata of the newest commit of ``path`` that has any, or None."""
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, path).history().where("userMetadata IS NOT NULL").orderBy(F.desc("version")).select("userMetadata").first()
+    return json.loads(row["userMetadata"]) if row else None
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    """The newest version number of the Delta table at ``path``."""
+    return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
