@@ -33,30 +33,37 @@ def session_id(user_id: Column, session_start: Column) -> Column:
     return F.substring(F.sha2(key, 256), 1, 32)
 
 
+def number_sessions(events: DataFrame, gap_minutes: float = 30.0) -> DataFrame:
+    """``events`` plus ``starts_session``, ``session_no`` (per user, from 1) and ``session_start``.
+
+    Each value depends only on the user's earlier events, so a cut of the events at any time
+    numbers the events before the cut exactly as the whole history does.
+    """
+    if gap_minutes <= 0:
+        raise ValueError(f"gap_minutes must be positive, got {gap_minutes}")
+    missing = {"user_id", "event_time", "event_id"} - set(events.columns)
+    if missing:
+        raise ValueError(f"events lacks columns {sorted(missing)}")
+    in_order = Window.partitionBy("user_id").orderBy("event_time", "event_id")
+    so_far = in_order.rowsBetween(Window.unboundedPreceding, 0)
+    micros = F.unix_micros("event_time")
+    starts_session = F.coalesce(micros - F.lag(micros).over(in_order) > int(gap_minutes * 60 * 1_000_000), F.lit(True))
+    flagged = events.withColumn("starts_session", starts_session)
+    return flagged.withColumn("session_no", F.sum(F.col("starts_session").cast("int")).over(so_far)).withColumn(
+        "session_start", F.max(F.when(F.col("starts_session"), F.col("event_time"))).over(so_far)
+    )
+
+
 def sessionize(events: DataFrame, gap_minutes: float = 30.0) -> DataFrame:
     """One row per session of ``events`` (user_id, event_time, event_type, category, price, event_id).
 
     ``revenue`` is the sum of purchase prices; ``top_category`` the most frequent category in the
     session (ties go to the alphabetically first); ``session_date`` the UTC date of its start.
     """
-    if gap_minutes <= 0:
-        raise ValueError(f"gap_minutes must be positive, got {gap_minutes}")
-    missing = {"user_id", "event_time", "event_type", "category", "price", "event_id"} - set(events.columns)
+    missing = {"event_type", "category", "price"} - set(events.columns)
     if missing:
         raise ValueError(f"events lacks columns {sorted(missing)}")
-
-    in_order = Window.partitionBy("user_id").orderBy("event_time", "event_id")
-    gap_micros = int(gap_minutes * 60 * 1_000_000)
-    micros = F.unix_micros("event_time")
-    starts_session = F.coalesce(micros - F.lag(micros).over(in_order) > gap_micros, F.lit(True))
-    numbered = events.select(
-        "user_id",
-        "event_time",
-        "event_type",
-        "category",
-        "price",
-        F.sum(starts_session.cast("int")).over(in_order.rowsBetween(Window.unboundedPreceding, 0)).alias("session_no"),
-    )
+    numbered = number_sessions(events, gap_minutes)
 
     def count_of(event_type: str) -> Column:
         return F.count(F.when(F.col("event_type") == event_type, 1))

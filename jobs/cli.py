@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from jobs import features as features_job
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
 from jobs import sessionize as sessionize_job
@@ -130,19 +132,38 @@ def sessionize(
     _run_stage(settings, sessionize_job.run, full=full)
 
 
+@app.command()
+def features(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    as_of: Annotated[
+        Optional[datetime], typer.Option("--as-of", formats=["%Y-%m-%d"], help="Build the view for this date only (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Build the gold tables: `user_windows`, the model's view `sequences`, `category_interest`.
+
+    Without --as-of, the view holds every rolling as-of date (window boundaries), each with
+    the last features.n_windows windows and labels for every horizon; that is what training
+    reads. With --as-of, just that date, for scoring. As-of dates are window boundaries.
+    """
+    settings = _settings(conf, set_)
+    _run_stage(settings, features_job.run, as_of=as_of.date() if as_of else None)
+
+
 @app.command("run")
 def run_pipeline(
     conf: ConfOption = None,
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize."""
+    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features."""
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
     stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
         ("generate", generate_job.run, {}),
         ("ingest", ingest_job.run, {"input_path": generated, "preset": "generator"}),
         ("sessionize", sessionize_job.run, {}),
+        ("features", features_job.run, {}),
     ]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
@@ -159,7 +180,7 @@ def run_pipeline(
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     console.print(timings)
-    console.print(f"tables under {settings.lakehouse}: events, events_quarantine, sessions, truth, _runs")
+    console.print(f"tables under {settings.lakehouse}: events, events_quarantine, sessions, user_windows, sequences, category_interest, truth, _runs")
 
 
 def run_stage_script(stage: str) -> None:

@@ -123,6 +123,17 @@ class SessionSettings(_Strict):
     gap_minutes: float = Field(30.0, gt=0)
 
 
+class FeatureSettings(_Strict):
+    """Gold features: window length and count, their alignment, and category interest."""
+
+    window_days: int = Field(7, gt=0)
+    n_windows: int = Field(12, gt=0)
+    # Windows are aligned to this date (a Monday); as-of dates are window boundaries.
+    origin: dt.date = dt.date(2024, 1, 1)
+    recent_windows: int = Field(4, gt=0)
+    top_categories: int = Field(3, gt=0)
+
+
 class Settings(_Strict):
     """Everything one run of any stage needs."""
 
@@ -132,6 +143,15 @@ class Settings(_Strict):
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    horizons_days: list[int] = Field(default_factory=lambda: [7, 14, 30], min_length=1)
+
+    @field_validator("horizons_days")
+    @classmethod
+    def _positive_sorted(cls, horizons: list[int]) -> list[int]:
+        if any(h <= 0 for h in horizons):
+            raise ValueError(f"horizons must be positive numbers of days, got {horizons}")
+        return sorted(set(horizons))
 
     def table_path(self, name: str) -> str:
         """Absolute path (or URI) of the Delta table ``name`` inside the lakehouse."""

@@ -1,0 +1,256 @@
+"""Gold features: per user and time window, and the sequence view the model reads.
+
+Windows are ``window_days`` long and aligned to ``origin``: window ``k`` covers
+``[origin + k * window_days, origin + (k + 1) * window_days)``. An as-of date is a window
+boundary. The view row of a user at as-of date ``A`` holds the last ``n_windows`` windows that
+end at or before ``A`` and labels from what happens at or after ``A``; nothing in its inputs
+comes from after ``A`` (tests/test_windows.py cuts the events at ``A`` and compares).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from features.sessions import number_sessions
+
+# The per-window features, in the order of the inner arrays of the view's ``x``.
+WINDOW_FEATURES = (
+    "sessions",
+    "active_days",
+    "views",
+    "carts",
+    "purchases",
+    "revenue",
+    "cart_to_purchase_rate",
+    "mean_session_minutes",
+    "category_entropy",
+    "top_category_share",
+    "days_since_last_event",
+    "tenure_days",
+)
+# Per user at the as-of date, in the order of the view's ``static``.
+STATIC_FEATURES = ("tenure_days", "recency_days", "total_sessions", "total_purchases", "total_revenue")
+
+_DAY_S = 86_400
+
+
+def _epoch_s(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+
+
+def window_index(time: Column, origin: dt.date, window_days: int) -> Column:
+    """Index of the window holding ``time``."""
+    return F.floor((F.unix_seconds(time) - _epoch_s(origin)) / (window_days * _DAY_S)).cast("long")
+
+
+def window_bound(index: Column, origin: dt.date, window_days: int) -> Column:
+    """Start time of window ``index`` (so ``index + 1`` gives its end)."""
+    return F.timestamp_seconds(F.lit(_epoch_s(origin)) + index * (window_days * _DAY_S))
+
+
+def is_boundary(day: dt.date, origin: dt.date, window_days: int) -> bool:
+    """True when ``day`` is a window boundary, i.e. a valid as-of date."""
+    return (day - origin).days % window_days == 0
+
+
+def _entropy(counts: Column) -> Column:
+    total = F.aggregate(counts, F.lit(0.0), lambda acc, n: acc + n)
+    plogp = F.aggregate(counts, F.lit(0.0), lambda acc, n: acc + (n / total) * F.log(n / total))
+    return F.when(total > 0, F.greatest(-plogp, F.lit(0.0))).otherwise(0.0)  # greatest: no -0.0
+
+
+def user_windows(
+    events: DataFrame,
+    *,
+    origin: dt.date,
+    window_days: int,
+    until: dt.datetime,
+    gap_minutes: float = 30.0,
+) -> DataFrame:
+    """Every window of every user from their first event to the window holding ``until``.
+
+    Windows without activity are kept (zeros), because "nothing happened" is what decay looks
+    like. Only events before ``until`` are read.
+    """
+    if window_days <= 0:
+        raise ValueError(f"window_days must be positive, got {window_days}")
+    numbered = number_sessions(events.where(F.col("event_time") < F.lit(until)), gap_minutes).withColumn(
+        "widx", window_index(F.col("event_time"), origin, window_days)
+    )
+
+    def count_of(event_type: str) -> Column:
+        return F.count(F.when(F.col("event_type") == event_type, 1))
+
+    per_category = numbered.groupBy("user_id", "widx", "category").agg(
+        F.count("*").alias("n"),
+        count_of("view").alias("views"),
+        count_of("cart").alias("carts"),
+        count_of("purchase").alias("purchases"),
+        F.sum(F.when(F.col("event_type") == "purchase", F.col("price"))).alias("revenue"),
+        F.sum(F.col("starts_session").cast("int")).alias("sessions"),
+        F.collect_set(F.to_date("event_time")).alias("days"),
+        F.min("event_time").alias("first_event_time"),
+        F.max("event_time").alias("last_event_time"),
+        F.min(F.when(F.col("starts_session"), F.col("event_time"))).alias("first_session_start"),
+    )
+    named = F.col("category").isNotNull()
+    per_window = per_category.groupBy("user_id", "widx").agg(
+        *[F.sum(c).cast("int").alias(c) for c in ("sessions", "views", "carts", "purchases")],
+        F.coalesce(F.sum("revenue"), F.lit(0.0)).alias("revenue"),
+        F.size(F.array_distinct(F.flatten(F.collect_list("days")))).alias("active_days"),
+        _entropy(F.collect_list(F.when(named, F.col("n").cast("double")))).alias("category_entropy"),
+        (F.max(F.when(named, F.col("n"))) / F.sum(F.when(named, F.col("n")))).alias("top_category_share"),
+        F.min("first_event_time").alias("first_event_time"),
+        F.max("last_event_time").alias("last_event_time"),
+        F.min("first_session_start").alias("first_session_start"),
+    )
+    # Sessions started in a window, timed up to their last event inside that window.
+    session_minutes = (
+        numbered.where(F.col("widx") == window_index(F.col("session_start"), origin, window_days))
+        .groupBy("user_id", "widx", "session_no")
+        .agg(((F.unix_seconds(F.max("event_time")) - F.unix_seconds(F.min("session_start"))) / 60).alias("minutes"))
+        .groupBy("user_id", "widx")
+        .agg(F.avg("minutes").alias("mean_session_minutes"))
+    )
+    last_index = window_index(F.lit(until) - F.expr("INTERVAL 1 MICROSECOND"), origin, window_days)
+    dense = (
+        per_window.groupBy("user_id")
+        .agg(F.min("widx").alias("first_widx"))
+        .select("user_id", F.explode(F.sequence("first_widx", last_index)).alias("widx"))
+        .join(per_window, ["user_id", "widx"], "left")
+        .join(session_minutes, ["user_id", "widx"], "left")
+    )
+    so_far = Window.partitionBy("user_id").orderBy("widx").rowsBetween(Window.unboundedPreceding, 0)
+    window_end = window_bound(F.col("widx") + 1, origin, window_days)
+    zero_filled = dense.select(
+        "user_id",
+        "widx",
+        *[F.coalesce(c, F.lit(0)).alias(c) for c in ("sessions", "active_days", "views", "carts", "purchases")],
+        F.coalesce("revenue", F.lit(0.0)).alias("revenue"),
+        # least() skips nulls, so the no-cart case is spelled out.
+        F.when(F.col("carts") > 0, F.least(F.col("purchases") / F.col("carts"), F.lit(1.0))).otherwise(0.0).alias("cart_to_purchase_rate"),
+        F.coalesce("mean_session_minutes", F.lit(0.0)).alias("mean_session_minutes"),
+        F.coalesce("category_entropy", F.lit(0.0)).alias("category_entropy"),
+        F.coalesce("top_category_share", F.lit(0.0)).alias("top_category_share"),
+        "first_session_start",
+        F.max("last_event_time").over(so_far).alias("last_event_time"),
+        F.min("first_event_time").over(so_far).alias("first_event_time"),
+        F.sum(F.coalesce("sessions", F.lit(0))).over(so_far).alias("total_sessions"),
+        F.sum(F.coalesce("purchases", F.lit(0))).over(so_far).alias("total_purchases"),
+        F.sum(F.coalesce("revenue", F.lit(0.0))).over(so_far).alias("total_revenue"),
+    )
+
+    def days_before_end(time: Column) -> Column:
+        return (F.unix_seconds(window_end) - F.unix_seconds(time)) / _DAY_S
+
+    return zero_filled.select(
+        "user_id",
+        F.to_date(window_bound(F.col("widx"), origin, window_days)).alias("window_start"),
+        F.to_date(window_end).alias("window_end"),
+        *WINDOW_FEATURES[:10],
+        days_before_end(F.col("last_event_time")).alias("days_since_last_event"),
+        days_before_end(F.col("first_event_time")).alias("tenure_days"),
+        "total_sessions",
+        "total_purchases",
+        "total_revenue",
+        "first_session_start",
+        "widx",
+    )
+
+
+def sequences(
+    windows: DataFrame,
+    *,
+    n_windows: int,
+    horizons_days: list[int],
+    observed_until: dt.datetime,
+    as_of_dates: list[dt.date] | None = None,
+) -> DataFrame:
+    """The model's view: per user and as-of date, ``x`` (n_windows x features), ``mask``, ``static``, labels.
+
+    ``x`` is padded at the front with zero windows before the user's first window (``mask`` 0).
+    Labels, from session starts at or after the as-of date: ``active_<h>d`` (null when
+    ``as_of + h`` is after ``observed_until``, i.e. not yet known), ``days_to_next`` and
+    ``censored`` (no session seen by ``observed_until``; ``days_to_next`` is then the time observed).
+    """
+    if n_windows <= 0:
+        raise ValueError(f"n_windows must be positive, got {n_windows}")
+    by_user = Window.partitionBy("user_id").orderBy("widx")
+    vector = F.array(*[F.col(c).cast("float") for c in WINDOW_FEATURES])
+    recent = F.collect_list(vector).over(by_user.rowsBetween(-(n_windows - 1), 0))
+    next_start = F.min("first_session_start").over(by_user.rowsBetween(1, Window.unboundedFollowing))
+    framed = windows.select(
+        "user_id",
+        F.col("window_end").alias("as_of_date"),
+        recent.alias("recent"),
+        F.array(*[F.col(c).cast("float") for c in ("tenure_days", "days_since_last_event", "total_sessions", "total_purchases", "total_revenue")]).alias("static"),
+        next_start.alias("next_session_start"),
+    )
+    if as_of_dates is not None:
+        framed = framed.where(F.col("as_of_date").isin(list(as_of_dates)))
+    as_of = F.col("as_of_date").cast("timestamp")
+    seen = F.col("next_session_start") < F.lit(observed_until)
+    padding = n_windows - F.size("recent")
+    zeros = F.array(*[F.lit(0.0).cast("float")] * len(WINDOW_FEATURES))
+    observed_days = (F.lit(observed_until).cast("long") - as_of.cast("long")) / _DAY_S
+    days_to_next = F.when(seen, (F.unix_seconds("next_session_start") - F.unix_seconds(as_of)) / _DAY_S).otherwise(observed_days)
+    labels = []
+    for h in horizons_days:
+        arrived = seen & (days_to_next < h)
+        known = observed_days >= h
+        labels.append(F.when(arrived, 1).when(known, 0).alias(f"active_{h}d"))
+    return framed.where(as_of <= F.lit(observed_until)).select(
+        "user_id",
+        "as_of_date",
+        F.concat(F.array_repeat(zeros, padding), F.col("recent")).alias("x"),
+        F.concat(F.array_repeat(F.lit(0), padding), F.array_repeat(F.lit(1), F.size("recent"))).alias("mask"),
+        "static",
+        *labels,
+        days_to_next.cast("double").alias("days_to_next"),
+        (~F.coalesce(seen, F.lit(False))).alias("censored"),
+    )
+
+
+def category_interest(
+    events: DataFrame,
+    *,
+    as_of: dt.date,
+    window_days: int,
+    n_windows: int,
+    recent_windows: int,
+    top_n: int = 3,
+) -> DataFrame:
+    """Per user at ``as_of``: the top categories of the last ``n_windows`` windows, each with its
+    share of the user's events in the last ``recent_windows`` windows and in the windows before.
+
+    A category whose recent share is below its earlier share is one the user's interest is
+    leaving: the scoring output uses it to suggest what to recommend.
+    """
+    if not 0 < recent_windows < n_windows:
+        raise ValueError(f"recent_windows must be between 1 and n_windows - 1 ({n_windows - 1}), got {recent_windows}")
+    end = dt.datetime(as_of.year, as_of.month, as_of.day)
+    start = end - dt.timedelta(days=window_days * n_windows)
+    split = end - dt.timedelta(days=window_days * recent_windows)
+    period = events.where((F.col("event_time") >= F.lit(start)) & (F.col("event_time") < F.lit(end)) & F.col("category").isNotNull())
+    is_recent = F.col("event_time") >= F.lit(split)
+    counts = period.groupBy("user_id", "category").agg(
+        F.count("*").alias("n"), F.count(F.when(is_recent, 1)).alias("n_recent"), F.count(F.when(~is_recent, 1)).alias("n_earlier")
+    )
+    per_user = Window.partitionBy("user_id")
+    ranked = Window.partitionBy("user_id").orderBy(F.desc("n"), "category")
+    shares = counts.select(
+        "user_id",
+        "category",
+        F.row_number().over(ranked).alias("rank"),
+        F.coalesce(F.col("n_recent") / F.sum("n_recent").over(per_user), F.lit(0.0)).alias("recent_share"),
+        F.coalesce(F.col("n_earlier") / F.sum("n_earlier").over(per_user), F.lit(0.0)).alias("earlier_share"),
+    ).where(F.col("rank") <= top_n)
+    entry = F.struct(
+        "rank", "category", F.round("recent_share", 4).alias("recent_share"), F.round("earlier_share", 4).alias("earlier_share")
+    )
+    return shares.groupBy("user_id").agg(F.array_sort(F.collect_list(entry)).alias("top_categories")).select(
+        "user_id", F.lit(as_of).alias("as_of_date"), "top_categories"
+    )

@@ -1,0 +1,129 @@
+"""Gold features: ``user_windows``, the model's view ``sequences`` and ``category_interest``.
+
+Without ``--as-of`` the view holds every rolling as-of date (every window boundary from the
+first complete window to the last event), which is what training reads. With ``--as-of`` it
+holds that date only, which is what scoring reads. Re-running replaces the same as-of dates,
+so nothing is duplicated.
+
+    spark-submit jobs/features.py --conf conf/local.yaml [--as-of 2026-04-27]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+
+if __name__ == "__main__":
+    # `spark-submit jobs/features.py` puts jobs/ first on sys.path, where this file would shadow
+    # the `features` package it imports.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from features.windows import category_interest, is_boundary, sequences, user_windows
+from jobs.config import Settings
+from jobs.runs import RunSummary, record_run
+from jobs.tables import latest_version, table_exists
+
+log = logging.getLogger(__name__)
+
+
+def rolling_as_of_dates(first_event: dt.datetime, last_event: dt.datetime, origin: dt.date, window_days: int) -> list[dt.date]:
+    """Every window boundary after the first event's window, up to the last event."""
+    offset = (first_event.date() - origin).days // window_days + 1
+    day = origin + dt.timedelta(days=offset * window_days)
+    dates = []
+    while dt.datetime(day.year, day.month, day.day) <= last_event:
+        dates.append(day)
+        day += dt.timedelta(days=window_days)
+    return dates
+
+
+def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -> RunSummary:
+    """Rebuild ``user_windows`` from ``events`` and write the view for the as-of date(s)."""
+    events_path = settings.table_path("events")
+    if not table_exists(spark, events_path):
+        raise ValueError(f"no events table at {events_path}: run `interest-decay ingest` first")
+    conf = settings.features
+    version = latest_version(spark, events_path)
+    events = spark.read.format("delta").option("versionAsOf", version).load(events_path)
+    span = events.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last"), F.count("*").alias("n")).first()
+    if span["n"] == 0:
+        raise ValueError(f"the events table at {events_path} is empty")
+    observed_until = span["last"] + dt.timedelta(microseconds=1)
+
+    if as_of is not None:
+        if not is_boundary(as_of, conf.origin, conf.window_days):
+            earlier = as_of - dt.timedelta(days=(as_of - conf.origin).days % conf.window_days)
+            raise ValueError(
+                f"as-of {as_of} is not a window boundary ({conf.window_days}-day windows from features.origin "
+                f"{conf.origin}): use {earlier} or {earlier + dt.timedelta(days=conf.window_days)}, or move features.origin"
+            )
+        if dt.datetime(as_of.year, as_of.month, as_of.day) > span["last"]:
+            raise ValueError(f"as-of {as_of} is after the last event ({span['last']}): there is nothing to describe yet")
+        as_of_dates = [as_of]
+    else:
+        as_of_dates = rolling_as_of_dates(span["first"], span["last"], conf.origin, conf.window_days)
+        if not as_of_dates:
+            raise ValueError(f"the events span less than one {conf.window_days}-day window: no as-of date to build")
+    summary = RunSummary(
+        "features",
+        inputs={"events": events_path, "events_version": version, "as_of_dates": [str(d) for d in (as_of_dates[0], as_of_dates[-1])]},
+    )
+    log.info("features: %d as-of date(s) %s .. %s", len(as_of_dates), as_of_dates[0], as_of_dates[-1])
+
+    windows_path = settings.table_path("user_windows")
+    windows = user_windows(
+        events, origin=conf.origin, window_days=conf.window_days, until=observed_until, gap_minutes=settings.sessions.gap_minutes
+    )
+    windows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(windows_path)
+    windows = spark.read.format("delta").load(windows_path)
+
+    view_path = settings.table_path("sequences")
+    view = sequences(
+        windows, n_windows=conf.n_windows, horizons_days=settings.horizons_days, observed_until=observed_until, as_of_dates=as_of_dates
+    )
+    replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
+    writer = view.write.format("delta").partitionBy("as_of_date")
+    if table_exists(spark, view_path):
+        writer = writer.mode("overwrite").option("replaceWhere", replaced)
+    writer.save(view_path)
+
+    interest_path = settings.table_path("category_interest")
+    latest = as_of_dates[-1]
+    interest = category_interest(
+        events,
+        as_of=latest,
+        window_days=conf.window_days,
+        n_windows=conf.n_windows,
+        recent_windows=conf.recent_windows,
+        top_n=conf.top_categories,
+    )
+    writer = interest.write.format("delta").partitionBy("as_of_date")
+    if table_exists(spark, interest_path):
+        writer = writer.mode("overwrite").option("replaceWhere", f"as_of_date = '{latest}'")
+    writer.save(interest_path)
+
+    written = spark.read.format("delta").load(view_path).where(replaced)
+    summary.counts = {
+        "events": span["n"],
+        "user_windows": windows.count(),
+        "as_of_dates": len(as_of_dates),
+        "sequences": written.count(),
+        **{f"labelled_{h}d": written.where(F.col(f"active_{h}d").isNotNull()).count() for h in settings.horizons_days},
+        "category_interest": spark.read.format("delta").load(interest_path).where(f"as_of_date = '{latest}'").count(),
+    }
+    summary.outputs = {"user_windows": windows_path, "sequences": view_path, "category_interest": interest_path}
+    summary.finish()
+    summary.metrics = {"events_per_second": round(span["n"] / summary.seconds, 1)}
+    record_run(spark, settings.lakehouse, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_stage_script
+
+    run_stage_script("features")

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from features.synthetic import synthetic_events, user_truth
+from features.windows import category_interest, sequences, user_windows
+from jobs import features as features_job
+from jobs import generate, ingest
+from jobs.config import GeneratorSettings, Settings
+
+EVENTS = "event_id STRING, user_id STRING, event_time TIMESTAMP, event_type STRING, category STRING, price DOUBLE"
+ORIGIN = dt.date(2026, 5, 4)  # a Monday
+HAND_MADE = [
+    ("a1", "a", dt.datetime(2026, 5, 5, 10, 0), "view", "books", 10.0),
+    ("a2", "a", dt.datetime(2026, 5, 5, 10, 10), "cart", "books", 10.0),
+    ("a3", "a", dt.datetime(2026, 5, 5, 10, 20), "purchase", "books", 10.0),
+    ("a4", "a", dt.datetime(2026, 5, 7, 9, 0), "view", "toys", 4.0),
+    ("a5", "a", dt.datetime(2026, 5, 19, 12, 0), "view", "books", 10.0),
+    ("a6", "a", dt.datetime(2026, 5, 27, 8, 0), "view", "music", 7.0),
+    ("b1", "b", dt.datetime(2026, 5, 12, 15, 0), "view", "garden", 2.0),
+]
+UNTIL = dt.datetime(2026, 5, 27, 8, 0, 0, 1)
+
+
+def _hand_made_windows(spark: SparkSession) -> DataFrame:
+    return user_windows(spark.createDataFrame(HAND_MADE, EVENTS), origin=ORIGIN, window_days=7, until=UNTIL)
+
+
+def test_window_features_by_hand(spark: SparkSession) -> None:
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    columns = (
+        "user_id, window_start, sessions, active_days, views, carts, purchases, revenue, cart_to_purchase_rate, "
+        "mean_session_minutes, category_entropy, top_category_share, days_since_last_event, tenure_days"
+    )
+    d = dt.date
+    expected = [
+        ("a", d(2026, 5, 4), 2, 2, 2, 1, 1, 10.0, 1.0, 10.0, entropy, 0.75, 3.625, 5 + 14 / 24),
+        ("a", d(2026, 5, 11), 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 10.625, 12 + 14 / 24),
+        ("a", d(2026, 5, 18), 1, 1, 1, 0, 0, 0.0, 0.0, 0.0, 0.0, 1.0, 5.5, 19 + 14 / 24),
+        ("a", d(2026, 5, 25), 1, 1, 1, 0, 0, 0.0, 0.0, 0.0, 0.0, 1.0, 4 + 16 / 24, 26 + 14 / 24),
+        ("b", d(2026, 5, 11), 1, 1, 1, 0, 0, 0.0, 0.0, 0.0, 0.0, 1.0, 5 + 9 / 24, 5 + 9 / 24),
+        ("b", d(2026, 5, 18), 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 12 + 9 / 24, 12 + 9 / 24),
+        ("b", d(2026, 5, 25), 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 19 + 9 / 24, 19 + 9 / 24),
+    ]
+    schema = (
+        "user_id STRING, window_start DATE, sessions INT, active_days INT, views INT, carts INT, purchases INT, revenue DOUBLE, "
+        "cart_to_purchase_rate DOUBLE, mean_session_minutes DOUBLE, category_entropy DOUBLE, top_category_share DOUBLE, "
+        "days_since_last_event DOUBLE, tenure_days DOUBLE"
+    )
+    actual = _hand_made_windows(spark).selectExpr(*[c.strip() for c in columns.split(",")])
+    assertDataFrameEqual(actual, spark.createDataFrame(expected, schema), rtol=1e-6)
+
+
+def test_sequences_and_labels_by_hand(spark: SparkSession) -> None:
+    view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
+    rows = {(r["user_id"], r["as_of_date"]): r for r in view.collect()}
+    # The last window (ending 2026-06-01) is after the last event: no as-of row for it.
+    assert sorted(rows) == [("a", dt.date(2026, 5, 11)), ("a", dt.date(2026, 5, 18)), ("a", dt.date(2026, 5, 25)), ("b", dt.date(2026, 5, 18)), ("b", dt.date(2026, 5, 25))]
+
+    a = rows[("a", dt.date(2026, 5, 25))]
+    assert a["mask"] == [1, 1, 1]
+    assert a["x"][0][:6] == [2.0, 2.0, 2.0, 1.0, 1.0, 10.0]
+    assert a["x"][1][:10] == [0.0] * 10
+    assert a["static"] == pytest.approx([19 + 14 / 24, 5.5, 3.0, 1.0, 10.0], rel=1e-6)
+    assert (a["active_7d"], a["active_14d"], a["active_30d"], a["censored"]) == (1, 1, 1, False)
+    assert a["days_to_next"] == pytest.approx(2 + 8 / 24)
+
+    early = rows[("a", dt.date(2026, 5, 11))]
+    assert early["mask"] == [0, 0, 1]
+    assert early["x"][0] == [0.0] * 12
+    # Next session 8.5 days later: not within 7 days (known), within 14 and 30.
+    assert (early["active_7d"], early["active_14d"], early["active_30d"]) == (0, 1, 1)
+
+    b = rows[("b", dt.date(2026, 5, 18))]
+    # Never seen again; 9.33 days observed: inactive for 7 days is known, 14 and 30 are not.
+    assert (b["active_7d"], b["active_14d"], b["active_30d"], b["censored"]) == (0, None, None, True)
+    assert b["days_to_next"] == pytest.approx(9 + 8 / 24, rel=1e-6)
+
+
+def test_no_input_from_after_the_as_of_date(spark: SparkSession) -> None:
+    params = GeneratorSettings(users=300, days=70, seed=3, start_date=dt.date(2026, 5, 4))
+    events = synthetic_events(user_truth(spark.range(300, numPartitions=2), params), params).persist()
+    as_of = dt.date(2026, 6, 8)
+    cut = dt.datetime(2026, 6, 8)
+    last = events.agg(F.max("event_time")).first()[0] + dt.timedelta(microseconds=1)
+
+    def view(frame: DataFrame, until: dt.datetime) -> DataFrame:
+        windows = user_windows(frame, origin=ORIGIN, window_days=7, until=until)
+        return sequences(windows, n_windows=4, horizons_days=[7], observed_until=until, as_of_dates=[as_of]).select(
+            "user_id", "as_of_date", "x", "mask", "static"
+        )
+
+    full = view(events, last)
+    assert full.count() > 100
+    assertDataFrameEqual(full, view(events.where(F.col("event_time") < F.lit(cut)), cut))
+    events.unpersist()
+
+
+def test_category_interest_shows_what_is_fading(spark: SparkSession) -> None:
+    rows = [
+        ("1", "u", dt.datetime(2026, 5, 5), "view", "books", 1.0),
+        ("2", "u", dt.datetime(2026, 5, 6), "view", "books", 1.0),
+        ("3", "u", dt.datetime(2026, 5, 7), "view", "books", 1.0),
+        ("4", "u", dt.datetime(2026, 5, 20), "view", "books", 1.0),
+        ("5", "u", dt.datetime(2026, 5, 21), "view", "toys", 1.0),
+        ("6", "u", dt.datetime(2026, 5, 22), "view", "toys", 1.0),
+        ("7", "u", dt.datetime(2026, 5, 26), "view", "toys", 1.0),  # on the as-of date: not counted
+    ]
+    interest = category_interest(
+        spark.createDataFrame(rows, EVENTS), as_of=dt.date(2026, 5, 25), window_days=7, n_windows=3, recent_windows=1
+    )
+    (row,) = interest.collect()
+    assert row["as_of_date"] == dt.date(2026, 5, 25)
+    assert [(c["rank"], c["category"], c["recent_share"], c["earlier_share"]) for c in row["top_categories"]] == [
+        (1, "books", round(1 / 3, 4), 1.0),
+        (2, "toys", round(2 / 3, 4), 0.0),
+    ]
+
+
+def test_features_job_on_generated_data(spark: SparkSession, settings: Settings) -> None:
+    settings.generator.users = 200
+    settings.generator.days = 60
+    generated = generate.run(spark, settings)
+    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
+    first = features_job.run(spark, settings)
+    assert first.counts["as_of_dates"] >= 7
+    view = spark.read.format("delta").load(settings.table_path("sequences"))
+    assert view.count() == first.counts["sequences"]
+    assert view.select(F.size("x").alias("t")).distinct().collect()[0]["t"] == settings.features.n_windows
+    assert view.where(F.size(F.col("x")[0]) != 12).count() == 0
+    assert first.counts["labelled_7d"] > first.counts["labelled_30d"] > 0
+
+    again = features_job.run(spark, settings)  # same input: the same rows, none added
+    assert again.counts == first.counts
+    assert spark.read.format("delta").load(settings.table_path("sequences")).count() == first.counts["sequences"]
+
+    scoring = features_job.run(spark, settings, as_of=dt.date(2026, 2, 9))
+    assert scoring.counts["as_of_dates"] == 1
+    assert spark.read.format("delta").load(settings.table_path("sequences")).count() == first.counts["sequences"]
+    with pytest.raises(ValueError, match="not a window boundary.*2026-02-09 or 2026-02-16"):
+        features_job.run(spark, settings, as_of=dt.date(2026, 2, 11))
