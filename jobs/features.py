@@ -10,18 +10,13 @@ so nothing is duplicated.
 
 from __future__ import annotations
 
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
 import datetime as dt
 import logging
-import os
-import sys
 
-if __name__ == "__main__":
-    # `spark-submit jobs/features.py` puts jobs/ first on sys.path, where this file would shadow
-    # the `features` package it imports.
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-from pyspark.sql import SparkSession  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from features.windows import category_interest, is_boundary, sequences, user_windows
 from jobs.config import Settings

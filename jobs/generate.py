@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
 import logging
 
 from pyspark.sql import SparkSession

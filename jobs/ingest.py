@@ -9,6 +9,8 @@ reconciles the three: ``read = new + already_ingested + quarantined``.
 
 from __future__ import annotations
 
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
 import glob
 import logging
 import os

@@ -11,6 +11,8 @@ watermark can never disagree, and a re-run with no new events changes nothing.
 
 from __future__ import annotations
 
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
 import logging
 
 from delta.tables import DeltaTable

@@ -77,9 +77,11 @@ def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    generated, ingested = _summaries(run.stdout)
+    generated, ingested, sessionized, featured = _summaries(run.stdout)
     assert ingested["counts"]["written"] == generated["counts"]["events"] > 0
-    assert "[2/2] ingest" in run.stderr
+    assert sessionized["counts"]["events"] == generated["counts"]["events"]
+    assert featured["counts"]["sequences"] > 0
+    assert "[4/4] features" in run.stderr
 
     jars = ",".join(str(j) for j in local_delta_jars())
     submit = subprocess.run(
@@ -92,3 +94,14 @@ def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
     (again,) = _summaries(submit.stdout)
     assert again["counts"]["written"] == 0
     assert again["counts"]["already_ingested"] == generated["counts"]["events"]
+
+    # jobs/features.py shares its name with the features package: spark-submit must still work.
+    as_of = featured["inputs"]["as_of_dates"][-1]
+    submit = subprocess.run(
+        [str(bin_dir / "spark-submit"), "--master", "local[2]", "--jars", jars, "--conf", "spark.driver.memory=1g",
+         str(REPO / "jobs" / "features.py"), "--conf", LOCAL, *overrides[:2], "--as-of", as_of],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-3000:]
+    (scored,) = _summaries(submit.stdout)
+    assert scored["counts"]["as_of_dates"] == 1
