@@ -90,21 +90,11 @@ def sessionize(events: DataFrame, gap_minutes: float = 30.0) -> DataFrame:
             "top_category"
         ),
     )
-    return sessions.select(
-        "user_id",
-        session_id(F.col("user_id"), F.col("session_start")).alias("session_id"),
-        "session_start",
-        "session_end",
-        ((F.unix_micros("session_end") - F.unix_micros("session_start")) / 1e6).alias("duration_seconds"),
-        "n_events",
-        "n_views",
-        "n_carts",
-        "n_removals",
-        "n_purchases",
-        "revenue",
-        "n_categories",
-        "top_category",
-        F.to_date("session_start").alias("session_date"),
+    return (
+        sessions.withColumn("session_id", session_id(F.col("user_id"), F.col("session_start")))
+        .withColumn("duration_seconds", (F.unix_micros("session_end") - F.unix_micros("session_start")) / 1e6)
+        .withColumn("session_date", F.to_date("session_start"))
+        .select(*SESSION_COLUMNS)
     )
 
 
