@@ -1,0 +1,54 @@
+"""Rows of the ``sequences`` view as the model's inputs and targets.
+
+The view stores ``x`` as a list of windows; petastorm needs flat fixed-size arrays, so the
+Spark side flattens it (:func:`flat_columns`) and the model side reshapes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+FLAT_COLUMNS = ("x_flat", "mask", "static", "days_to_next", "censored")
+
+
+def label_columns(horizons_days: tuple[int, ...] | list[int]) -> list[str]:
+    """The view's label column names, one per horizon."""
+    return [f"active_{h}d" for h in horizons_days]
+
+
+def flat_columns(horizons_days: tuple[int, ...] | list[int]) -> list[str]:
+    """Spark SQL expressions that turn view rows into petastorm-friendly flat columns."""
+    labels = [f"CAST(coalesce({c}, -1) AS FLOAT) AS {c}" for c in label_columns(horizons_days)]
+    return [
+        "user_id",
+        "CAST(flatten(x) AS ARRAY<FLOAT>) AS x_flat",
+        "CAST(mask AS ARRAY<FLOAT>) AS mask",
+        "CAST(static AS ARRAY<FLOAT>) AS static",
+        "CAST(days_to_next AS FLOAT) AS days_to_next",
+        "CAST(censored AS FLOAT) AS censored",
+        *labels,
+    ]
+
+
+def arrays(frame: pd.DataFrame, n_windows: int, n_features: int, horizons_days: tuple[int, ...]) -> tuple[dict, dict]:
+    """(inputs, targets) numpy dicts from a pandas frame of :func:`flat_columns` rows.
+
+    Label -1 means "not known yet" (the horizon reaches past the data).
+    """
+    inputs = {
+        "x": np.stack(frame["x_flat"].to_numpy()).astype(np.float32).reshape(-1, n_windows, n_features),
+        "mask": np.stack(frame["mask"].to_numpy()).astype(np.float32),
+        "static": np.stack(frame["static"].to_numpy()).astype(np.float32),
+    }
+    targets = {
+        "days_to_next": frame["days_to_next"].to_numpy(np.float32),
+        "censored": frame["censored"].to_numpy(np.float32),
+        **{c: frame[c].to_numpy(np.float32) for c in label_columns(horizons_days)},
+    }
+    return inputs, targets
+
+
+def recency_score(inputs: dict) -> np.ndarray:
+    """The recency rule as a score: the sooner the last event, the likelier a return."""
+    return -inputs["static"][:, 1]

@@ -1,0 +1,75 @@
+"""Saving the trained model as a TensorFlow SavedModel that loads without pickle or custom code.
+
+The folder holds the SavedModel (its ``serving_default`` signature takes ``x``, ``mask`` and
+``static`` and returns every score) and ``interest_decay.json``: the feature spec, horizons,
+decay-curve days and the normalisation statistics, so a scorer can refuse a model whose
+features do not match the view before it scores anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from model import decay
+from model.network import InterestDecayModel, Normalisation
+
+METADATA_FILE = "interest_decay.json"
+DECAY_CURVE_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
+
+
+class _Serving(tf.Module):
+    def __init__(self, model: InterestDecayModel) -> None:
+        super().__init__()
+        self.model = model
+        shape = model.shape_spec
+        self.serve = tf.function(
+            self._serve,
+            input_signature=[
+                tf.TensorSpec([None, shape.n_windows, shape.n_window_features], tf.float32, name="x"),
+                tf.TensorSpec([None, shape.n_windows], tf.float32, name="mask"),
+                tf.TensorSpec([None, shape.n_static], tf.float32, name="static"),
+            ],
+        )
+
+    def _serve(self, x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
+        out = self.model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
+        out["half_life_days"] = decay.half_life_days(out.pop("decay_params"), self.model.shape_spec.n_components)
+        return out
+
+
+def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation, feature_spec: dict) -> Path:
+    """Write the SavedModel and its metadata to ``path``; returns it."""
+    path = Path(path)
+    serving = _Serving(model)
+    tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve})
+    metadata = {
+        "feature_spec": feature_spec,
+        "model_shape": model.shape_spec.to_dict(),
+        "decay_curve_days": list(DECAY_CURVE_DAYS),
+        "normalisation": norm.to_dict(),
+    }
+    (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    return path
+
+
+class Scorer:
+    """A loaded model: ``scorer(inputs)`` gives numpy arrays of every score."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not (path / METADATA_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not an interest-decay model: {METADATA_FILE} is missing")
+        self.metadata = json.loads((path / METADATA_FILE).read_text())
+        self._serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    @property
+    def feature_spec(self) -> dict:
+        return self.metadata["feature_spec"]
+
+    def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
+        tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
+        return {k: v.numpy() for k, v in self._serve(**tensors).items()}

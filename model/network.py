@@ -1,0 +1,203 @@
+"""The interest model: a GRU over the user's windows, a VAE on its state, and the decay head.
+
+    x(1..T) -> log1p, normalise -> GRU (masked) -> h(1..T), h(T)
+    per step:   P(t) = sigmoid(W . [x(t), h(t-1)] + b), supervised with "active in the next window"
+    VAE:        [h(T), static] -> mean, log-variance -> z (reparameterised) -> GRU decoder -> x_hat
+    decay head: [h(T), static, z] -> level_k, tau_k, floor -> S(d), P(active within h) = 1 - S(h)
+
+    loss = survival NLL (censored) + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
+
+``use_vae=False`` drops z, the decoder and the KL term (the ablation of issue 4). The
+normalisation statistics are fitted on training data by :func:`fit_normalisation` and live in the
+model as constants, so the saved model carries them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from model import decay
+
+SESSIONS_FEATURE = 0  # index of "sessions" in the window features: a window is active when > 0
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the model reads and how big it is."""
+
+    n_windows: int
+    n_window_features: int
+    n_static: int
+    window_days: int
+    horizons_days: tuple[int, ...]
+    hidden_units: int = 32
+    latent_dim: int = 8
+    n_components: int = 3
+    use_vae: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss parts; beta ramps up linearly over ``kl_warmup_epochs``."""
+
+    step: float = 0.2
+    recon: float = 0.05
+    beta: float = 0.01
+    kl_warmup_epochs: int = 3
+
+
+@dataclass
+class Normalisation:
+    """Mean and variance of log1p(features), from training rows only."""
+
+    x_mean: np.ndarray
+    x_var: np.ndarray
+    static_mean: np.ndarray
+    static_var: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(v).tolist() for k, v in asdict(self).items() if k != "extra"}
+
+
+def fit_normalisation(x: np.ndarray, mask: np.ndarray, static: np.ndarray) -> Normalisation:
+    """Statistics of log1p(x) over real (unmasked) windows and of log1p(static), per feature."""
+    real = np.log1p(np.maximum(x[mask.astype(bool)], 0.0))
+    logged_static = np.log1p(np.maximum(static, 0.0))
+    return Normalisation(
+        x_mean=real.mean(axis=0),
+        x_var=np.maximum(real.var(axis=0), 1e-6),
+        static_mean=logged_static.mean(axis=0),
+        static_var=np.maximum(logged_static.var(axis=0), 1e-6),
+    )
+
+
+class InterestDecayModel(tf.keras.Model):
+    """GRU encoder + VAE + parametric decay head, with its own training step."""
+
+    def __init__(self, shape: ModelShape, norm: Normalisation, weights: LossWeights = LossWeights(), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.shape_spec = shape
+        self.loss_weights_spec = weights
+        self.x_norm = tf.keras.layers.Normalization(mean=norm.x_mean, variance=norm.x_var)
+        self.static_norm = tf.keras.layers.Normalization(mean=norm.static_mean, variance=norm.static_var)
+        self.encoder = tf.keras.layers.GRU(shape.hidden_units, return_sequences=True, return_state=True)
+        self.step_head = tf.keras.layers.Dense(1)
+        if shape.use_vae:
+            self.z_mean = tf.keras.layers.Dense(shape.latent_dim)
+            self.z_log_var = tf.keras.layers.Dense(shape.latent_dim)
+            self.decoder = tf.keras.layers.GRU(shape.hidden_units, return_sequences=True)
+            self.reconstruct = tf.keras.layers.Dense(shape.n_window_features)
+        self.head_hidden = tf.keras.layers.Dense(shape.hidden_units, activation="relu")
+        # Start the components at different speeds: fast, medium and slow fading interest.
+        taus = np.geomspace(3.0, 60.0, shape.n_components)
+        bias = np.concatenate([np.full(shape.n_components, -2.0), np.log(np.expm1(taus - decay.MIN_TAU_DAYS)), [0.0]])
+        self.head_out = tf.keras.layers.Dense(
+            2 * shape.n_components + 1, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
+        )
+        self.kl_weight = tf.Variable(0.0, trainable=False, name="kl_weight")
+        self.trackers = {
+            name: tf.keras.metrics.Mean(name=name) for name in ("loss", "survival_nll", "step_bce", "recon", "kl")
+        }
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    def call(self, inputs: dict, training: bool = False) -> dict:
+        x, mask, static = inputs["x"], inputs["mask"], inputs["static"]
+        real = tf.cast(mask, tf.float32)
+        xn = self.x_norm(tf.math.log1p(tf.maximum(x, 0.0))) * real[..., None]
+        sequence, last = self.encoder(xn, mask=tf.cast(mask, tf.bool), training=training)
+        previous = tf.concat([tf.zeros_like(sequence[:, :1]), sequence[:, :-1]], axis=1)
+        step_logits = self.step_head(tf.concat([xn, previous], axis=-1))[..., 0]
+        encoded = tf.concat([last, self.static_norm(tf.math.log1p(tf.maximum(static, 0.0)))], axis=-1)
+        out = {"step_logits": step_logits, "x_norm": xn, "state": last}
+        head_input = encoded
+        if self.shape_spec.use_vae:
+            z_mean, z_log_var = self.z_mean(encoded), self.z_log_var(encoded)
+            z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean)) if training else z_mean
+            repeated = tf.repeat(z[:, None, :], self.shape_spec.n_windows, axis=1)
+            out.update(z_mean=z_mean, z_log_var=z_log_var, z=z, x_hat=self.reconstruct(self.decoder(repeated, training=training)))
+            head_input = tf.concat([encoded, z], axis=-1)
+        out["params"] = self.head_out(self.head_hidden(head_input))
+        return out
+
+    def loss_parts(self, out: dict, inputs: dict, targets: dict) -> dict:
+        """Each part of the loss, averaged over the batch."""
+        k = self.shape_spec.n_components
+        real = tf.cast(inputs["mask"], tf.float32)
+        nll = tf.reduce_mean(decay.survival_nll(out["params"], targets["days_to_next"], targets["censored"], k))
+        step_target, step_weight = self.step_targets(inputs, targets)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=step_target, logits=out["step_logits"])
+        step_bce = tf.reduce_sum(bce * step_weight) / tf.maximum(tf.reduce_sum(step_weight), 1.0)
+        parts = {"survival_nll": nll, "step_bce": step_bce, "recon": tf.constant(0.0), "kl": tf.constant(0.0)}
+        if self.shape_spec.use_vae:
+            squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
+            parts["recon"] = tf.reduce_sum(squared * real) / tf.maximum(tf.reduce_sum(real), 1.0)
+            kl = -0.5 * tf.reduce_sum(1 + out["z_log_var"] - tf.square(out["z_mean"]) - tf.exp(out["z_log_var"]), axis=-1)
+            parts["kl"] = tf.reduce_mean(kl)
+        w = self.loss_weights_spec
+        parts["loss"] = nll + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
+        return parts
+
+    def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        """Target of P(t): the next window is active; for the last step, from the labels."""
+        active = tf.cast(inputs["x"][:, :, SESSIONS_FEATURE] > 0, tf.float32)
+        real = tf.cast(inputs["mask"], tf.float32)
+        days = tf.cast(targets["days_to_next"], tf.float32)
+        censored = tf.cast(targets["censored"], tf.float32)
+        window = float(self.shape_spec.window_days)
+        last_target = tf.cast(days < window, tf.float32) * (1.0 - censored)
+        last_known = tf.maximum(1.0 - censored, tf.cast(days >= window, tf.float32))
+        target = tf.concat([active[:, 1:], last_target[:, None]], axis=1)
+        weight = tf.concat([real[:, :-1], (real[:, -1] * last_known)[:, None]], axis=1)
+        return target, weight
+
+    def train_step(self, data: tuple) -> dict:
+        inputs, targets = data
+        with tf.GradientTape() as tape:
+            parts = self.loss_parts(self(inputs, training=True), inputs, targets)
+        self.optimizer.minimize(parts["loss"], self.trainable_variables, tape=tape)
+        return self._track(parts)
+
+    def test_step(self, data: tuple) -> dict:
+        inputs, targets = data
+        return self._track(self.loss_parts(self(inputs, training=False), inputs, targets))
+
+    def _track(self, parts: dict) -> dict:
+        for name, tracker in self.trackers.items():
+            tracker.update_state(parts[name])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def predict_curves(self, inputs: dict, days: tf.Tensor) -> dict:
+        """What scoring needs: P(active within each horizon), S on ``days``, latent z, recon error."""
+        out = self(inputs, training=False)
+        k = self.shape_spec.n_components
+        horizons = tf.constant([list(self.shape_spec.horizons_days)], tf.float32)
+        result = {
+            "p_active": 1.0 - decay.survival(out["params"], horizons, k),
+            "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k),
+            "decay_params": out["params"],
+        }
+        if self.shape_spec.use_vae:
+            real = tf.cast(inputs["mask"], tf.float32)
+            squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
+            result["z"] = out["z_mean"]
+            result["reconstruction_error"] = tf.reduce_sum(squared * real, axis=-1) / tf.maximum(tf.reduce_sum(real, axis=-1), 1.0)
+        return result
+
+
+class KLWarmup(tf.keras.callbacks.Callback):
+    """beta_t = beta * min(1, (epoch + 1) / warmup_epochs): the KL term eases in."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        w = self.model.loss_weights_spec
+        ramp = min(1.0, (epoch + 1) / max(w.kl_warmup_epochs, 1))
+        self.model.kl_weight.assign(w.beta * ramp if self.model.shape_spec.use_vae else 0.0)

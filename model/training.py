@@ -1,0 +1,133 @@
+"""The training loop shared by the single-process path and every Horovod rank.
+
+``fit`` resumes from the newest checkpoint in ``checkpoint_dir`` (saved by the chief after every
+epoch, with the optimizer state and the epoch number), eases the KL term in, stops early on the
+out-of-time validation loss and prints one line per epoch from the chief.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from model.network import InterestDecayModel, KLWarmup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What a run did, epoch by epoch."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    first_epoch: int = 0
+    last_epoch: int = 0
+    stopped_early: bool = False
+
+
+def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
+    """ROC-AUC of P(active within h) per horizon, on rows whose label is known (not -1)."""
+    p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
+    scores = {}
+    for i, h in enumerate(model.shape_spec.horizons_days):
+        labels = targets.get(f"active_{h}d")
+        if labels is None:
+            continue
+        known = labels >= 0
+        if known.sum() and 0 < labels[known].mean() < 1:
+            scores[f"val_auc_{h}d"] = float(roc_auc_score(labels[known], p_active[known, i]))
+    return scores
+
+
+class _EpochEnd(tf.keras.callbacks.Callback):
+    """On the chief: add validation AUCs to the logs, checkpoint, print a line, tell listeners."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, epoch_var: tf.Variable, val_sample: tuple | None, listeners: list) -> None:
+        super().__init__()
+        self.manager, self.epoch_var, self.val_sample, self.listeners = manager, epoch_var, val_sample, listeners
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        if self.val_sample is not None:
+            logs.update(validation_auc(self.model, *self.val_sample))
+        self.epoch_var.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        parts = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
+        log.info("epoch %d: %s", epoch + 1, parts)
+        for listener in self.listeners:
+            listener(epoch + 1, dict(logs))
+
+
+def fit(
+    model: InterestDecayModel,
+    train_data: tf.data.Dataset,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    checkpoint_dir: str,
+    validation_data: tf.data.Dataset | None = None,
+    validation_steps: int | None = None,
+    val_sample: tuple[dict, dict] | None = None,
+    patience: int = 3,
+    is_chief: bool = True,
+    first_callbacks: list | None = None,
+    epoch_listeners: list[Callable[[int, dict], None]] | None = None,
+    tensorboard_dir: str | None = None,
+) -> FitResult:
+    """Train ``model`` (compiled) up to ``epochs``, resuming from ``checkpoint_dir`` if it holds one.
+
+    ``first_callbacks`` run before the others: Horovod's broadcast and metric averaging go there,
+    so early stopping sees the same averaged numbers on every rank.
+    """
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var.numpy()))
+    first_epoch = int(epoch_var.numpy())
+    result = FitResult(first_epoch=first_epoch, last_epoch=first_epoch)
+    if first_epoch >= epochs:
+        return result
+
+    callbacks = list(first_callbacks or []) + [KLWarmup()]
+    if is_chief:
+        callbacks.append(_EpochEnd(manager, epoch_var, val_sample, list(epoch_listeners or [])))
+        if tensorboard_dir:
+            callbacks.append(tf.keras.callbacks.TensorBoard(tensorboard_dir, profile_batch=0))
+    stopper = None
+    if validation_data is not None:
+        stopper = tf.keras.callbacks.EarlyStopping(monitor="val_survival_nll", patience=patience, mode="min")
+        callbacks.append(stopper)
+    history = model.fit(
+        train_data,
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        validation_steps=validation_steps,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    result.history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    result.last_epoch = first_epoch + len(history.epoch)
+    result.stopped_early = bool(stopper and stopper.stopped_epoch)
+    return result
+
+
+def as_dataset(inputs: dict, targets: dict, batch_size: int, shuffle_seed: int | None = 0) -> tf.data.Dataset:
+    """An endless, shuffled, batched dataset of in-memory arrays (the single-process path)."""
+    data = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    if shuffle_seed is not None:
+        data = data.shuffle(min(len(targets["censored"]), 100_000), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).repeat()
+
+
+def steps_for(n_rows: int, batch_size: int, n_workers: int = 1) -> int:
+    """Batches per epoch so that every row is seen about once across all workers."""
+    return max(1, int(np.ceil(n_rows / (batch_size * n_workers))))
