@@ -24,6 +24,7 @@ from jobs import features as features_job
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
 from jobs import sessionize as sessionize_job
+from jobs import train as train_job
 from jobs.config import ConfigError, Settings, load_settings
 from jobs.runs import RunSummary
 from jobs.spark import spark_session
@@ -56,15 +57,18 @@ def _settings(conf: Path | None, overrides: list[str] | None, **flags: object) -
         settings = load_settings(conf, list(overrides or []) + extra)
     except ConfigError as exc:
         raise _fail(exc) from None
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    for noisy in ("py4j", "pyspark"):
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    handler.addFilter(_drop_py4j_retry_notice)
+    logging.basicConfig(level=settings.log_level, format="%(message)s", handlers=[handler], force=True)
+    for noisy in ("py4j", "py4j.clientserver", "py4j.java_gateway", "pyspark"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
+
+
+def _drop_py4j_retry_notice(record: logging.LogRecord) -> bool:
+    # py4j logs a dropped-and-retried connection through the root logger at INFO, with a
+    # traceback that looks like a failure; Horovod's and petastorm's short-lived clients cause it.
+    return not (record.getMessage() == "Exception while sending command." and "py4j" in record.pathname)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -150,13 +154,30 @@ def features(
     _run_stage(settings, features_job.run, as_of=as_of.date() if as_of else None)
 
 
+@app.command()
+def train(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start from scratch instead of resuming from checkpoints.")] = False,
+) -> None:
+    """Train the interest model (GRU + VAE + decay head) on the `sequences` view.
+
+    train.mode horovod (default): petastorm feeds horovod.spark.run with train.num_proc
+    processes; single: one process on in-memory arrays. One line per epoch with the loss parts
+    and validation AUCs; the model is a SavedModel logged to MLflow. Re-running the same
+    training after a crash resumes from the last finished epoch.
+    """
+    settings = _settings(conf, set_)
+    _run_stage(settings, train_job.run, fresh=fresh)
+
+
 @app.command("run")
 def run_pipeline(
     conf: ConfOption = None,
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features."""
+    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train."""
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
     stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
@@ -164,6 +185,7 @@ def run_pipeline(
         ("ingest", ingest_job.run, {"input_path": generated, "preset": "generator"}),
         ("sessionize", sessionize_job.run, {}),
         ("features", features_job.run, {}),
+        ("train", train_job.run, {}),
     ]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):

@@ -134,6 +134,35 @@ class FeatureSettings(_Strict):
     top_categories: int = Field(3, gt=0)
 
 
+class TrainSettings(_Strict):
+    """Training: Horovod-on-Spark (or one process), the model's size and the loss weights."""
+
+    mode: Literal["horovod", "single"] = "horovod"
+    num_proc: int = Field(2, gt=0)
+    epochs: int = Field(8, gt=0)
+    batch_size: int = Field(256, gt=0)
+    # Per process; Horovod scales it by the number of processes.
+    learning_rate: float = Field(2e-3, gt=0)
+    patience: int = Field(3, gt=0)
+    hidden_units: int = Field(32, gt=0)
+    latent_dim: int = Field(8, gt=0)
+    n_components: int = Field(3, gt=0)
+    use_vae: bool = True
+    beta: float = Field(0.01, ge=0)
+    kl_warmup_epochs: int = Field(3, ge=1)
+    recon_weight: float = Field(0.05, ge=0)
+    step_weight: float = Field(0.2, ge=0)
+    # Out-of-time validation: this as-of date (default: the latest whose longest horizon is
+    # fully observed). Training uses as-of dates whose labels end before it.
+    validation_as_of: dt.date | None = None
+    normalisation_sample_rows: int = Field(200_000, gt=0)
+    val_sample_rows: int = Field(50_000, gt=0)
+    mixed_precision: bool = False
+    seed: int = 0
+    # MLflow experiment. GPU executors are Spark settings (spark.conf in conf/cluster.yaml).
+    experiment: str = "interest-decay"
+
+
 class Settings(_Strict):
     """Everything one run of any stage needs."""
 
@@ -144,6 +173,7 @@ class Settings(_Strict):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
     horizons_days: list[int] = Field(default_factory=lambda: [7, 14, 30], min_length=1)
 
     @field_validator("horizons_days")

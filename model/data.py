@@ -17,11 +17,11 @@ def label_columns(horizons_days: tuple[int, ...] | list[int]) -> list[str]:
     return [f"active_{h}d" for h in horizons_days]
 
 
-def flat_columns(horizons_days: tuple[int, ...] | list[int]) -> list[str]:
+def flat_columns(horizons_days: tuple[int, ...] | list[int], with_user_id: bool = True) -> list[str]:
     """Spark SQL expressions that turn view rows into petastorm-friendly flat columns."""
     labels = [f"CAST(coalesce({c}, -1) AS FLOAT) AS {c}" for c in label_columns(horizons_days)]
     return [
-        "user_id",
+        *(["user_id"] if with_user_id else []),
         "CAST(flatten(x) AS ARRAY<FLOAT>) AS x_flat",
         "CAST(mask AS ARRAY<FLOAT>) AS mask",
         "CAST(static AS ARRAY<FLOAT>) AS static",
@@ -31,13 +31,19 @@ def flat_columns(horizons_days: tuple[int, ...] | list[int]) -> list[str]:
     ]
 
 
-def arrays(frame: pd.DataFrame, n_windows: int, n_features: int, horizons_days: tuple[int, ...]) -> tuple[dict, dict]:
+def arrays(
+    frame: pd.DataFrame, n_windows: int, n_window_features: int, n_static: int, horizons_days: tuple[int, ...] | list[int]
+) -> tuple[dict, dict]:
     """(inputs, targets) numpy dicts from a pandas frame of :func:`flat_columns` rows.
 
     Label -1 means "not known yet" (the horizon reaches past the data).
     """
+    if frame.empty:
+        empty = np.zeros((0, n_windows), np.float32)
+        inputs = {"x": np.zeros((0, n_windows, n_window_features), np.float32), "mask": empty, "static": np.zeros((0, n_static), np.float32)}
+        return inputs, {c: np.zeros(0, np.float32) for c in ("days_to_next", "censored", *label_columns(horizons_days))}
     inputs = {
-        "x": np.stack(frame["x_flat"].to_numpy()).astype(np.float32).reshape(-1, n_windows, n_features),
+        "x": np.stack(frame["x_flat"].to_numpy()).astype(np.float32).reshape(-1, n_windows, n_window_features),
         "mask": np.stack(frame["mask"].to_numpy()).astype(np.float32),
         "static": np.stack(frame["static"].to_numpy()).astype(np.float32),
     }

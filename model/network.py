@@ -127,7 +127,9 @@ class InterestDecayModel(tf.keras.Model):
             out.update(z_mean=z_mean, z_log_var=z_log_var, z=z, x_hat=self.reconstruct(self.decoder(repeated, training=training)))
             head_input = tf.concat([encoded, z], axis=-1)
         out["params"] = self.head_out(self.head_hidden(head_input))
-        return out
+        # Under a mixed-precision policy the layers compute in bfloat16; the losses and the
+        # decay maths stay in float32.
+        return {k: tf.cast(v, tf.float32) for k, v in out.items()}
 
     def loss_parts(self, out: dict, inputs: dict, targets: dict) -> dict:
         """Each part of the loss, averaged over the batch."""

@@ -71,17 +71,19 @@ def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
         "--set", f"generator.output={tmp_path / 'raw'}",
         "--set", "spark.master=local[2]",
         "--set", "spark.conf.spark.driver.memory=1g",
+        "--set", "train.epochs=1",
     ]  # fmt: skip
     run = subprocess.run(
         [str(bin_dir / "interest-decay"), "run", "--conf", LOCAL, "--users", "200", *overrides],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    generated, ingested, sessionized, featured = _summaries(run.stdout)
+    generated, ingested, sessionized, featured, trained = _summaries(run.stdout)
     assert ingested["counts"]["written"] == generated["counts"]["events"] > 0
     assert sessionized["counts"]["events"] == generated["counts"]["events"]
     assert featured["counts"]["sequences"] > 0
-    assert "[4/4] features" in run.stderr
+    assert trained["metrics"]["processes"] == 2
+    assert "[5/5] train" in run.stderr
 
     jars = ",".join(str(j) for j in local_delta_jars())
     submit = subprocess.run(

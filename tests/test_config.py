@@ -10,7 +10,7 @@ from jobs.config import ConfigError, Settings, SourceMapping, load_settings
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-@pytest.mark.parametrize("profile", ["local", "cluster", "databricks"])
+@pytest.mark.parametrize("profile", ["local", "cluster", "cluster-gpu", "databricks"])
 def test_every_shipped_profile_is_valid(profile: str) -> None:
     settings = load_settings(CONF / f"{profile}.yaml")
     assert isinstance(settings, Settings)

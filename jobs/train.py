@@ -1,0 +1,204 @@
+"""Train the interest model on the ``sequences`` view: Horovod-on-Spark fed by petastorm, or one process.
+
+Out-of-time split: validation is one as-of date V (``train.validation_as_of``, default the latest
+whose longest horizon is fully observed); training uses the as-of dates whose labels end by V.
+Normalisation is fitted on a sample of the training rows only. Checkpoints go to
+``<lakehouse>/_checkpoints/<fingerprint>``, keyed by the settings and the view version, so
+running the same training again after a crash resumes from the last epoch. Everything is
+tracked in MLflow (``<lakehouse>/_mlflow`` unless MLFLOW_TRACKING_URI says otherwise).
+
+    spark-submit jobs/train.py --conf conf/local.yaml [--fresh]
+"""
+
+from __future__ import annotations
+
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import mlflow
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES
+from jobs.config import Settings, absolute_path
+from jobs.runs import RunSummary, record_run
+from jobs.tables import latest_version, table_exists
+from model.data import arrays, flat_columns, recency_score
+from model.network import fit_normalisation
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(settings: Settings) -> str:
+    """MLflow tracking URI: $MLFLOW_TRACKING_URI, else a file store inside the lakehouse."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"file://{absolute_path(settings.lakehouse)}/_mlflow"
+
+
+def validation_date(view: DataFrame, longest_horizon: int) -> dt.date:
+    """The latest as-of date whose longest-horizon label is known for every user.
+
+    Later dates know only the users who already came back (the rest are null), which would
+    make a biased validation set.
+    """
+    label = F.col(f"active_{longest_horizon}d")
+    complete = view.groupBy("as_of_date").agg(F.count(F.when(label.isNull(), 1)).alias("unknown")).where("unknown = 0")
+    row = complete.agg(F.max("as_of_date")).first()
+    if row is None or row[0] is None:
+        raise ValueError(f"no as-of date has its {longest_horizon}-day labels yet: the events span too little time")
+    return row[0]
+
+
+def _sample(frame: DataFrame, rows: int, total: int, seed: int) -> DataFrame:
+    return frame if total <= rows else frame.sample(fraction=min(1.0, 1.2 * rows / total), seed=seed).limit(rows)
+
+
+def _fingerprint(settings: Settings, view_version: int, validation: dt.date) -> str:
+    """Identifies a training run for its checkpoints; epochs and patience are left out, so
+    asking for more epochs continues the same run."""
+    model_settings = settings.train.model_dump(mode="json", exclude={"epochs", "patience"})
+    payload = json.dumps({"train": model_settings, "view": view_version, "val": str(validation)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSummary:
+    """Train, save the model as a SavedModel, log it to MLflow, and summarise."""
+    from model.distributed import RunPlan, train_in_process, train_on_rank
+
+    view_path = settings.table_path("sequences")
+    if not table_exists(spark, view_path):
+        raise ValueError(f"no sequences table at {view_path}: run `interest-decay features` first")
+    conf, horizons = settings.train, settings.horizons_days
+    version = latest_version(spark, view_path)
+    view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
+    validation = conf.validation_as_of or validation_date(view, max(horizons))
+    last_train_as_of = validation - dt.timedelta(days=max(horizons))
+    train_df = view.where(F.col("as_of_date") <= F.lit(last_train_as_of)).selectExpr(*flat_columns(horizons, with_user_id=False))
+    val_df = view.where(F.col("as_of_date") == F.lit(validation)).selectExpr(*flat_columns(horizons, with_user_id=False))
+    n_train, n_val = train_df.count(), val_df.count()
+    if n_train == 0 or n_val == 0:
+        raise ValueError(f"out-of-time split at {validation} leaves {n_train} training and {n_val} validation rows")
+    summary = RunSummary(
+        "train",
+        inputs={"sequences": view_path, "sequences_version": version, "validation_as_of": str(validation), "mode": conf.mode},
+    )
+    shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
+    sample_inputs, _ = arrays(_sample(train_df, conf.normalisation_sample_rows, n_train, conf.seed).toPandas(), **shape, horizons_days=horizons)
+    norm = fit_normalisation(sample_inputs["x"], sample_inputs["mask"], sample_inputs["static"])
+    val_sample = arrays(_sample(val_df, conf.val_sample_rows, n_val, conf.seed).toPandas(), **shape, horizons_days=horizons)
+
+    fingerprint = _fingerprint(settings, version, validation)
+    checkpoints = Path(absolute_path(settings.lakehouse)) / "_checkpoints" / fingerprint
+    if fresh and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    feature_spec = {
+        "window_features": list(WINDOW_FEATURES),
+        "static_features": list(STATIC_FEATURES),
+        "n_windows": settings.features.n_windows,
+        "window_days": settings.features.window_days,
+        "horizons_days": list(horizons),
+    }
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    mlflow.set_experiment(conf.experiment)
+    with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
+        model_dir = Path(absolute_path(settings.lakehouse)) / "_models" / active.info.run_id
+        plan = RunPlan(
+            shape={**shape, "window_days": settings.features.window_days, "horizons_days": list(horizons),
+                   "hidden_units": conf.hidden_units, "latent_dim": conf.latent_dim, "n_components": conf.n_components,
+                   "use_vae": conf.use_vae},
+            feature_spec=feature_spec,
+            loss_weights={"step": conf.step_weight, "recon": conf.recon_weight, "beta": conf.beta, "kl_warmup_epochs": conf.kl_warmup_epochs},
+            normalisation=norm.to_dict(),
+            epochs=conf.epochs,
+            batch_size=conf.batch_size,
+            learning_rate=conf.learning_rate,
+            patience=conf.patience,
+            checkpoint_dir=str(checkpoints),
+            model_dir=str(model_dir),
+            tensorboard_dir=str(Path(absolute_path(settings.lakehouse)) / "_tensorboard" / active.info.run_id),
+            mlflow_tracking_uri=tracking_uri(settings),
+            mlflow_run_id=active.info.run_id,
+            mixed_precision=conf.mixed_precision,
+            seed=conf.seed,
+        )  # fmt: skip
+        mlflow.log_params({**conf.model_dump(mode="json"), "validation_as_of": str(validation), "train_rows": n_train, "val_rows": n_val, "fingerprint": fingerprint})
+        if conf.mode == "horovod":
+            results = _train_horovod(spark, settings, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank)
+        else:
+            train = arrays(train_df.toPandas(), **shape, horizons_days=horizons)
+            val = arrays(val_df.toPandas(), **shape, horizons_days=horizons)
+            results = [train_in_process(plan, train, val, val_sample)]
+        chief = results[0]
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        mlflow.log_dict(feature_spec, "feature_spec.json")
+        mlflow.log_dict(norm.to_dict(), "normalisation.json")
+        recency = _recency_auc(*val_sample, horizons)
+        mlflow.log_metrics({f"recency_auc_{h}d": v for h, v in recency.items()})
+
+    fit = chief["fit"]
+    history = fit["history"]
+    summary.counts = {"train_rows": n_train, "val_rows": n_val, "epochs_run": fit["last_epoch"] - fit["first_epoch"], "last_epoch": fit["last_epoch"]}
+    final = {k: v[-1] for k, v in history.items()} if history else {}
+    samples = n_train * (fit["last_epoch"] - fit["first_epoch"])
+    summary.metrics = {
+        **{k: round(v, 4) for k, v in final.items() if k.startswith(("val_auc", "val_survival", "loss"))},
+        **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
+        "samples_per_second": round(samples / chief["seconds"], 1) if chief["seconds"] else 0.0,
+        "processes": chief["size"],
+    }
+    if len(results) > 1:  # every rank must end with rank 0's weights
+        digests = [r["weights_digest"] for r in results]
+        summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
+    summary.outputs = {"model": str(model_dir), "mlflow_run_id": active.info.run_id, "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
+    summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
+    summary.finish()
+    record_run(spark, settings.lakehouse, summary)
+    return summary
+
+
+def _train_horovod(spark, settings, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank) -> list[dict]:  # noqa: ANN001
+    """Materialise both splits with petastorm and run ``train_on_rank`` on ``num_proc`` Horovod ranks."""
+    import horovod.spark
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    num_proc = settings.train.num_proc
+    cache = Path(absolute_path(settings.lakehouse)) / "_petastorm"
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{cache}")
+    # Several files per rank, so every shard gets row groups to read.
+    train_converter = make_spark_converter(train_df.repartition(4 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024)
+    val_converter = make_spark_converter(val_df.repartition(2 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024)
+    try:
+        return horovod.spark.run(
+            train_on_rank,
+            args=(plan, train_converter, val_converter, val_sample, n_train, n_val),
+            num_proc=num_proc,
+            verbose=0,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::FutureWarning"},
+        )
+    finally:
+        train_converter.delete()
+        val_converter.delete()
+
+
+def _recency_auc(inputs: dict, targets: dict, horizons: list[int]) -> dict[int, float]:
+    from sklearn.metrics import roc_auc_score
+
+    scores = {}
+    for h in horizons:
+        labels = targets[f"active_{h}d"]
+        known = labels >= 0
+        if known.sum() and 0 < labels[known].mean() < 1:
+            scores[h] = float(roc_auc_score(labels[known], recency_score(inputs)[known]))
+    return scores
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_stage_script
+
+    run_stage_script("train")

@@ -1,0 +1,169 @@
+"""The training function that runs on each Horovod rank (``horovod.spark.run``), and its twin
+for one process. Both build the same model and call the same :func:`model.training.fit`.
+
+Horovod parts: ``hvd.init``, one GPU per rank by local rank (when there are GPUs), the learning
+rate scaled by the number of ranks, ``DistributedOptimizer``, broadcast of rank 0's initial
+state, metric averaging (so early stopping agrees on every rank), and checkpoints, TensorBoard
+and MLflow only on rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from model.network import LossWeights, ModelShape, Normalisation
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a rank needs besides the data; plain values, so it pickles to executors."""
+
+    shape: dict
+    feature_spec: dict
+    loss_weights: dict
+    normalisation: dict
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    checkpoint_dir: str
+    model_dir: str
+    tensorboard_dir: str
+    mlflow_tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    mixed_precision: bool = False
+    seed: int = 0
+
+
+def _normalisation(plan: RunPlan) -> Normalisation:
+    return Normalisation(**{k: np.asarray(v, np.float32) for k, v in plan.normalisation.items()})
+
+
+def build_model(plan: RunPlan, learning_rate: float, optimizer_wrapper=None):  # noqa: ANN001, ANN201
+    """The compiled model of ``plan``; ``optimizer_wrapper`` is Horovod's DistributedOptimizer."""
+    import tensorflow as tf
+
+    from model.network import InterestDecayModel
+
+    if plan.mixed_precision:
+        # bfloat16 needs no loss scaling; the decay head computes in float32 (see network.py).
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    shape = ModelShape(**{**plan.shape, "horizons_days": tuple(plan.shape["horizons_days"])})
+    model = InterestDecayModel(shape, _normalisation(plan), LossWeights(**plan.loss_weights))
+    optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
+    model.compile(optimizer=optimizer_wrapper(optimizer) if optimizer_wrapper else optimizer)
+    return model
+
+
+def _mlflow_listener(plan: RunPlan):  # noqa: ANN202
+    if not plan.mlflow_tracking_uri or not plan.mlflow_run_id:
+        return None
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(plan.mlflow_tracking_uri)
+
+    def log_epoch(epoch: int, logs: dict) -> None:
+        stamp = int(time.time() * 1000)
+        metrics = [mlflow.entities.Metric(k, float(v), stamp, epoch) for k, v in logs.items()]
+        client.log_batch(plan.mlflow_run_id, metrics=metrics)
+
+    return log_epoch
+
+
+def _batch_reader(n_windows: int, n_features: int, n_static: int):  # noqa: ANN202
+    """Maps a petastorm batch (named tuple of flat columns) to the model's (inputs, targets)."""
+    import tensorflow as tf
+
+    def to_model(batch):  # noqa: ANN001, ANN202
+        fields = batch._asdict()
+        fields.pop("user_id", None)
+        inputs = {
+            "x": tf.reshape(fields.pop("x_flat"), [-1, n_windows, n_features]),
+            "mask": tf.reshape(fields.pop("mask"), [-1, n_windows]),
+            "static": tf.reshape(fields.pop("static"), [-1, n_static]),
+        }
+        return inputs, fields
+
+    return to_model
+
+
+def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tuple[dict, dict], n_train_rows: int, n_val_rows: int) -> dict:  # noqa: ANN001
+    """Horovod rank body: train from petastorm converters; rank 0 saves the model."""
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from model.export import save_model
+    from model.training import fit, steps_for
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    tf.random.set_seed(plan.seed + hvd.rank())
+    to_model = _batch_reader(plan.shape["n_windows"], plan.shape["n_window_features"], plan.shape["n_static"])
+    model = build_model(plan, plan.learning_rate * hvd.size(), hvd.DistributedOptimizer)
+    chief = hvd.rank() == 0
+    listener = _mlflow_listener(plan) if chief else None
+    started = time.perf_counter()
+    with train_converter.make_tf_dataset(
+        batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=2
+    ) as train_data, val_converter.make_tf_dataset(
+        batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=1
+    ) as val_data:
+        result = fit(
+            model,
+            train_data.map(to_model),
+            epochs=plan.epochs,
+            steps_per_epoch=steps_for(n_train_rows, plan.batch_size, hvd.size()),
+            checkpoint_dir=plan.checkpoint_dir,
+            validation_data=val_data.map(to_model),
+            validation_steps=steps_for(n_val_rows, plan.batch_size, hvd.size()),
+            val_sample=val_sample if chief else None,
+            patience=plan.patience,
+            is_chief=chief,
+            first_callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()],
+            epoch_listeners=[listener] if listener else [],
+            tensorboard_dir=plan.tensorboard_dir if chief else None,
+        )
+    seconds = time.perf_counter() - started
+    # The learned parameters only: loss trackers are per-rank running means and may differ.
+    weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for w in model.trainable_weights))
+    if chief:
+        save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec)
+    return {"rank": hvd.rank(), "size": hvd.size(), "fit": asdict(result), "seconds": seconds, "weights_digest": weights_digest}
+
+
+def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, dict], val_sample: tuple[dict, dict]) -> dict:
+    """The single-process path: the same model and loop on in-memory arrays."""
+    import tensorflow as tf
+
+    from model.export import save_model
+    from model.training import as_dataset, fit, steps_for
+
+    tf.random.set_seed(plan.seed)
+    model = build_model(plan, plan.learning_rate)
+    listener = _mlflow_listener(plan)
+    n_rows = len(train[1]["censored"])
+    started = time.perf_counter()
+    result = fit(
+        model,
+        as_dataset(*train, plan.batch_size, shuffle_seed=plan.seed),
+        epochs=plan.epochs,
+        steps_per_epoch=steps_for(n_rows, plan.batch_size),
+        checkpoint_dir=plan.checkpoint_dir,
+        validation_data=tf.data.Dataset.from_tensor_slices(val).batch(plan.batch_size * 4),
+        val_sample=val_sample,
+        patience=plan.patience,
+        epoch_listeners=[listener] if listener else [],
+        tensorboard_dir=plan.tensorboard_dir,
+    )
+    seconds = time.perf_counter() - started
+    save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec)
+    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds}

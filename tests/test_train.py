@@ -1,0 +1,77 @@
+"""Training on generated data with a known decay: one process, resume, and Horovod with two ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs import features, generate, ingest, train
+from jobs.config import Settings, load_settings
+from model.export import Scorer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 generated users over 120 days, ingested and turned into the sequences view."""
+    root = tmp_path_factory.mktemp("train")
+    settings = _settings(root)
+    generated = generate.run(spark, settings)
+    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
+    features.run(spark, settings)
+    return root
+
+
+def _settings(root: Path, *overrides: str) -> Settings:
+    return load_settings(
+        REPO / "conf" / "local.yaml",
+        [
+            f"lakehouse={root / 'lakehouse'}",
+            f"generator.output={root / 'raw'}",
+            "generator.users=3000",
+            "generator.output_files=2",
+            "train.batch_size=128",
+            "train.hidden_units=16",
+            *overrides,
+        ],
+    )
+
+
+def test_the_model_learns_the_decay_better_than_recency(spark: SparkSession, lakehouse: Path) -> None:
+    summary = train.run(spark, _settings(lakehouse, "train.mode=single", "train.epochs=4", "train.experiment=learns"))
+    metrics = summary.metrics
+    assert summary.counts["epochs_run"] >= 2
+    for h in (7, 30):
+        assert metrics[f"val_auc_{h}d"] > metrics[f"recency_auc_{h}d"] + 0.01, metrics
+    run = mlflow.tracking.MlflowClient(summary.outputs["mlflow_tracking_uri"]).get_run(summary.outputs["mlflow_run_id"])
+    assert run.data.params["mode"] == "single"
+    assert run.data.metrics["val_auc_30d"] == pytest.approx(metrics["val_auc_30d"], abs=1e-4)
+    scorer = Scorer(summary.outputs["model"])
+    assert scorer.feature_spec["n_windows"] == 12
+    assert (Path(summary.outputs["model"]).parent.parent / "_tensorboard").is_dir()
+
+
+def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, lakehouse: Path) -> None:
+    settings = _settings(lakehouse, "train.mode=single", "train.experiment=resume", "train.seed=5", "train.epochs=1")
+    first = train.run(spark, settings, fresh=True)
+    assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"]) == (0, 1)
+    settings.train.epochs = 2
+    more = train.run(spark, settings)
+    assert (more.inputs["resumed_from_epoch"], more.counts["epochs_run"], more.counts["last_epoch"]) == (1, 1, 2)
+
+
+def test_horovod_on_spark_with_two_processes(spark: SparkSession, lakehouse: Path) -> None:
+    settings = _settings(lakehouse, "train.mode=horovod", "train.num_proc=2", "train.epochs=2", "train.experiment=horovod")
+    summary = train.run(spark, settings, fresh=True)
+    assert summary.metrics["processes"] == 2
+    assert summary.metrics["rank_weight_spread"] == 0.0
+    assert summary.counts["epochs_run"] == 2
+    assert summary.metrics["val_auc_30d"] > 0.6
+    scores = Scorer(summary.outputs["model"])
+    zeros = {"x": np.zeros((2, 12, 12), np.float32), "mask": np.ones((2, 12), np.float32), "static": np.zeros((2, 5), np.float32)}
+    assert scores(zeros)["p_active"].shape == (2, 3)
