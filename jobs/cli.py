@@ -23,6 +23,7 @@ from rich.table import Table
 from jobs import features as features_job
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
+from jobs import score as score_job
 from jobs import sessionize as sessionize_job
 from jobs import train as train_job
 from jobs.config import ConfigError, Settings, load_settings
@@ -171,13 +172,33 @@ def train(
     _run_stage(settings, train_job.run, fresh=fresh)
 
 
+@app.command()
+def score(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    as_of: Annotated[
+        Optional[datetime], typer.Option("--as-of", formats=["%Y-%m-%d"], help="As-of date to score (default: the view's latest).")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model folder or runs:/<mlflow run id> (default: the newest trained).")] = None,
+) -> None:
+    """Score every user into the Delta table `scores` with a pandas UDF.
+
+    Per user: P(active) for each horizon, the decay curve, the half-life, a risk tier, the
+    suggested action, fading categories, the latent z and the reconstruction error. Each run
+    replaces its (as_of_date, model_version) slice in one commit. A model whose features do not
+    match the view is refused before anything is scored.
+    """
+    settings = _settings(conf, set_)
+    _run_stage(settings, score_job.run, as_of=as_of.date() if as_of else None, model=model)
+
+
 @app.command("run")
 def run_pipeline(
     conf: ConfOption = None,
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train."""
+    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train -> score."""
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
     stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
@@ -186,6 +207,7 @@ def run_pipeline(
         ("sessionize", sessionize_job.run, {}),
         ("features", features_job.run, {}),
         ("train", train_job.run, {}),
+        ("score", score_job.run, {}),
     ]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
@@ -202,7 +224,10 @@ def run_pipeline(
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     console.print(timings)
-    console.print(f"tables under {settings.lakehouse}: events, events_quarantine, sessions, user_windows, sequences, category_interest, truth, _runs")
+    console.print(
+        f"results under {settings.lakehouse}: scores (one row per user), sequences, user_windows, sessions, "
+        f"events, events_quarantine, category_interest, truth, _runs; models in _models, MLflow in _mlflow"
+    )
 
 
 def run_stage_script(stage: str) -> None:

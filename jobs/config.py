@@ -163,6 +163,19 @@ class TrainSettings(_Strict):
     experiment: str = "interest-decay"
 
 
+class ScoreSettings(_Strict):
+    """Scoring: which model, Arrow batch size, risk tiers and the rules that pick an action."""
+
+    # A model folder, "runs:/<mlflow run id>", or null for the newest model `train` produced.
+    model: str | None = None
+    arrow_batch_size: int = Field(10_000, gt=0)
+    # Risk tiers from P(active within the longest horizon).
+    high_risk_below: float = Field(0.4, gt=0, lt=1)
+    medium_risk_below: float = Field(0.6, gt=0, lt=1)
+    # A category is decaying when its recent share is at least this far below its earlier share.
+    decaying_share_drop: float = Field(0.15, gt=0, le=1)
+
+
 class Settings(_Strict):
     """Everything one run of any stage needs."""
 
@@ -174,6 +187,7 @@ class Settings(_Strict):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
     horizons_days: list[int] = Field(default_factory=lambda: [7, 14, 30], min_length=1)
 
     @field_validator("horizons_days")

@@ -1,0 +1,179 @@
+"""Score every user of the view for one as-of date into the Delta table ``scores``.
+
+A pandas UDF in iterator form scores Arrow batches in parallel on the executors; the model is
+loaded once per Python worker. Each run replaces exactly its slice (as_of_date, model_version)
+in one Delta commit, so there is one row per user per slice, a re-run changes nothing, and a
+run killed part-way leaves the table as it was.
+
+    spark-submit jobs/score.py --conf conf/local.yaml --as-of 2026-04-27 [--model runs:/<id>]
+"""
+
+from __future__ import annotations
+
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES
+from jobs.config import Settings
+from jobs.runs import RUNS_TABLE, RunSummary, record_run
+from jobs.tables import table_exists
+from model.data import flat_columns
+from model.scoring import feature_mismatch, load_scorer, score_batches
+
+log = logging.getLogger(__name__)
+
+TIERS = ("high", "medium", "low")
+
+
+def resolve_model(spark: SparkSession, settings: Settings, model: str | None) -> tuple[str, str]:
+    """(local model folder, model_version) for a folder, ``runs:/<id>``, or the newest trained model."""
+    choice = model or settings.score.model
+    if choice is None:
+        runs = settings.table_path(RUNS_TABLE)
+        latest = (
+            spark.read.format("delta").load(runs).where("stage = 'train'").orderBy(F.desc("started_at")).select("summary").first()
+            if table_exists(spark, runs)
+            else None
+        )
+        if latest is None:
+            raise ValueError("no trained model: run `interest-decay train`, or pass --model PATH or runs:/<mlflow run id>")
+        outputs = json.loads(latest["summary"])["outputs"]
+        return outputs["model"], outputs["mlflow_run_id"]
+    if choice.startswith("runs:/"):
+        import mlflow
+
+        from jobs.train import tracking_uri
+
+        run_id = choice.removeprefix("runs:/").strip("/")
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=tracking_uri(settings))
+        return path, run_id
+    if not Path(choice).is_dir():
+        raise ValueError(f"model folder {choice} does not exist")
+    return choice, Path(choice).name
+
+
+def view_spec(settings: Settings) -> dict:
+    """The feature spec of the view this configuration builds."""
+    return {
+        "window_features": list(WINDOW_FEATURES),
+        "static_features": list(STATIC_FEATURES),
+        "n_windows": settings.features.n_windows,
+        "window_days": settings.features.window_days,
+        "horizons_days": list(settings.horizons_days),
+    }
+
+
+def score_udf(model_path: str, horizons: list[int]):  # noqa: ANN201
+    """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out."""
+    fields = [f"p_active_{h}d DOUBLE" for h in horizons] + ["decay_curve ARRAY<DOUBLE>", "half_life_days DOUBLE"]
+    fields += ["z ARRAY<DOUBLE>", "reconstruction_error DOUBLE"]
+
+    @F.pandas_udf(", ".join(fields))
+    def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        yield from score_batches(model_path, horizons, batches)
+
+    return score
+
+
+def decaying_categories(interest: Column, min_drop: float) -> Column:
+    """Names of the top categories whose recent share fell by at least ``min_drop``."""
+    fading = F.filter(interest, lambda c: c["earlier_share"] - c["recent_share"] >= min_drop)
+    return F.coalesce(F.transform(fading, lambda c: c["category"]), F.array().cast("array<string>"))
+
+
+def with_tier_and_action(scores: DataFrame, settings: Settings) -> DataFrame:
+    """``risk_tier`` from P(active within the longest horizon) and the ``action`` the rules pick.
+
+    Rules, first that applies: high risk and a decaying category -> recommend that category;
+    high risk and a past buyer -> coupon; high risk -> win-back; medium risk -> reminder; else none.
+    """
+    conf = settings.score
+    p_longest = F.col(f"p_active_{max(settings.horizons_days)}d")
+    tier = F.when(p_longest < conf.high_risk_below, "high").when(p_longest < conf.medium_risk_below, "medium").otherwise("low")
+    past_buyer = F.col("static")[STATIC_FEATURES.index("total_purchases")] > 0
+    high = F.col("risk_tier") == "high"
+    action = (
+        F.when(high & (F.size("top_decaying_categories") > 0), F.concat(F.lit("recommend_category:"), F.col("top_decaying_categories")[0]))
+        .when(high & past_buyer, "coupon")
+        .when(high, "win_back")
+        .when(F.col("risk_tier") == "medium", "reminder")
+        .otherwise("none")
+    )
+    return scores.withColumn("risk_tier", tier).withColumn("action", action)
+
+
+def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
+    """Score every user of ``sequences`` at ``as_of`` (default: its latest as-of date)."""
+    view_path, interest_path = settings.table_path("sequences"), settings.table_path("category_interest")
+    if not table_exists(spark, view_path):
+        raise ValueError(f"no sequences table at {view_path}: run `interest-decay features --as-of DATE` first")
+    view = spark.read.format("delta").load(view_path)
+    as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
+    rows = view.where(F.col("as_of_date") == F.lit(as_of))
+    model_path, model_version = resolve_model(spark, settings, model)
+    scorer = load_scorer(model_path)
+    problems = feature_mismatch(scorer.feature_spec, view_spec(settings))
+    if problems:
+        raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
+    summary = RunSummary("score", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_path})
+
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
+    horizons = list(settings.horizons_days)
+    scored = (
+        rows.selectExpr(*flat_columns(horizons))
+        .select("user_id", "static", score_udf(model_path, horizons)("x_flat", "mask", "static").alias("s"))
+        .select("user_id", "static", "s.*")
+    )
+    interest = (
+        spark.read.format("delta").load(interest_path).where(F.col("as_of_date") == F.lit(as_of)).select("user_id", "top_categories")
+        if table_exists(spark, interest_path)
+        else spark.createDataFrame([], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>")
+    )
+    scored = scored.join(interest, "user_id", "left").withColumn(
+        "top_decaying_categories", decaying_categories(F.col("top_categories"), settings.score.decaying_share_drop)
+    )
+    final = with_tier_and_action(scored, settings).select(
+        "user_id",
+        F.lit(as_of).cast("date").alias("as_of_date"),
+        F.lit(model_version).alias("model_version"),
+        *[f"p_active_{h}d" for h in horizons],
+        "decay_curve",
+        "half_life_days",
+        "risk_tier",
+        "action",
+        "top_decaying_categories",
+        "z",
+        "reconstruction_error",
+        F.lit(summary.started_at).cast("timestamp").alias("scored_at"),
+    )
+    scores_path = settings.table_path("scores")
+    slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
+    writer = final.write.format("delta").partitionBy("as_of_date")
+    if table_exists(spark, scores_path):
+        writer = writer.mode("overwrite").option("replaceWhere", slice_predicate)
+    log.info("scoring %s with model %s", as_of, model_version)
+    writer.save(scores_path)
+
+    written = spark.read.format("delta").load(scores_path).where(slice_predicate)
+    tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}
+    summary.counts = {"users": rows.count(), "scored": sum(tiers.values()), **{f"tier.{t}": tiers.get(t, 0) for t in TIERS}}
+    summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in scorer.metadata["decay_curve_days"])}
+    summary.finish()
+    summary.metrics = {"users_per_second": round(summary.counts["scored"] / summary.seconds, 1)}
+    record_run(spark, settings.lakehouse, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_stage_script
+
+    run_stage_script("score")

@@ -1,0 +1,108 @@
+"""Scoring with the pandas UDF: equal to one-process predictions, exactly once, refusals, a killed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs import features, generate, ingest, score, train
+from jobs.config import Settings, load_settings
+from jobs.tables import latest_version
+from model.data import arrays, flat_columns
+from model.scoring import load_scorer
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = REPO / "conf" / "local.yaml"
+
+
+def _settings(root: Path, *overrides: str) -> Settings:
+    return load_settings(
+        LOCAL,
+        [f"lakehouse={root / 'lakehouse'}", f"generator.output={root / 'raw'}", "generator.users=800", "generator.output_files=2",
+         "train.mode=single", "train.epochs=1", "train.hidden_units=8", "score.arrow_batch_size=100", *overrides],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def root(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lakehouse with a trained model and the view at its latest as-of date."""
+    root = tmp_path_factory.mktemp("score")
+    settings = _settings(root)
+    generated = generate.run(spark, settings)
+    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
+    features.run(spark, settings)
+    train.run(spark, settings)
+    return root
+
+
+def _scores(spark: SparkSession, settings: Settings):  # noqa: ANN202
+    return spark.read.format("delta").load(settings.table_path("scores"))
+
+
+def test_scores_equal_single_process_predictions(spark: SparkSession, root: Path) -> None:
+    settings = _settings(root)
+    summary = score.run(spark, settings)
+    as_of = summary.inputs["as_of_date"]
+    view = spark.read.format("delta").load(settings.table_path("sequences")).where(F.col("as_of_date") == as_of)
+    frame = view.selectExpr(*flat_columns(settings.horizons_days)).toPandas().sort_values("user_id")
+    inputs, _ = arrays(frame, n_windows=12, n_window_features=12, n_static=5, horizons_days=settings.horizons_days)
+    expected = load_scorer(summary.inputs["model"])(inputs)
+    actual = _scores(spark, settings).orderBy("user_id").toPandas()
+    assert list(actual["user_id"]) == list(frame["user_id"])
+    for i, h in enumerate(settings.horizons_days):
+        np.testing.assert_allclose(actual[f"p_active_{h}d"], expected["p_active"][:, i], rtol=1e-5)
+    np.testing.assert_allclose(actual["half_life_days"], expected["half_life_days"], rtol=1e-4)
+    np.testing.assert_allclose(np.stack(actual["decay_curve"]), expected["decay_curve"], rtol=1e-5)
+    assert summary.counts["scored"] == summary.counts["users"] == len(frame)
+    assert set(actual["risk_tier"]) <= {"high", "medium", "low"}
+    assert actual["action"].str.match(r"^(recommend_category:.+|coupon|win_back|reminder|none)$").all()
+
+
+def test_rescoring_replaces_the_slice_exactly_once(spark: SparkSession, root: Path) -> None:
+    settings = _settings(root)
+    first = score.run(spark, settings)
+    before = _scores(spark, settings).drop("scored_at").orderBy("user_id").collect()
+    again = score.run(spark, settings)
+    after = _scores(spark, settings)
+    assert after.count() == after.select("user_id", "as_of_date", "model_version").distinct().count() == first.counts["scored"]
+    assert after.drop("scored_at").orderBy("user_id").collect() == before
+    assert again.counts == first.counts
+
+
+def test_a_model_that_does_not_fit_the_view_is_refused(spark: SparkSession, root: Path) -> None:
+    settings = _settings(root, "features.n_windows=6")
+    score.run(spark, _settings(root))
+    version = latest_version(spark, settings.table_path("scores"))
+    with pytest.raises(ValueError, match=r"does not fit the view: n_windows: model has 12, the view has 6"):
+        score.run(spark, settings)
+    assert latest_version(spark, settings.table_path("scores")) == version
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_the_table_as_it_was(spark: SparkSession, root: Path) -> None:
+    settings = _settings(root)
+    score.run(spark, settings)
+    version = latest_version(spark, settings.table_path("scores"))
+    command = [str(Path(sys.executable).parent / "interest-decay"), "score", "--conf", str(LOCAL),
+               "--set", f"lakehouse={root / 'lakehouse'}", "--set", "spark.master=local[2]",
+               "--set", "spark.conf.spark.driver.memory=1g", "--set", "score.arrow_batch_size=20"]  # fmt: skip
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+    for line in process.stderr:  # wait until it is scoring, then kill it and its JVM
+        if "scoring" in line:
+            break
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert latest_version(spark, settings.table_path("scores")) == version
+    finished = score.run(spark, settings)
+    assert _scores(spark, settings).count() == finished.counts["scored"]
