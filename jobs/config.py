@@ -159,14 +159,19 @@ class TrainSettings(_Strict):
     val_sample_rows: int = Field(50_000, gt=0)
     mixed_precision: bool = False
     seed: int = 0
-    # MLflow experiment. GPU executors are Spark settings (spark.conf in conf/cluster.yaml).
+    # MLflow experiment. GPU executors are Spark settings (spark.conf in conf/cluster-gpu.yaml).
     experiment: str = "interest-decay"
+    # Every trained model becomes a new version of this registered model; `alias` (if set) is
+    # moved to it, so `score --model models:/interest-decay@champion` picks it up.
+    registered_model: str = "interest-decay"
+    alias: str | None = "champion"
 
 
 class ScoreSettings(_Strict):
     """Scoring: which model, Arrow batch size, risk tiers and the rules that pick an action."""
 
-    # A model folder, "runs:/<mlflow run id>", or null for the newest model `train` produced.
+    # A model folder, "runs:/<mlflow run id>", "models:/<name>@<alias>", or null for the newest
+    # model `train` produced.
     model: str | None = None
     arrow_batch_size: int = Field(10_000, gt=0)
     # Risk tiers from P(active within the longest horizon).

@@ -35,7 +35,8 @@ TIERS = ("high", "medium", "low")
 
 
 def resolve_model(spark: SparkSession, settings: Settings, model: str | None) -> tuple[str, str]:
-    """(local model folder, model_version) for a folder, ``runs:/<id>``, or the newest trained model."""
+    """(local model folder, model_version) for a folder, ``runs:/<id>``, ``models:/<name>@<alias>``,
+    or the newest trained model; model_version is the MLflow run id (the folder name for a folder)."""
     choice = model or settings.score.model
     if choice is None:
         runs = settings.table_path(RUNS_TABLE)
@@ -48,14 +49,21 @@ def resolve_model(spark: SparkSession, settings: Settings, model: str | None) ->
             raise ValueError("no trained model: run `interest-decay train`, or pass --model PATH or runs:/<mlflow run id>")
         outputs = json.loads(latest["summary"])["outputs"]
         return outputs["model"], outputs["mlflow_run_id"]
-    if choice.startswith("runs:/"):
+    if choice.startswith(("runs:/", "models:/")):
         import mlflow
 
         from jobs.train import tracking_uri
 
-        run_id = choice.removeprefix("runs:/").strip("/")
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=tracking_uri(settings))
-        return path, run_id
+        uri = tracking_uri(settings)
+        if choice.startswith("models:/"):
+            name, _, alias = choice.removeprefix("models:/").partition("@")
+            if not alias:
+                raise ValueError(f"--model {choice}: expected models:/<name>@<alias>")
+            run_id = mlflow.tracking.MlflowClient(uri, registry_uri=uri).get_model_version_by_alias(name, alias).run_id
+        else:
+            run_id = choice.removeprefix("runs:/").strip("/")
+        # The slice is named after the training run, however the model was referred to.
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=uri), run_id
     if not Path(choice).is_dir():
         raise ValueError(f"model folder {choice} does not exist")
     return choice, Path(choice).name

@@ -136,6 +136,9 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
             results = [train_in_process(plan, train, val, val_sample)]
         chief = results[0]
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        registered = mlflow.register_model(f"runs:/{active.info.run_id}/model", conf.registered_model)
+        if conf.alias:
+            mlflow.tracking.MlflowClient().set_registered_model_alias(conf.registered_model, conf.alias, registered.version)
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(norm.to_dict(), "normalisation.json")
         recency = _recency_auc(*val_sample, horizons)
@@ -155,7 +158,8 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
-    summary.outputs = {"model": str(model_dir), "mlflow_run_id": active.info.run_id, "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
+    summary.outputs = {"model": str(model_dir), "mlflow_run_id": active.info.run_id,
+                       "registered_model": f"{conf.registered_model}/{registered.version}", "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
     summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
     summary.finish()
     record_run(spark, settings.lakehouse, summary)

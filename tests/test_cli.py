@@ -78,12 +78,13 @@ def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    generated, ingested, sessionized, featured, trained = _summaries(run.stdout)
+    generated, ingested, sessionized, featured, trained, scored = _summaries(run.stdout)
     assert ingested["counts"]["written"] == generated["counts"]["events"] > 0
     assert sessionized["counts"]["events"] == generated["counts"]["events"]
     assert featured["counts"]["sequences"] > 0
     assert trained["metrics"]["processes"] == 2
-    assert "[5/5] train" in run.stderr
+    assert scored["counts"]["scored"] == scored["counts"]["users"] > 0
+    assert "[6/6] score" in run.stderr
 
     jars = ",".join(str(j) for j in local_delta_jars())
     submit = subprocess.run(
@@ -105,5 +106,5 @@ def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-3000:]
-    (scored,) = _summaries(submit.stdout)
-    assert scored["counts"]["as_of_dates"] == 1
+    (rebuilt,) = _summaries(submit.stdout)
+    assert rebuilt["counts"]["as_of_dates"] == 1

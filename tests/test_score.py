@@ -78,6 +78,15 @@ def test_rescoring_replaces_the_slice_exactly_once(spark: SparkSession, root: Pa
     assert again.counts == first.counts
 
 
+def test_the_champion_alias_and_the_run_id_name_the_same_model(spark: SparkSession, root: Path) -> None:
+    settings = _settings(root)
+    newest = score.run(spark, settings)
+    by_alias = score.run(spark, settings, model="models:/interest-decay@champion")
+    by_run = score.run(spark, settings, model=f"runs:/{newest.inputs['model_version']}")
+    assert by_alias.inputs["model_version"] == by_run.inputs["model_version"] == newest.inputs["model_version"]
+    assert _scores(spark, settings).count() == newest.counts["scored"]
+
+
 def test_a_model_that_does_not_fit_the_view_is_refused(spark: SparkSession, root: Path) -> None:
     settings = _settings(root, "features.n_windows=6")
     score.run(spark, _settings(root))
