@@ -12,20 +12,18 @@ bench/results/gpu_check.jsonl.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import tensorflow as tf
 import typer
+from results_file import record
 
 from model.network import InterestDecayModel, ModelShape, fit_normalisation
 from model.training import as_dataset, fit, steps_for
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gpu_check.jsonl"
 
 
 def synthetic_view(rows: int, n_windows: int = 12, n_features: int = 12, seed: int = 0) -> tuple[dict, dict]:
@@ -75,12 +73,9 @@ def main(
     if not tf.config.list_physical_devices("GPU"):
         raise typer.BadParameter("TensorFlow sees no GPU here: run this on the lent GPU machine")
     inputs, targets = synthetic_view(rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for mixed in (False, True):
         result = run_once(inputs, targets, epochs, batch_size, mixed)
-        with RESULTS.open("a") as out:
-            out.write(json.dumps(result) + "\n")
-        typer.echo(json.dumps(result))
+        record("gpu_check", result)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ but writes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -19,12 +18,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from results_file import record
 
 from jobs import generate, ingest
 from jobs.config import load_settings
 from jobs.spark import spark_session
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ingest.jsonl"
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 
@@ -64,10 +63,7 @@ def main(
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
         "started_at": generated.started_at.isoformat(timespec="seconds"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as out:
-        out.write(json.dumps(result) + "\n")
-    typer.echo(json.dumps(result, indent=2))
+    record("ingest", result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ to bench/results/score.jsonl.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from results_file import record
 from pyspark.sql import functions as F
 
 from jobs import features, generate, ingest, score, train
@@ -29,7 +29,6 @@ from jobs.spark import spark_session
 from model.data import arrays, flat_columns
 from model.scoring import load_scorer
 
-RESULTS = Path(__file__).resolve().parent / "results" / "score.jsonl"
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 
@@ -76,9 +75,7 @@ def main(users: Annotated[list[int], typer.Option("--users", help="Generated use
     for n in users:
         with tempfile.TemporaryDirectory(prefix="bench-score-") as scratch:
             result = bench_size(n, scratch)
-        with RESULTS.open("a") as out:
-            out.write(json.dumps(result) + "\n")
-        typer.echo(json.dumps(result, indent=2))
+        record("score", result)
 
 
 if __name__ == "__main__":

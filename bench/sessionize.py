@@ -12,7 +12,6 @@ Figures are printed and appended as JSON lines to bench/results/sessionize.jsonl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -22,6 +21,7 @@ from typing import Annotated
 
 import duckdb
 import typer
+from results_file import record
 
 from features.sessions import sessionize
 from jobs import features as features_job
@@ -30,7 +30,6 @@ from jobs import sessionize as sessionize_job
 from jobs.config import load_settings
 from jobs.spark import spark_session
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sessionize.jsonl"
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 EVENTS_PER_USER = 50  # what the default generator gives, measured: 50.2 at 1M users
 
@@ -127,13 +126,10 @@ def main(
 ) -> None:
     """Run the benchmark for each size and record the figures."""
     logging.basicConfig(level=logging.WARNING)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for n_events in events:
         with tempfile.TemporaryDirectory(prefix="bench-sessionize-") as scratch:
             result = bench_size(n_events, Path(scratch), driver_memory)
-        with RESULTS.open("a") as out:
-            out.write(json.dumps(result) + "\n")
-        typer.echo(json.dumps(result, indent=2))
+        record("sessionize", result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ printed and appended to bench/results/train.jsonl.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -19,12 +18,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from results_file import record
 
 from jobs import features, generate, ingest, train
 from jobs.config import load_settings
 from jobs.spark import spark_session
 
-RESULTS = Path(__file__).resolve().parent / "results" / "train.jsonl"
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 
@@ -66,10 +65,7 @@ def main(
         "horovod_stage_seconds": distributed.seconds,
         "single_stage_seconds": single.seconds,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as out:
-        out.write(json.dumps(result) + "\n")
-    typer.echo(json.dumps(result, indent=2))
+    record("train", result)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from jobs.runs import RunSummary, record_run
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns, recency_score
 from model.network import fit_normalisation
+from model.training import auc_by_horizon
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
             mlflow.tracking.MlflowClient().set_registered_model_alias(conf.registered_model, conf.alias, registered.version)
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(norm.to_dict(), "normalisation.json")
-        recency = _recency_auc(*val_sample, horizons)
+        recency = auc_by_horizon(recency_score(val_sample[0]), val_sample[1], horizons)
         mlflow.log_metrics({f"recency_auc_{h}d": v for h, v in recency.items()})
 
     fit = chief["fit"]
@@ -188,18 +189,6 @@ def _train_horovod(spark, settings, plan, train_df, val_df, val_sample, n_train,
     finally:
         train_converter.delete()
         val_converter.delete()
-
-
-def _recency_auc(inputs: dict, targets: dict, horizons: list[int]) -> dict[int, float]:
-    from sklearn.metrics import roc_auc_score
-
-    scores = {}
-    for h in horizons:
-        labels = targets[f"active_{h}d"]
-        known = labels >= 0
-        if known.sum() and 0 < labels[known].mean() < 1:
-            scores[h] = float(roc_auc_score(labels[known], recency_score(inputs)[known]))
-    return scores
 
 
 if __name__ == "__main__":

@@ -30,18 +30,28 @@ class FitResult:
     stopped_early: bool = False
 
 
-def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
-    """ROC-AUC of P(active within h) per horizon, on rows whose label is known (not -1)."""
-    p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
-    scores = {}
-    for i, h in enumerate(model.shape_spec.horizons_days):
+def auc_by_horizon(scores: np.ndarray, targets: dict, horizons: tuple[int, ...] | list[int]) -> dict[int, float]:
+    """ROC-AUC per horizon, on the rows whose label is known (not -1).
+
+    ``scores`` is [N, len(horizons)], or [N] when one score ranks users for every horizon (the
+    recency rule). A horizon whose known labels are all one class has no AUC and is left out.
+    """
+    result = {}
+    for i, h in enumerate(horizons):
         labels = targets.get(f"active_{h}d")
         if labels is None:
             continue
         known = labels >= 0
         if known.sum() and 0 < labels[known].mean() < 1:
-            scores[f"val_auc_{h}d"] = float(roc_auc_score(labels[known], p_active[known, i]))
-    return scores
+            column = scores if scores.ndim == 1 else scores[:, i]
+            result[h] = float(roc_auc_score(labels[known], column[known]))
+    return result
+
+
+def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
+    """The model's ``val_auc_<h>d`` for every horizon it predicts."""
+    p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
+    return {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, model.shape_spec.horizons_days).items()}
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
