@@ -37,6 +37,17 @@ STATIC_FEATURES = ("tenure_days", "recency_days", "total_sessions", "total_purch
 _DAY_S = 86_400
 
 
+def view_spec(n_windows: int, window_days: int, horizons_days: list[int]) -> dict:
+    """What the ``sequences`` view holds: saved with a trained model, checked before scoring."""
+    return {
+        "window_features": list(WINDOW_FEATURES),
+        "static_features": list(STATIC_FEATURES),
+        "n_windows": n_windows,
+        "window_days": window_days,
+        "horizons_days": list(horizons_days),
+    }
+
+
 def _epoch_s(day: dt.date) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
 

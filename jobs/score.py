@@ -22,7 +22,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES
+from features.windows import STATIC_FEATURES, view_spec
 from jobs.config import Settings
 from jobs.runs import RUNS_TABLE, RunSummary, record_run
 from jobs.tables import table_exists
@@ -67,17 +67,6 @@ def resolve_model(spark: SparkSession, settings: Settings, model: str | None) ->
     if not Path(choice).is_dir():
         raise ValueError(f"model folder {choice} does not exist")
     return choice, Path(choice).name
-
-
-def view_spec(settings: Settings) -> dict:
-    """The feature spec of the view this configuration builds."""
-    return {
-        "window_features": list(WINDOW_FEATURES),
-        "static_features": list(STATIC_FEATURES),
-        "n_windows": settings.features.n_windows,
-        "window_days": settings.features.window_days,
-        "horizons_days": list(settings.horizons_days),
-    }
 
 
 def score_udf(model_path: str, horizons: list[int]):  # noqa: ANN201
@@ -129,7 +118,9 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     rows = view.where(F.col("as_of_date") == F.lit(as_of))
     model_path, model_version = resolve_model(spark, settings, model)
     scorer = load_scorer(model_path)
-    problems = feature_mismatch(scorer.feature_spec, view_spec(settings))
+    problems = feature_mismatch(
+        scorer.feature_spec, view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days)
+    )
     if problems:
         raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
     summary = RunSummary("score", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_path})

@@ -26,7 +26,7 @@ import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES, view_spec
 from jobs.config import Settings, absolute_path
 from jobs.runs import RunSummary, record_run
 from jobs.tables import latest_version, table_exists
@@ -98,13 +98,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
     checkpoints = Path(absolute_path(settings.lakehouse)) / "_checkpoints" / fingerprint
     if fresh and checkpoints.exists():
         shutil.rmtree(checkpoints)
-    feature_spec = {
-        "window_features": list(WINDOW_FEATURES),
-        "static_features": list(STATIC_FEATURES),
-        "n_windows": settings.features.n_windows,
-        "window_days": settings.features.window_days,
-        "horizons_days": list(horizons),
-    }
+    feature_spec = view_spec(settings.features.n_windows, settings.features.window_days, horizons)
     mlflow.set_tracking_uri(tracking_uri(settings))
     mlflow.set_experiment(conf.experiment)
     with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
