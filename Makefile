@@ -5,13 +5,24 @@
 SHELL := /bin/bash
 USERS ?= 20000
 
-.PHONY: setup demo test lock clean
+.PHONY: setup demo cdnow test lock clean
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	.venv/bin/interest-decay run --conf conf/local.yaml --users $(USERS)
+
+# The real CDNOW log from the installed lifetimes wheel (never copied into the repository), with
+# the classic 39 + 39 week split: ingest -> sessionize -> features -> train -> score -> evaluate.
+CDNOW = $(shell .venv/bin/python -c 'import lifetimes.datasets as d, pathlib; print(pathlib.Path(d.__file__).parent / "CDNOW_master.txt")' 2>/dev/null)
+cdnow: setup
+	.venv/bin/interest-decay ingest --conf conf/cdnow.yaml --input "$(CDNOW)" --preset cdnow
+	.venv/bin/interest-decay sessionize --conf conf/cdnow.yaml
+	.venv/bin/interest-decay features --conf conf/cdnow.yaml
+	.venv/bin/interest-decay train --conf conf/cdnow.yaml
+	.venv/bin/interest-decay score --conf conf/cdnow.yaml
+	.venv/bin/interest-decay evaluate --conf conf/cdnow.yaml
 
 test: setup
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
@@ -20,4 +31,4 @@ lock:
 	bash scripts/lock.sh
 
 clean:
-	rm -rf lakehouse data spark-warehouse
+	rm -rf lakehouse lakehouse-cdnow data spark-warehouse

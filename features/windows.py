@@ -225,6 +225,30 @@ def sequences(
     )
 
 
+def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int]) -> DataFrame:
+    """The view as it looked on ``cutoff``: rows before it, labels cut there.
+
+    A return after the cutoff is not known yet: such rows become censored at the cutoff and a
+    horizon reaching past it is null unless the user was already back. This is what lets a
+    model be trained, or a baseline fitted, with nothing from after an evaluation date.
+    """
+    if not isinstance(cutoff, dt.date):
+        raise TypeError(f"cutoff must be a date, got {type(cutoff).__name__}")
+    # Never more than the view itself has seen: a censored row was observed for days_to_next days.
+    observed = F.least(F.datediff(F.lit(cutoff), F.col("as_of_date")).cast("double"), F.when(F.col("censored"), F.col("days_to_next")))
+    back = ~F.col("censored") & (F.col("days_to_next") < observed)
+    labels = [
+        F.when(back & (F.col("days_to_next") < h), 1).when(observed >= h, 0).cast(view.schema[f"active_{h}d"].dataType).alias(f"active_{h}d")
+        for h in horizons_days
+    ]
+    return view.where(F.col("as_of_date") < F.lit(cutoff)).select(
+        *[c for c in view.columns if c not in {"days_to_next", "censored", *(f"active_{h}d" for h in horizons_days)}],
+        *labels,
+        F.when(back, F.col("days_to_next")).otherwise(observed).alias("days_to_next"),
+        (~back).alias("censored"),
+    ).select(*view.columns)
+
+
 def category_interest(
     events: DataFrame,
     *,

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from jobs import evaluate as evaluate_job
 from jobs import features as features_job
 from jobs import generate as generate_job
 from jobs import ingest as ingest_job
@@ -192,13 +193,34 @@ def score(
     _run_stage(settings, score_job.run, as_of=as_of.date() if as_of else None, model=model)
 
 
+@app.command()
+def evaluate(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    as_of: Annotated[
+        Optional[datetime],
+        typer.Option("--as-of", formats=["%Y-%m-%d"], help="Evaluation date (default: the model's train.until, else the latest fully observed)."),
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model folder, runs:/<id> or models:/<name>@<alias> (default: the newest trained).")] = None,
+) -> None:
+    """Judge the model against the recency rule, logistic RFM, BG/NBD, Pareto/NBD and LightGBM.
+
+    Out of time on one date plus rolling-origin cross-validation (evaluate.folds); ROC-AUC,
+    PR-AUC, Brier, calibration, precision/recall at the top, lift, predicted vs actual returners.
+    Writes the Delta table `evaluations`, an HTML report with PNGs (its path is printed) and an MLflow run.
+    """
+    settings = _settings(conf, set_)
+    summary = _run_stage(settings, evaluate_job.run, as_of=as_of.date() if as_of else None, model=model)
+    console.print(f"report: {summary.outputs['report']}")
+
+
 @app.command("run")
 def run_pipeline(
     conf: ConfOption = None,
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train -> score."""
+    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train -> score -> evaluate."""
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
     stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
@@ -208,6 +230,7 @@ def run_pipeline(
         ("features", features_job.run, {}),
         ("train", train_job.run, {}),
         ("score", score_job.run, {}),
+        ("evaluate", evaluate_job.run, {}),
     ]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
@@ -221,13 +244,15 @@ def run_pipeline(
                 elapsed = time.perf_counter() - started
                 console.print(f"[green]done[/] {name} in {elapsed:.1f} s")
                 timings.add_row(name, f"{elapsed:.1f}", ", ".join(f"{k}={v}" for k, v in summary.counts.items() if "." not in k))
+                report = summary.outputs.get("report")
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     console.print(timings)
     console.print(
         f"results under {settings.lakehouse}: scores (one row per user), sequences, user_windows, sessions, "
-        f"events, events_quarantine, category_interest, truth, _runs; models in _models, MLflow in _mlflow"
+        f"events, events_quarantine, category_interest, evaluations, truth, _runs; models in _models, MLflow in _mlflow"
     )
+    console.print(f"evaluation report: {report}")
 
 
 def run_stage_script(stage: str) -> None:

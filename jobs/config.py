@@ -152,9 +152,15 @@ class TrainSettings(_Strict):
     kl_warmup_epochs: int = Field(3, ge=1)
     recon_weight: float = Field(0.05, ge=0)
     step_weight: float = Field(0.2, ge=0)
+    # Use nothing after this date (labels censored there): an evaluation on it is out of time.
+    until: dt.date | None = None
     # Out-of-time validation: this as-of date (default: the latest whose longest horizon is
-    # fully observed). Training uses as-of dates whose labels end before it.
+    # fully observed by `until`). Training uses the as-of dates before it, labels censored there.
     validation_as_of: dt.date | None = None
+    # Where the training rows' return times are censored: at the validation date (strictly
+    # before it: the default), or at `until`, so a short calibration period (CDNOW) still
+    # teaches long waits; the validation rows then overlap them and serve early stopping only.
+    training_labels_until: Literal["validation", "until"] = "validation"
     normalisation_sample_rows: int = Field(200_000, gt=0)
     val_sample_rows: int = Field(50_000, gt=0)
     mixed_precision: bool = False
@@ -163,7 +169,7 @@ class TrainSettings(_Strict):
     experiment: str = "interest-decay"
     # Every trained model becomes a new version of this registered model; `alias` (if set) is
     # moved to it, so `score --model models:/interest-decay@champion` picks it up.
-    registered_model: str = "interest-decay"
+    registered_model: str | None = "interest-decay"
     alias: str | None = "champion"
 
 
@@ -181,6 +187,30 @@ class ScoreSettings(_Strict):
     decaying_share_drop: float = Field(0.15, gt=0, le=1)
 
 
+class EvaluateSettings(_Strict):
+    """Evaluation: the date, horizons, baselines' data, rolling origins, bootstrap and explanations."""
+
+    # Evaluation as-of date (default: the `train.until` of the model, else the latest date whose
+    # horizons are fully observed).
+    as_of: dt.date | None = None
+    # Horizons to judge P(active within h) on (default: horizons_days); any length works, the
+    # model's decay curve gives every horizon.
+    horizons_days: list[int] | None = None
+    # Users of the evaluation date scored on the driver (a seeded sample above this).
+    max_users: int = Field(200_000, gt=0)
+    # History rows (before the evaluation date, labels censored there) the hazard baselines learn from.
+    baseline_rows: int = Field(50_000, gt=0)
+    # Rolling-origin cross-validation: this many earlier origins, each `fold_step_days` apart,
+    # where the model is retrained (one process, `fold_epochs`) and every baseline refitted.
+    folds: int = Field(2, ge=0)
+    fold_step_days: int | None = Field(None, gt=0)
+    fold_epochs: int = Field(3, gt=0)
+    bootstrap_rounds: int = Field(300, gt=10)
+    # Users explained one by one in the report (the most at risk).
+    explain_users: int = Field(10, ge=0)
+    seed: int = 0
+
+
 class Settings(_Strict):
     """Everything one run of any stage needs."""
 
@@ -193,6 +223,7 @@ class Settings(_Strict):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     horizons_days: list[int] = Field(default_factory=lambda: [7, 14, 30], min_length=1)
 
     @field_validator("horizons_days")

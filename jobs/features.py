@@ -48,7 +48,9 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
     span = events.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last"), F.count("*").alias("n")).first()
     if span["n"] == 0:
         raise ValueError(f"the events table at {events_path} is empty")
-    observed_until = span["last"] + dt.timedelta(microseconds=1)
+    # Event logs are complete by day: the last event's day counts as observed to its end, so a
+    # log with dates only (CDNOW) gives the whole last day to its labels.
+    observed_until = dt.datetime.combine(span["last"].date() + dt.timedelta(days=1), dt.time())
 
     if as_of is not None:
         if not is_boundary(as_of, conf.origin, conf.window_days):

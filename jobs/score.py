@@ -27,7 +27,7 @@ from jobs.config import Settings
 from jobs.runs import RUNS_TABLE, RunSummary, record_run
 from jobs.tables import table_exists
 from model.data import flat_columns
-from model.scoring import feature_mismatch, load_scorer, score_batches
+from model.scoring import feature_mismatch, read_metadata, score_batches
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,18 @@ def resolve_model(spark: SparkSession, settings: Settings, model: str | None) ->
     return choice, Path(choice).name
 
 
+def check_model_fits(settings: Settings, metadata: dict, model_version: str) -> None:
+    """Raise ValueError, naming every difference, when the model's feature spec is not the view's."""
+    problems = feature_mismatch(
+        metadata["feature_spec"], view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days)
+    )
+    if problems:
+        raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
+
+
 def score_udf(model_path: str, horizons: list[int]):  # noqa: ANN201
     """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out."""
-    fields = [f"p_active_{h}d DOUBLE" for h in horizons] + ["decay_curve ARRAY<DOUBLE>", "half_life_days DOUBLE"]
+    fields = [f"p_active_{h}d DOUBLE" for h in horizons] + ["decay_curve ARRAY<DOUBLE>", "half_life_days DOUBLE", "interest_half_life_days DOUBLE"]
     fields += ["z ARRAY<DOUBLE>", "reconstruction_error DOUBLE"]
 
     @F.pandas_udf(", ".join(fields))
@@ -117,12 +126,8 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
     rows = view.where(F.col("as_of_date") == F.lit(as_of))
     model_path, model_version = resolve_model(spark, settings, model)
-    scorer = load_scorer(model_path)
-    problems = feature_mismatch(
-        scorer.feature_spec, view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days)
-    )
-    if problems:
-        raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
+    metadata = read_metadata(model_path)
+    check_model_fits(settings, metadata, model_version)
     summary = RunSummary("score", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_path})
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
@@ -147,6 +152,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         *[f"p_active_{h}d" for h in horizons],
         "decay_curve",
         "half_life_days",
+        "interest_half_life_days",
         "risk_tier",
         "action",
         "top_decaying_categories",
@@ -165,7 +171,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     written = spark.read.format("delta").load(scores_path).where(slice_predicate)
     tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}
     summary.counts = {"users": rows.count(), "scored": sum(tiers.values()), **{f"tier.{t}": tiers.get(t, 0) for t in TIERS}}
-    summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in scorer.metadata["decay_curve_days"])}
+    summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in metadata["decay_curve_days"])}
     summary.finish()
     summary.metrics = {"users_per_second": round(summary.counts["scored"] / summary.seconds, 1)}
     record_run(spark, settings.lakehouse, summary)

@@ -1,7 +1,9 @@
 """Train the interest model on the ``sequences`` view: Horovod-on-Spark fed by petastorm, or one process.
 
-Out-of-time split: validation is one as-of date V (``train.validation_as_of``, default the latest
-whose longest horizon is fully observed); training uses the as-of dates whose labels end by V.
+Out-of-time split: with ``train.until`` set, nothing after that date is used (the view is censored
+there, see :func:`features.windows.censor_at`), so an evaluation on that date is out of time.
+Validation is one as-of date V (``train.validation_as_of``, default the latest whose longest
+horizon is fully observed); training uses the as-of dates before V with their labels censored at V.
 Normalisation is fitted on a sample of the training rows only. Checkpoints go to
 ``<lakehouse>/_checkpoints/<fingerprint>``, keyed by the settings and the view version, so
 running the same training again after a crash resumes from the last epoch. Everything is
@@ -26,11 +28,12 @@ import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES, view_spec
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at, view_spec
 from jobs.config import Settings, absolute_path
 from jobs.runs import RunSummary, record_run
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns, recency_score
+from model.export import Scorer
 from model.network import fit_normalisation
 from model.training import auc_by_horizon
 
@@ -68,8 +71,20 @@ def _fingerprint(settings: Settings, view_version: int, validation: dt.date) -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSummary:
-    """Train, save the model as a SavedModel, log it to MLflow, and summarise."""
+def register(run_id: str, name: str, alias: str | None) -> str:
+    """Register the run's model as a new version of ``name`` and move ``alias`` to it; the version."""
+    version = mlflow.register_model(f"runs:/{run_id}/model", name).version
+    if alias:
+        mlflow.tracking.MlflowClient().set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str = "train") -> RunSummary:
+    """Train, save the model as a SavedModel, log it to MLflow, and summarise.
+
+    ``stage`` names the run in ``_runs``: the evaluation's rolling-origin models are recorded as
+    ``train_fold``, so they never become the model that scoring picks by default.
+    """
     from model.distributed import RunPlan, train_in_process, train_on_rank
 
     view_path = settings.table_path("sequences")
@@ -78,16 +93,19 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
     conf, horizons = settings.train, settings.horizons_days
     version = latest_version(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
-    validation = conf.validation_as_of or validation_date(view, max(horizons))
-    last_train_as_of = validation - dt.timedelta(days=max(horizons))
-    train_df = view.where(F.col("as_of_date") <= F.lit(last_train_as_of)).selectExpr(*flat_columns(horizons, with_user_id=False))
-    val_df = view.where(F.col("as_of_date") == F.lit(validation)).selectExpr(*flat_columns(horizons, with_user_id=False))
+    known = censor_at(view, conf.until, horizons) if conf.until else view
+    validation = conf.validation_as_of or validation_date(known, max(horizons))
+    label_cutoff = validation if conf.training_labels_until == "validation" or not conf.until else conf.until
+    train_df = censor_at(known.where(F.col("as_of_date") < F.lit(validation)), label_cutoff, horizons).selectExpr(
+        *flat_columns(horizons, with_user_id=False)
+    )
+    val_df = known.where(F.col("as_of_date") == F.lit(validation)).selectExpr(*flat_columns(horizons, with_user_id=False))
     n_train, n_val = train_df.count(), val_df.count()
     if n_train == 0 or n_val == 0:
         raise ValueError(f"out-of-time split at {validation} leaves {n_train} training and {n_val} validation rows")
     summary = RunSummary(
-        "train",
-        inputs={"sequences": view_path, "sequences_version": version, "validation_as_of": str(validation), "mode": conf.mode},
+        stage,
+        inputs={"sequences": view_path, "sequences_version": version, "until": str(conf.until or ""), "validation_as_of": str(validation), "mode": conf.mode},
     )
     shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
     sample_inputs, _ = arrays(_sample(train_df, conf.normalisation_sample_rows, n_train, conf.seed).toPandas(), **shape, horizons_days=horizons)
@@ -130,10 +148,9 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
             val = arrays(val_df.toPandas(), **shape, horizons_days=horizons)
             results = [train_in_process(plan, train, val, val_sample)]
         chief = results[0]
+        Scorer(model_dir).annotate(until=str(conf.until or ""), validation_as_of=str(validation), sequences_version=version)
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
-        registered = mlflow.register_model(f"runs:/{active.info.run_id}/model", conf.registered_model)
-        if conf.alias:
-            mlflow.tracking.MlflowClient().set_registered_model_alias(conf.registered_model, conf.alias, registered.version)
+        registered = f"{conf.registered_model}/{register(active.info.run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(norm.to_dict(), "normalisation.json")
         recency = auc_by_horizon(recency_score(val_sample[0]), val_sample[1], horizons)
@@ -154,7 +171,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False) -> RunSumm
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
     summary.outputs = {"model": str(model_dir), "mlflow_run_id": active.info.run_id,
-                       "registered_model": f"{conf.registered_model}/{registered.version}", "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
+                       "registered_model": registered, "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
     summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
     summary.finish()
     record_run(spark, settings.lakehouse, summary)

@@ -77,3 +77,23 @@ def half_life_days(params: tf.Tensor, n_components: int, cap: float = HALF_LIFE_
         high = tf.where(above, middle, high)
         low = tf.where(above, low, middle)
     return tf.where(reaches, (low + high) / 2, cap)
+
+
+def interest_half_life_days(params: tf.Tensor, n_components: int, cap: float = HALF_LIFE_CAP_DAYS) -> tf.Tensor:
+    """Days until the user's return rate falls to half of today's (rate(d) = rate(0) / 2), per user [B].
+
+    This is the half-life of the interest itself (for one fading component, tau * ln 2), where
+    :func:`half_life_days` is the median wait for the next visit. A rate whose floor keeps it
+    above one half within ``cap`` days gives ``cap``.
+    """
+    params = tf.convert_to_tensor(params, tf.float32)
+    target = rate(params, tf.zeros_like(params[:, :1]), n_components)[:, 0] / 2
+    low = tf.zeros_like(params[:, 0])
+    high = tf.fill(tf.shape(low), cap)
+    reaches = rate(params, high[:, None], n_components)[:, 0] <= target
+    for _ in range(30):
+        middle = (low + high) / 2
+        below = rate(params, middle[:, None], n_components)[:, 0] <= target
+        high = tf.where(below, middle, high)
+        low = tf.where(below, low, middle)
+    return tf.where(reaches, (low + high) / 2, cap)

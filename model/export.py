@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from model import decay
 from model.network import InterestDecayModel, Normalisation
-
-METADATA_FILE = "interest_decay.json"
+from model.scoring import METADATA_FILE, read_metadata
 DECAY_CURVE_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
 
 
@@ -37,7 +36,8 @@ class _Serving(tf.Module):
 
     def _serve(self, x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
         out = self.model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
-        out["half_life_days"] = decay.half_life_days(out.pop("decay_params"), self.model.shape_spec.n_components)
+        out["half_life_days"] = decay.half_life_days(out["decay_params"], self.model.shape_spec.n_components)
+        out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], self.model.shape_spec.n_components)
         return out
 
 
@@ -60,10 +60,8 @@ class Scorer:
     """A loaded model: ``scorer(inputs)`` gives numpy arrays of every score."""
 
     def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        if not (path / METADATA_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not an interest-decay model: {METADATA_FILE} is missing")
-        self.metadata = json.loads((path / METADATA_FILE).read_text())
+        self.path = Path(path)
+        self.metadata = read_metadata(path)
         self._serve = tf.saved_model.load(str(path)).signatures["serving_default"]
 
     @property
@@ -73,3 +71,18 @@ class Scorer:
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
         tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
         return {k: v.numpy() for k, v in self._serve(**tensors).items()}
+
+    def p_active_within(self, inputs: dict, days: list[float], batch_size: int = 50_000) -> np.ndarray:
+        """P(active within each of ``days``), users x days: the decay curve at any horizon,
+        not only the model's own horizons."""
+        k = self.metadata["model_shape"]["n_components"]
+        parts = []
+        for start in range(0, len(inputs["x"]), batch_size):
+            params = self({name: value[start : start + batch_size] for name, value in inputs.items()})["decay_params"]
+            parts.append(1.0 - decay.survival(tf.constant(params), tf.constant([days], tf.float32), k).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, len(days)), np.float32)
+
+    def annotate(self, **training: object) -> None:
+        """Record facts about how the model was trained (for example ``until``) in its metadata."""
+        self.metadata.setdefault("training", {}).update(training)
+        (self.path / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))

@@ -6,18 +6,34 @@ batches, or many tasks with worker reuse, pays the load once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from model.export import Scorer
+if TYPE_CHECKING:
+    from model.export import Scorer
+
+METADATA_FILE = "interest_decay.json"
+
+
+def read_metadata(path: str | Path) -> dict:
+    """A saved model's metadata (feature spec, shape, normalisation) without loading TensorFlow."""
+    file = Path(path) / METADATA_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} is not an interest-decay model: {METADATA_FILE} is missing")
+    return json.loads(file.read_text())
 
 
 @lru_cache(maxsize=4)
 def load_scorer(path: str) -> Scorer:
-    """The model at ``path``, loaded once per process."""
+    """The model at ``path``, loaded once per process (TensorFlow is imported here, on first use)."""
+    from model.export import Scorer
+
     return Scorer(path)
 
 
@@ -46,6 +62,7 @@ def score_frame(scorer: Scorer, x_flat: pd.Series, mask: pd.Series, static: pd.S
     frame = pd.DataFrame({f"p_active_{h}d": out["p_active"][:, model_horizons.index(h)].astype(np.float64) for h in horizons})
     frame["decay_curve"] = list(out["decay_curve"].astype(np.float64))
     frame["half_life_days"] = out["half_life_days"].astype(np.float64)
+    frame["interest_half_life_days"] = out["interest_half_life_days"].astype(np.float64)
     if "z" in out:
         frame["z"] = list(out["z"].astype(np.float64))
         frame["reconstruction_error"] = out["reconstruction_error"].astype(np.float64)

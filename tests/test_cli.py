@@ -11,7 +11,6 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.spark import local_delta_jars
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = str(REPO / "conf" / "local.yaml")
@@ -62,8 +61,8 @@ def test_a_bad_input_path_is_a_clear_error(spark: SparkSession, tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
-    """The README's pipeline command, then the same ingest through spark-submit: nothing new."""
+def test_console_script_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    """The README's pipeline command in its own process (spark-submit runs: tests/test_cluster.py)."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     overrides = [
@@ -72,39 +71,19 @@ def test_console_script_run_and_spark_submit_stage(tmp_path: Path) -> None:
         "--set", "spark.master=local[2]",
         "--set", "spark.conf.spark.driver.memory=1g",
         "--set", "train.epochs=1",
+        "--set", "evaluate.folds=0",
     ]  # fmt: skip
     run = subprocess.run(
-        [str(bin_dir / "interest-decay"), "run", "--conf", LOCAL, "--users", "200", *overrides],
+        [str(bin_dir / "interest-decay"), "run", "--conf", LOCAL, "--users", "300", *overrides],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    generated, ingested, sessionized, featured, trained, scored = _summaries(run.stdout)
+    generated, ingested, sessionized, featured, trained, scored, evaluated = _summaries(run.stdout)
     assert ingested["counts"]["written"] == generated["counts"]["events"] > 0
     assert sessionized["counts"]["events"] == generated["counts"]["events"]
     assert featured["counts"]["sequences"] > 0
     assert trained["metrics"]["processes"] == 2
     assert scored["counts"]["scored"] == scored["counts"]["users"] > 0
-    assert "[6/6] score" in run.stderr
-
-    jars = ",".join(str(j) for j in local_delta_jars())
-    submit = subprocess.run(
-        [str(bin_dir / "spark-submit"), "--master", "local[2]", "--jars", jars, "--conf", "spark.driver.memory=1g",
-         str(REPO / "jobs" / "ingest.py"), "--conf", LOCAL, *overrides[:2],
-         "--input", generated["outputs"]["events"], "--preset", "generator"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    assert submit.returncode == 0, submit.stderr[-3000:]
-    (again,) = _summaries(submit.stdout)
-    assert again["counts"]["written"] == 0
-    assert again["counts"]["already_ingested"] == generated["counts"]["events"]
-
-    # jobs/features.py shares its name with the features package: spark-submit must still work.
-    as_of = featured["inputs"]["as_of_dates"][-1]
-    submit = subprocess.run(
-        [str(bin_dir / "spark-submit"), "--master", "local[2]", "--jars", jars, "--conf", "spark.driver.memory=1g",
-         str(REPO / "jobs" / "features.py"), "--conf", LOCAL, *overrides[:2], "--as-of", as_of],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-3000:]
-    (rebuilt,) = _summaries(submit.stdout)
-    assert rebuilt["counts"]["as_of_dates"] == 1
+    assert evaluated["inputs"]["out_of_time"] is True and evaluated["counts"]["methods"] == 10
+    assert "[7/7] evaluate" in run.stderr
+    assert f"evaluation report: {evaluated['outputs']['report']}" in run.stderr.replace("\n", "")

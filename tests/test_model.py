@@ -69,6 +69,18 @@ def test_half_life_solves_the_curve() -> None:
     assert np.allclose(at_half[reached], 0.5, atol=1e-3)
 
 
+def test_interest_half_life_is_where_the_rate_halves() -> None:
+    params = tf.random.normal((50, 7), seed=3)
+    half = decay.interest_half_life_days(params, 3)
+    ratio = (decay.rate(params, half[:, None], 3) / decay.rate(params, tf.zeros((50, 1)), 3)).numpy()[:, 0]
+    reached = half.numpy() < decay.HALF_LIFE_CAP_DAYS
+    assert reached.any()
+    assert np.allclose(ratio[reached], 0.5, atol=1e-3)
+    # One fading component and no floor: tau * ln 2.
+    one = tf.constant([[5.0, -30.0, -30.0, float(np.log(np.expm1(10.0 - decay.MIN_TAU_DAYS))), 0.0, 0.0, -30.0]])
+    assert decay.interest_half_life_days(one, 3).numpy()[0] == pytest.approx(10.0 * np.log(2), rel=1e-3)
+
+
 def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
     inputs, targets = _toy(3000)
     val_inputs, val_targets = _toy(1000, seed=1)

@@ -61,6 +61,7 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, root: Path
     for i, h in enumerate(settings.horizons_days):
         np.testing.assert_allclose(actual[f"p_active_{h}d"], expected["p_active"][:, i], rtol=1e-5)
     np.testing.assert_allclose(actual["half_life_days"], expected["half_life_days"], rtol=1e-4)
+    np.testing.assert_allclose(actual["interest_half_life_days"], expected["interest_half_life_days"], rtol=1e-4)
     np.testing.assert_allclose(np.stack(actual["decay_curve"]), expected["decay_curve"], rtol=1e-5)
     assert summary.counts["scored"] == summary.counts["users"] == len(frame)
     assert set(actual["risk_tier"]) <= {"high", "medium", "low"}

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from features.synthetic import synthetic_events, user_truth
-from features.windows import category_interest, sequences, user_windows
+from features.windows import category_interest, censor_at, sequences, user_windows
 from jobs import features as features_job
 from jobs import generate, ingest
 from jobs.config import GeneratorSettings, Settings
@@ -145,3 +145,26 @@ def test_features_job_on_generated_data(spark: SparkSession, settings: Settings)
     assert spark.read.format("delta").load(settings.table_path("sequences")).count() == first.counts["sequences"]
     with pytest.raises(ValueError, match="not a window boundary.*2026-02-09 or 2026-02-16"):
         features_job.run(spark, settings, as_of=dt.date(2026, 2, 11))
+
+
+def test_censor_at_forgets_what_came_after_the_cutoff(spark: SparkSession) -> None:
+    view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
+    cut = censor_at(view, dt.date(2026, 5, 20), [7, 14, 30])
+    rows = {(r["user_id"], r["as_of_date"]): r for r in cut.collect()}
+    # Only as-of dates before the cutoff remain.
+    assert sorted(rows) == [("a", dt.date(2026, 5, 11)), ("a", dt.date(2026, 5, 18)), ("b", dt.date(2026, 5, 18))]
+    # a at 05-11 came back after 8.5 days, before the cutoff (9 days on): known as it was.
+    early = rows[("a", dt.date(2026, 5, 11))]
+    assert (early["active_7d"], early["active_14d"], early["active_30d"], early["censored"]) == (0, 1, 1, False)
+    assert early["days_to_next"] == pytest.approx(8.5)
+    # a at 05-18 came back on 05-19 (1.5 days): still seen, 7-day label known, 14 and 30 say 1 (already back).
+    assert (rows[("a", dt.date(2026, 5, 18))]["active_7d"], rows[("a", dt.date(2026, 5, 18))]["censored"]) == (1, False)
+    # b never came back: censored at the cutoff, 2 days observed, nothing known yet.
+    b = rows[("b", dt.date(2026, 5, 18))]
+    assert (b["active_7d"], b["active_14d"], b["active_30d"], b["censored"], b["days_to_next"]) == (None, None, None, True, 2.0)
+    assert [(f.name, f.dataType) for f in cut.schema] == [(f.name, f.dataType) for f in view.schema]
+
+
+def test_censor_at_the_end_of_the_data_changes_nothing(spark: SparkSession) -> None:
+    view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
+    assertDataFrameEqual(censor_at(view, dt.date(2026, 6, 30), [7, 14, 30]), view.where("as_of_date < '2026-06-30'"))

@@ -1,0 +1,278 @@
+"""Evaluate the model against its baselines on the same users, labels and date, and write a report.
+
+Out of time: the model trained with ``train.until = D`` is judged on the users of as-of date D,
+with labels from what happened after D; the baselines are fitted on what was known on D.
+Rolling origins: at ``evaluate.folds`` earlier dates the model is retrained (one process) with
+``until`` at that date and every baseline refitted, giving a spread of each metric.
+
+Outputs: the Delta table ``evaluations`` (one row per method, horizon and fold; a re-run replaces
+its (as_of_date, model_version) slice), an HTML report with PNGs under ``<lakehouse>/_reports``,
+and an MLflow run with the same metrics and the report.
+
+    spark-submit jobs/evaluate.py --conf conf/local.yaml [--as-of 2026-03-30] [--model runs:/<id>]
+"""
+
+from __future__ import annotations
+
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at
+from jobs import train as train_job
+from jobs.config import Settings, absolute_path
+from jobs.report import ReportData, write_report
+from jobs.runs import RunSummary, record_run
+from jobs.score import check_model_fits, resolve_model
+from jobs.tables import latest_version, table_exists
+from model.data import arrays, flat_columns
+from model.evaluation import (
+    METHODS,
+    Predictions,
+    comparison_table,
+    explain_users,
+    fit_baselines,
+    labels_within,
+    permutation_importance,
+    principal_components,
+    risk_tier,
+)
+from model.metrics import paired_bootstrap_auc
+from model.scoring import load_scorer, read_metadata
+
+log = logging.getLogger(__name__)
+
+EVALUATIONS_TABLE = "evaluations"
+IMPORTANCE_USERS = 20_000
+
+
+@dataclass
+class Evaluated:
+    """One evaluation date: the users, their inputs and labels, and every method's predictions."""
+
+    as_of: dt.date
+    user_ids: np.ndarray
+    inputs: dict
+    labels: dict[int, np.ndarray]
+    predictions: Predictions
+    table: pd.DataFrame
+
+
+def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | None) -> dt.date:
+    """The first as-of date on or after ``until`` (out of time), or without ``until`` the latest
+    whose longest horizon is observed for every user."""
+    dates = view.select("as_of_date").distinct()
+    if until is not None:
+        row = dates.where(F.col("as_of_date") >= F.lit(until)).agg(F.min("as_of_date")).first()
+        if row[0] is None:
+            raise ValueError(f"the view has no as-of date on or after the model's train.until {until}")
+        return row[0]
+    unknown = F.col("censored") & (F.col("days_to_next") < max(horizons_days))
+    complete = view.groupBy("as_of_date").agg(F.count(F.when(unknown, 1)).alias("unknown")).where("unknown = 0")
+    row = complete.agg(F.max("as_of_date")).first()
+    if row[0] is None:
+        raise ValueError(f"no as-of date has its {max(horizons_days)}-day labels yet: the events span too little time")
+    return row[0]
+
+
+def _sample(rows: DataFrame, limit: int, seed: int) -> DataFrame:
+    # A hash of the user id, not sample(): the same users whatever the partitioning.
+    return rows.orderBy(F.xxhash64("user_id", F.lit(seed))).limit(limit)
+
+
+def _arrays(frame: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
+    shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
+    return arrays(frame, **shape, horizons_days=settings.horizons_days)
+
+
+def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path: str, horizons: list[int]) -> Evaluated:
+    """Every method on the users of ``as_of``: the model at ``model_path`` and the baselines
+    fitted on what was known then."""
+    conf = settings.evaluate
+    rows = _sample(view.where(F.col("as_of_date") == F.lit(as_of)), conf.max_users, conf.seed).selectExpr(*flat_columns(settings.horizons_days)).toPandas()
+    if rows.empty:
+        raise ValueError(f"the view has no users at {as_of}")
+    inputs, targets = _arrays(rows, settings)
+    labels = labels_within(targets, horizons)
+    history = _sample(censor_at(view, as_of, settings.horizons_days), conf.baseline_rows, conf.seed)
+    history_inputs, history_targets = _arrays(history.selectExpr(*flat_columns(settings.horizons_days)).toPandas(), settings)
+    log.info("evaluating %d users at %s; baselines learn from %d earlier rows", len(rows), as_of, len(history_targets["censored"]))
+    by_method = {"model": load_scorer(model_path).p_active_within(inputs, horizons).astype(np.float64)}
+    by_method.update(fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed))
+    predictions = Predictions(list(horizons), by_method)
+    return Evaluated(as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions))
+
+
+def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int]) -> tuple[pd.DataFrame, list[str]]:
+    """Metrics at ``evaluate.folds`` earlier origins, the model retrained at each; (table, notes)."""
+    conf = settings.evaluate
+    window = settings.features.window_days
+    step = conf.fold_step_days or window * -(-max(horizons) // window)
+    tables, notes = [], []
+    for k in range(1, conf.folds + 1):
+        origin = as_of - dt.timedelta(days=k * step)
+        fold = settings.model_copy(
+            update={"train": settings.train.model_copy(update={
+                "until": origin, "mode": "single", "epochs": conf.fold_epochs, "alias": None, "registered_model": None,
+                "validation_as_of": None, "experiment": f"{settings.train.experiment}-folds"})}
+        )  # fmt: skip
+        try:
+            trained = train_job.run(view.sparkSession, fold, stage="train_fold")
+            evaluated = evaluate_at(view, settings, origin, trained.outputs["model"], horizons)
+        except ValueError as exc:
+            notes.append(f"origin {origin} skipped: {exc}")
+            log.warning("rolling origin %s skipped: %s", origin, exc)
+            continue
+        tables.append(evaluated.table.assign(fold=str(origin)))
+        log.info("rolling origin %s: model AUC %s", origin, evaluated.table.query("method == 'model'")["roc_auc"].round(4).tolist())
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), notes
+
+
+def cross_validation_summary(folds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread over the rolling origins of the main metrics, per method and horizon."""
+    if folds.empty:
+        return folds
+    grouped = folds.groupby(["method", "horizon_days"], sort=False)[["roc_auc", "pr_auc", "brier"]]
+    summary = grouped.mean().join(grouped.std(ddof=0), rsuffix="_sd").reset_index()
+    return summary.assign(origins=folds["fold"].nunique())
+
+
+def _truth_tau(spark: SparkSession, settings: Settings, user_ids: np.ndarray) -> np.ndarray | None:
+    path = settings.table_path("truth")
+    if not table_exists(spark, path):
+        return None
+    truth = spark.read.format("delta").load(path).select("user_id", "tau_days").toPandas().set_index("user_id")["tau_days"]
+    matched = truth.reindex(user_ids).to_numpy(np.float64)
+    return matched if np.isfinite(matched).mean() > 0.9 else None  # pseudonymised ids do not match
+
+
+def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as_of: dt.date, model_version: str) -> str:
+    path = settings.table_path(EVALUATIONS_TABLE)
+    frame = spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
+    writer = frame.write.format("delta").partitionBy("as_of_date")
+    if table_exists(spark, path):
+        writer = writer.mode("overwrite").option("replaceWhere", f"as_of_date = '{as_of}' AND model_version = '{model_version}'")
+    writer.save(path)
+    return path
+
+
+def _log_mlflow(settings: Settings, summary: RunSummary, report: Path, model_version: str) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(train_job.tracking_uri(settings))
+    mlflow.set_experiment(settings.train.experiment)
+    with mlflow.start_run(run_name=f"evaluate-{summary.run_id}") as active:
+        mlflow.set_tag("model_run_id", model_version)
+        mlflow.log_params({k: v for k, v in summary.inputs.items() if k != "model"})
+        mlflow.log_metrics({k: v for k, v in summary.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
+        mlflow.log_artifacts(str(report.parent), artifact_path="report")
+        return active.info.run_id
+
+
+def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
+    """Evaluate out of time and over rolling origins; write the table, the report and the MLflow run."""
+    conf = settings.evaluate
+    view_path = settings.table_path("sequences")
+    if not table_exists(spark, view_path):
+        raise ValueError(f"no sequences table at {view_path}: run `interest-decay features` first")
+    view = spark.read.format("delta").option("versionAsOf", latest_version(spark, view_path)).load(view_path)
+    horizons = sorted(conf.horizons_days or settings.horizons_days)
+    model_path, model_version = resolve_model(spark, settings, model)
+    metadata = read_metadata(model_path)
+    check_model_fits(settings, metadata, model_version)
+    until_text = metadata.get("training", {}).get("until") or ""
+    until = dt.date.fromisoformat(until_text) if until_text else None
+    as_of = as_of or conf.as_of or evaluation_date(view, horizons, until)
+    out_of_time = until is not None and as_of >= until
+    summary = RunSummary("evaluate", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_path,
+                                             "horizons_days": ",".join(map(str, horizons)), "model_trained_until": until_text,
+                                             "out_of_time": out_of_time})  # fmt: skip
+    if not out_of_time:
+        log.warning("the model was not trained with train.until <= %s: it may have seen these labels (not an out-of-time evaluation)", as_of)
+
+    main = evaluate_at(view, settings, as_of, model_path, horizons)
+    folds, notes = rolling_origins(view, settings, as_of, horizons) if conf.folds else (pd.DataFrame(), [])
+    longest = horizons[-1]
+    model_p = main.predictions.at("model", longest)
+    scorer = load_scorer(model_path)
+    outputs = scorer(main.inputs)  # half-life, z
+    tier_horizon = max(settings.horizons_days)
+    tiers = risk_tier(scorer.p_active_within(main.inputs, [tier_horizon])[:, 0], settings.score.high_risk_below, settings.score.medium_risk_below)
+    curve_days = np.linspace(0.0, max(longest, 90), 61)
+    survival = np.concatenate([np.ones((len(model_p), 1)), 1.0 - scorer.p_active_within(main.inputs, list(curve_days[1:]))], axis=1)
+
+    metrics: dict[str, object] = {}
+    for h in horizons:
+        table_h = main.table[main.table["horizon_days"] == h].set_index("method")
+        best = table_h.drop(index="model")["roc_auc"].idxmax()
+        ci = paired_bootstrap_auc(main.labels[h], main.predictions.at("model", h), main.predictions.at(best, h), conf.bootstrap_rounds, conf.seed)
+        metrics.update({f"model_auc_{h}d": table_h.loc["model", "roc_auc"], f"best_baseline_{h}d": best,
+                        f"best_baseline_auc_{h}d": table_h.loc[best, "roc_auc"], f"auc_gain_{h}d": ci["difference"],
+                        f"auc_gain_low_{h}d": ci["low"], f"auc_gain_high_{h}d": ci["high"],
+                        f"predicted_returners_{h}d": table_h.loc["model", "predicted_returners"],
+                        f"actual_returners_{h}d": table_h.loc["model", "actual_returners"]})  # fmt: skip
+    truth_tau = _truth_tau(spark, settings, main.user_ids)
+    if truth_tau is not None:
+        from scipy.stats import spearmanr
+
+        # The interest half-life (the rate halves) is what the generator's time constant sets;
+        # the wait for the next visit (S = 0.5) is shown for contrast: it is long for users
+        # whose interest has already faded, whatever its time constant.
+        metrics["interest_half_life_spearman_vs_truth"] = float(spearmanr(outputs["interest_half_life_days"], truth_tau).statistic)
+        metrics["return_half_life_spearman_vs_truth"] = float(spearmanr(outputs["half_life_days"], truth_tau).statistic)
+
+    explained = np.arange(min(len(model_p), IMPORTANCE_USERS))
+    subset = {k: v[explained] for k, v in main.inputs.items()}
+
+    def predict(inputs: dict) -> np.ndarray:
+        return scorer.p_active_within(inputs, [longest])[:, 0]
+
+    importance = permutation_importance(predict, subset, main.labels[longest][explained], seed=conf.seed)
+    at_risk = np.argsort(model_p, kind="stable")[: conf.explain_users]
+    drivers = explain_users(predict, main.inputs, at_risk)
+    explained_users = pd.DataFrame({
+        "user_id": main.user_ids[at_risk], f"p_active_{longest}d": model_p[at_risk],
+        "interest_half_life_days": outputs["interest_half_life_days"][at_risk],
+        **{f"driver_{i + 1}": [f"{d[i][0]} (+{d[i][1]:.3f})" if len(d) > i else "" for d in drivers] for i in range(3)},
+    })  # fmt: skip
+
+    run_folder = Path(absolute_path(settings.lakehouse)) / "_reports" / f"evaluate-{as_of}-{summary.run_id}"
+    facts = {"evaluation as-of date": as_of, "model": model_version, "model trained until": until_text or "(not set)",
+             "out of time": out_of_time, "users evaluated": len(model_p), "horizons (days)": horizons,
+             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}}  # fmt: skip
+    report = write_report(
+        ReportData(
+            title=f"interest-decay evaluation at {as_of}", facts=facts, comparison=main.table,
+            cross_validation=cross_validation_summary(folds), horizon=longest, labels=main.labels[longest],
+            predictions={m: main.predictions.at(m, longest) for m, p in METHODS.items() if p or m == "recency_rule"},
+            probability_methods=[m for m, p in METHODS.items() if p], curve_days=curve_days, survival=survival, tiers=tiers,
+            half_life_days=outputs["interest_half_life_days"],
+            latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
+            importance=importance, explained_users=explained_users, truth_tau_days=truth_tau, notes=notes,
+        ),
+        run_folder,
+    )  # fmt: skip
+    rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
+    table_path = _write_table(spark, settings, rows, as_of, model_version)
+    summary.counts = {"users": len(model_p), "methods": len(METHODS), "horizons": len(horizons),
+                      "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0}  # fmt: skip
+    summary.metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    summary.outputs = {"report": str(report), EVALUATIONS_TABLE: table_path}
+    summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, report, model_version)
+    summary.finish()
+    record_run(spark, settings.lakehouse, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_stage_script
+
+    run_stage_script("evaluate")

@@ -1,0 +1,204 @@
+"""The evaluation report: PNG figures and one HTML page that shows them with the tables.
+
+Figures are drawn with matplotlib (Agg backend, no display needed) from the numbers the
+evaluation already computed; :func:`write_report` returns the path of ``index.html``.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from model.metrics import calibration_curve, gains_curve  # noqa: E402
+
+TIER_COLOURS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#2ca02c"}
+SECTIONS = ("summary", "comparison", "cross-validation", "roc", "precision-recall", "calibration", "gains",
+            "decay-curves", "half-life", "latent-space", "importance", "users")  # fmt: skip
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows; built by jobs/evaluate.py."""
+
+    title: str
+    facts: dict[str, object]
+    comparison: pd.DataFrame
+    cross_validation: pd.DataFrame
+    horizon: int  # the horizon the curves are drawn for
+    labels: np.ndarray
+    predictions: dict[str, np.ndarray]  # method -> P(active within `horizon`)
+    probability_methods: list[str]
+    curve_days: np.ndarray
+    survival: np.ndarray  # users x curve_days, from the model
+    tiers: np.ndarray
+    half_life_days: np.ndarray
+    latent_2d: np.ndarray | None
+    importance: pd.DataFrame
+    explained_users: pd.DataFrame
+    truth_tau_days: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _save(fig: plt.Figure, folder: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _roc(data: ReportData, folder: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for method, scores in data.predictions.items():
+        fpr, tpr, _ = roc_curve(data.labels, scores)
+        auc = data.comparison.query("method == @method and horizon_days == @data.horizon")["roc_auc"].iloc[0]
+        ax.plot(fpr, tpr, label=f"{method} (AUC {auc:.3f})", lw=2 if method == "model" else 1)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, active within {data.horizon} days")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, folder, "roc.png")
+
+
+def _pr(data: ReportData, folder: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for method, scores in data.predictions.items():
+        precision, recall, _ = precision_recall_curve(data.labels, scores)
+        ax.plot(recall, precision, label=method, lw=2 if method == "model" else 1)
+    ax.axhline(data.labels.mean(), color="k", ls=":", lw=1, label="base rate")
+    ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall, active within {data.horizon} days")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "precision_recall.png")
+
+
+def _calibration(data: ReportData, folder: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for method in data.probability_methods:
+        predicted, observed, _ = calibration_curve(data.labels, data.predictions[method])
+        ax.plot(predicted, observed, "o-", ms=3, label=method, lw=2 if method == "model" else 1)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="predicted P(active)", ylabel="observed share active", title=f"Calibration, {data.horizon} days", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "calibration.png")
+
+
+def _gains(data: ReportData, folder: Path) -> str:
+    fig, (gains, lift) = plt.subplots(1, 2, figsize=(11, 4.5))
+    # Targeting users at risk means ranking by the lowest P(active): gains of the inactive users.
+    inactive = 1.0 - data.labels
+    for method, scores in data.predictions.items():
+        targeted, found = gains_curve(inactive, -scores)
+        width = 2 if method == "model" else 1
+        gains.plot(targeted, found, label=method, lw=width)
+        lift.plot(targeted[1:], found[1:] / targeted[1:], label=method, lw=width)
+    gains.plot([0, 1], [0, 1], "k:", lw=1)
+    gains.set(xlabel="share of users targeted (most at risk first)", ylabel="share of the lapsed users reached", title="Cumulative gains")
+    lift.axhline(1.0, color="k", ls=":", lw=1)
+    lift.set(xlabel="share of users targeted", ylabel="lift over random", title="Lift")
+    gains.legend(fontsize=8)
+    return _save(fig, folder, "gains_lift.png")
+
+
+def _decay_curves(data: ReportData, folder: Path) -> str:
+    fig, (users, tiers) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rng = np.random.default_rng(0)
+    for tier, colour in TIER_COLOURS.items():
+        members = np.flatnonzero(data.tiers == tier)
+        for u in rng.choice(members, size=min(3, len(members)), replace=False) if len(members) else []:
+            users.plot(data.curve_days, data.survival[u], color=colour, lw=1, alpha=0.8)
+        if len(members):
+            mean = data.survival[members].mean(axis=0)
+            tiers.plot(data.curve_days, mean, color=colour, lw=2, label=f"{tier} risk ({len(members)} users)")
+    users.set(xlabel="days after the as-of date", ylabel="P(still away)", title="Decay curves of sample users (colour = tier)", ylim=(0, 1))
+    tiers.set(xlabel="days after the as-of date", ylabel="mean P(still away)", title="Mean decay curve per risk tier", ylim=(0, 1))
+    tiers.legend(fontsize=8)
+    return _save(fig, folder, "decay_curves.png")
+
+
+def _half_life(data: ReportData, folder: Path) -> str:
+    with_truth = data.truth_tau_days is not None
+    fig, axes = plt.subplots(1, 2 if with_truth else 1, figsize=(11 if with_truth else 6, 4.5), squeeze=False)
+    finite = np.isfinite(data.half_life_days)
+    axes[0, 0].hist(data.half_life_days[finite], bins=50, color="#1f77b4")
+    axes[0, 0].set(xlabel="predicted interest half-life (days until the return rate halves)", ylabel="users", title="Interest half-life distribution")
+    if with_truth:
+        axes[0, 1].scatter(data.truth_tau_days * np.log(2), data.half_life_days, s=2, alpha=0.3)
+        axes[0, 1].set(xscale="log", yscale="log", xlabel="true interest half-life (generator: tau ln 2)", ylabel="predicted", title="Predicted vs true interest half-life")
+    return _save(fig, folder, "half_life.png")
+
+
+def _latent(data: ReportData, folder: Path) -> str | None:
+    if data.latent_2d is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for tier, colour in TIER_COLOURS.items():
+        members = data.tiers == tier
+        ax.scatter(data.latent_2d[members, 0], data.latent_2d[members, 1], s=3, alpha=0.4, color=colour, label=tier)
+    ax.set(xlabel="PC 1 of z", ylabel="PC 2 of z", title="Latent space (VAE mean), coloured by risk tier")
+    ax.legend(markerscale=4, fontsize=8)
+    return _save(fig, folder, "latent_space.png")
+
+
+def _importance(data: ReportData, folder: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ordered = data.importance.iloc[::-1]
+    ax.barh(ordered["feature"], ordered["auc_drop"], xerr=ordered["auc_drop_sd"], color="#1f77b4")
+    ax.set(xlabel="drop in ROC-AUC when shuffled", title=f"Permutation importance ({data.horizon} days)")
+    return _save(fig, folder, "importance.png")
+
+
+def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="", border=0, classes="t")
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _image(name: str | None, alt: str) -> str:
+    return f'<img src="{name}" alt="{html.escape(alt)}">' if name else "<p>Not available for this model (no latent space).</p>"
+
+
+def write_report(data: ReportData, folder: str | Path) -> Path:
+    """Draw every figure into ``folder`` and write ``folder/index.html``; returns its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    facts = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in data.facts.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    shown = ["method", "horizon_days", "roc_auc", "pr_auc", "brier", "ece", "precision_top_10", "recall_top_10", "lift_top_10",
+             "predicted_returners", "actual_returners"]  # fmt: skip
+    cv = data.cross_validation
+    body = [
+        _section("summary", "Summary", f"<table class='facts'>{facts}</table><ul>{notes}</ul>"),
+        _section("comparison", "Model vs baselines (out of time)", _table(data.comparison[shown])
+                 + "<p>Every metric on the same users, labels and date. Brier, calibration error and predicted returners "
+                   "are left blank for the recency rule, which ranks but gives no probability.</p>"),
+        _section("cross-validation", "Rolling-origin cross-validation",
+                 _table(cv) if len(cv) else "<p>No earlier origin had enough history and fully observed labels.</p>"),
+        _section("roc", "ROC curves", _image(_roc(data, folder), "ROC curves")),
+        _section("precision-recall", "Precision-recall curves", _image(_pr(data, folder), "precision-recall curves")),
+        _section("calibration", "Calibration", _image(_calibration(data, folder), "calibration")),
+        _section("gains", "Gains and lift", _image(_gains(data, folder), "gains and lift")),
+        _section("decay-curves", "Decay curves", _image(_decay_curves(data, folder), "decay curves")),
+        _section("half-life", "Half-life", _image(_half_life(data, folder), "half-life")),
+        _section("latent-space", "Latent space", _image(_latent(data, folder), "latent space")),
+        _section("importance", "What drives the risk (all users)", _image(_importance(data, folder), "importance") + _table(data.importance, 4)),
+        _section("users", "Why these users are at risk", _table(data.explained_users, 3)
+                 + "<p>Each driver: how much P(active) would rise if that one feature were the typical user's.</p>"),
+    ]  # fmt: skip
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table.t{border-collapse:collapse;font-size:13px}"
+             "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
+             "table.facts th{text-align:left;padding-right:1em}")  # fmt: skip
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title><style>{style}</style></head>"
+    page += f"<body><h1>{html.escape(data.title)}</h1>{''.join(body)}</body></html>"
+    index = folder / "index.html"
+    index.write_text(page)
+    return index

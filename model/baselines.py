@@ -1,0 +1,167 @@
+"""The baselines the model is judged against, each giving P(active within h) for any horizon h.
+
+- recency rule: the sooner the last visit, the likelier a return (a ranking, not a probability);
+- BG/NBD and Pareto/NBD (lifetimes) on frequency, recency and age, fitted on every user;
+- logistic regression on RFM features and LightGBM on the window features, both as
+  discrete-time hazard models: one row per user and period at risk, so rows whose return is
+  censored still teach them, exactly as the decay head's likelihood does.
+
+Inputs are the numpy dicts of :func:`model.data.arrays` (``static`` in STATIC_FEATURES order).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from features.windows import STATIC_FEATURES
+
+log = logging.getLogger(__name__)
+
+_TENURE, _RECENCY, _SESSIONS = (STATIC_FEATURES.index(c) for c in ("tenure_days", "recency_days", "total_sessions"))
+
+
+def recency_rule(inputs: dict) -> np.ndarray:
+    """Days since the last event, negated: higher means likelier to return."""
+    return -inputs["static"][:, _RECENCY].astype(np.float64)
+
+
+def frequency_recency_age(inputs: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(repeat sessions, days from first to last session, days since the first) per user: the
+    summary BG/NBD and Pareto/NBD are fitted on, with a session as the transaction."""
+    static = inputs["static"].astype(np.float64)
+    frequency = np.maximum(static[:, _SESSIONS] - 1.0, 0.0)
+    age = np.maximum(static[:, _TENURE], 1e-3)
+    recency = np.clip(static[:, _TENURE] - static[:, _RECENCY], 0.0, age)
+    return frequency, np.where(frequency > 0, recency, 0.0), age
+
+
+class BuyTillYouDie:
+    """BG/NBD (``"bgnbd"``) or Pareto/NBD (``"pareto_nbd"``) from lifetimes, with P(active within h)."""
+
+    def __init__(self, kind: str, penalizer: float = 0.001) -> None:
+        from lifetimes import BetaGeoFitter, ParetoNBDFitter
+
+        if kind not in ("bgnbd", "pareto_nbd"):
+            raise ValueError(f"kind must be 'bgnbd' or 'pareto_nbd', got {kind!r}")
+        self.kind = kind
+        self.fitter = BetaGeoFitter(penalizer_coef=penalizer) if kind == "bgnbd" else ParetoNBDFitter(penalizer_coef=penalizer)
+
+    def fit(self, inputs: dict) -> BuyTillYouDie:
+        frequency, recency, age = frequency_recency_age(inputs)
+        self.fitter.fit(frequency, recency, age)
+        return self
+
+    def p_active_within(self, inputs: dict, horizons_days: list[int]) -> np.ndarray:
+        """P(at least one session in (now, now + h]) per user and horizon."""
+        frequency, recency, age = frequency_recency_age(inputs)
+        columns = []
+        for h in horizons_days:
+            if self.kind == "bgnbd":
+                # No session in (T, T + h] means dropped out already, or alive with no arrival:
+                # 1 - P(alive) * (1 - ((alpha + T) / (alpha + T + h)) ** (r + x)).
+                r, alpha = self.fitter.params_["r"], self.fitter.params_["alpha"]
+                alive = self.fitter.conditional_probability_alive(frequency, recency, age)
+                columns.append(alive * (1.0 - ((alpha + age) / (alpha + age + h)) ** (r + frequency)))
+            else:
+                none = self.fitter.conditional_probability_of_n_purchases_up_to_time(0, h, frequency, recency, age)
+                columns.append(1.0 - np.asarray(none, dtype=np.float64))
+        return np.clip(np.column_stack(columns), 0.0, 1.0)
+
+    def expected_sessions(self, inputs: dict, horizons_days: list[int]) -> np.ndarray:
+        """Expected number of sessions in (now, now + h]: the ranking the BTYD literature reports."""
+        frequency, recency, age = frequency_recency_age(inputs)
+        return np.column_stack(
+            [self.fitter.conditional_expected_number_of_purchases_up_to_time(h, frequency, recency, age) for h in horizons_days]
+        )
+
+    def p_alive(self, inputs: dict) -> np.ndarray:
+        """P(the user has not dropped out), the same for every horizon."""
+        return np.asarray(self.fitter.conditional_probability_alive(*frequency_recency_age(inputs)), dtype=np.float64)
+
+
+def person_periods(targets: dict, period_days: float, n_periods: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row index, period index, returned in that period) for every period a user was at risk.
+
+    Period k is [k * period_days, (k + 1) * period_days) after the as-of date. A user is at
+    risk until the period of the return; a censored user for every period fully observed.
+    """
+    days = np.asarray(targets["days_to_next"], dtype=np.float64)
+    censored = np.asarray(targets["censored"], dtype=np.float64) > 0.5
+    event_period = np.floor(days / period_days)
+    last = np.where(censored, np.floor(days / period_days) - 1, event_period)  # inclusive
+    last = np.minimum(last, n_periods - 1).astype(int)
+    rows = np.repeat(np.arange(len(days)), np.maximum(last + 1, 0))
+    periods = np.concatenate([np.arange(n + 1) for n in last if n >= 0]) if len(rows) else np.zeros(0, int)
+    returned = (~censored[rows]) & (periods == event_period[rows])
+    return rows, periods, returned.astype(np.float64)
+
+
+def _within(hazards: np.ndarray, period_days: float, horizons_days: list[int]) -> np.ndarray:
+    """P(return within h) from per-period hazards (users x periods), constant hazard inside a period."""
+    log_stay = np.log1p(-np.clip(hazards, 0.0, 1.0 - 1e-9))
+    cumulative = np.concatenate([np.zeros((len(hazards), 1)), np.cumsum(log_stay, axis=1)], axis=1)
+    columns = []
+    for h in horizons_days:
+        whole, part = divmod(h / period_days, 1.0)
+        whole = int(min(whole, hazards.shape[1]))
+        partial = log_stay[:, whole] * part if whole < hazards.shape[1] else 0.0
+        columns.append(1.0 - np.exp(cumulative[:, whole] + partial))
+    return np.column_stack(columns)
+
+
+class HazardModel:
+    """A discrete-time hazard model: ``"logistic_rfm"`` (scikit-learn, RFM features) or
+    ``"lightgbm"`` (every window feature plus the static ones)."""
+
+    def __init__(self, kind: str, period_days: float, horizons_days: list[int], seed: int = 0) -> None:
+        if kind not in ("logistic_rfm", "lightgbm"):
+            raise ValueError(f"kind must be 'logistic_rfm' or 'lightgbm', got {kind!r}")
+        if period_days <= 0:
+            raise ValueError(f"period_days must be positive, got {period_days}")
+        self.kind, self.period_days, self.seed = kind, float(period_days), seed
+        self.n_periods = max(1, math.ceil(max(horizons_days) / period_days))
+
+    def _features(self, inputs: dict) -> np.ndarray:
+        static = np.log1p(np.maximum(inputs["static"].astype(np.float64), 0.0))
+        if self.kind == "logistic_rfm":
+            return static  # recency, frequency, monetary value and tenure, log-scaled
+        x = inputs["x"].astype(np.float64)
+        return np.concatenate([x.reshape(len(x), -1), static], axis=1)
+
+    def _design(self, features: np.ndarray, periods: np.ndarray) -> np.ndarray:
+        if self.kind == "logistic_rfm":  # one baseline hazard per period
+            return np.concatenate([features, np.eye(self.n_periods)[periods]], axis=1)
+        return np.concatenate([features, periods[:, None].astype(np.float64)], axis=1)
+
+    def fit(self, inputs: dict, targets: dict) -> HazardModel:
+        rows, periods, returned = person_periods(targets, self.period_days, self.n_periods)
+        if len(np.unique(returned)) < 2:
+            raise ValueError(f"{self.kind}: the training rows have no {'returns' if returned.sum() == 0 else 'non-returns'} to learn from")
+        design = self._design(self._features(inputs)[rows], periods)
+        if self.kind == "logistic_rfm":  # imports here: each baseline pulls in its own library
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(design, returned)
+            self._hazard = lambda d: logistic.predict_proba(d)[:, 1]
+        else:
+            import lightgbm
+
+            # The native API: lightgbm's scikit-learn wrapper lags behind scikit-learn releases.
+            params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "bagging_fraction": 0.8,
+                      "bagging_freq": 1, "feature_fraction": 0.8, "seed": self.seed, "verbose": -1, "num_threads": 2}  # fmt: skip
+            booster = lightgbm.train(params, lightgbm.Dataset(design, returned), num_boost_round=200)
+            self._hazard = booster.predict
+        log.info("%s: fitted on %d person-periods from %d users", self.kind, len(rows), len(inputs["static"]))
+        return self
+
+    def p_active_within(self, inputs: dict, horizons_days: list[int]) -> np.ndarray:
+        features = self._features(inputs)
+        hazards = np.column_stack(
+            [self._hazard(self._design(features, np.full(len(features), k))) for k in range(self.n_periods)]
+        )
+        return _within(hazards, self.period_days, horizons_days)

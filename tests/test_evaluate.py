@@ -1,0 +1,105 @@
+"""The evaluation job on a small generated shop, and the report with every section drawn."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs import evaluate, features, generate, ingest, train
+from jobs.config import Settings, load_settings
+from jobs.report import SECTIONS, ReportData, write_report
+from model.evaluation import METHODS
+
+LOCAL = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+
+
+def _report_data(with_latent: bool) -> ReportData:
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = (rng.random(n) < 0.4).astype(float)
+    predictions = {m: np.clip(0.4 + 0.3 * (labels - 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99) for m in METHODS}
+    comparison = pd.DataFrame([{"method": m, "horizon_days": 30, "roc_auc": 0.7, "pr_auc": 0.6, "brier": 0.2, "ece": 0.05,
+                                "precision_top_10": 0.5, "recall_top_10": 0.1, "lift_top_10": 1.3, "predicted_returners": 120.0,
+                                "actual_returners": 118.0} for m in METHODS])  # fmt: skip
+    days = np.linspace(0, 90, 31)
+    return ReportData(
+        title="test report", facts={"users evaluated": n}, comparison=comparison,
+        cross_validation=comparison[["method", "horizon_days", "roc_auc"]].assign(origins=2), horizon=30, labels=labels,
+        predictions=predictions, probability_methods=[m for m, p in METHODS.items() if p], curve_days=days,
+        survival=np.exp(-days[None, :] / rng.uniform(5, 50, (n, 1))), tiers=rng.choice(["high", "medium", "low"], n),
+        half_life_days=rng.uniform(2, 40, n), latent_2d=rng.normal(size=(n, 2)) if with_latent else None,
+        importance=pd.DataFrame({"feature": ["recency_days", "sessions"], "auc_drop": [0.1, 0.01], "auc_drop_sd": [0.01, 0.005]}),
+        explained_users=pd.DataFrame({"user_id": ["u1"], "p_active_30d": [0.1], "driver_1": ["recency_days (+0.200)"]}),
+        truth_tau_days=rng.uniform(3, 60, n), notes=["origin 2026-01-19 skipped: too little history"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("with_latent", [True, False])
+def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None:
+    index = write_report(_report_data(with_latent), tmp_path)
+    page = index.read_text()
+    assert [s for s in SECTIONS if f'<section id="{s}">' not in page] == []
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == (8 if with_latent else 7)
+    for name in images:
+        picture = matplotlib.image.imread(tmp_path / name)
+        assert picture.shape[0] > 300 and picture.shape[1] > 400
+        assert picture[..., :3].std() > 0.01  # something was drawn
+    assert "too little history" in page and "recency_days (+0.200)" in page
+
+
+def _settings(root: Path, *overrides: str) -> Settings:
+    return load_settings(
+        LOCAL,
+        [f"lakehouse={root / 'lakehouse'}", f"generator.output={root / 'raw'}", "generator.users=1500", "generator.output_files=2",
+         "train.mode=single", "train.epochs=6", "evaluate.folds=1", "evaluate.fold_epochs=1",
+         "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", *overrides],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def settings(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A generated shop with its view and a model trained until 2026-03-30 (local.yaml's train.until)."""
+    settings = _settings(tmp_path_factory.mktemp("evaluate"))
+    generated = generate.run(spark, settings)
+    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
+    features.run(spark, settings)
+    train.run(spark, settings)
+    return settings
+
+
+def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSession, settings: Settings) -> None:
+    summary = evaluate.run(spark, settings)
+    assert summary.inputs["as_of_date"] == "2026-03-30" and summary.inputs["out_of_time"] is True
+    table = spark.read.format("delta").load(settings.table_path("evaluations"))
+    origin = str(dt.date(2026, 3, 30) - dt.timedelta(days=35))
+    expected = {(fold, m, h) for fold in ("out_of_time", origin) for m in METHODS for h in (7, 14, 30)}
+    assert {(r["fold"], r["method"], r["horizon_days"]) for r in table.collect()} == expected
+    model_30d = table.where("fold = 'out_of_time' AND method = 'model' AND horizon_days = 30").first()
+    assert model_30d["users"] == summary.counts["users"] > 1000
+    assert 0.6 < model_30d["roc_auc"] < 1.0 and 0 < model_30d["brier"] < 0.25
+    assert summary.metrics["predicted_returners_30d"] == pytest.approx(summary.metrics["actual_returners_30d"], rel=0.2)
+    # The generator's true time constants and the predicted half-lives rise together.
+    assert summary.metrics["interest_half_life_spearman_vs_truth"] > 0.2
+    index = Path(summary.outputs["report"])
+    assert index.is_file() and all(f'id="{s}"' in index.read_text() for s in SECTIONS)
+
+    # The same evaluation again replaces its slice: nothing is duplicated.
+    again = evaluate.run(spark, settings.model_copy(update={"evaluate": settings.evaluate.model_copy(update={"folds": 0})}))
+    rows = spark.read.format("delta").load(settings.table_path("evaluations"))
+    assert rows.count() == len(METHODS) * 3
+    assert rows.select("evaluation_run_id").distinct().collect()[0][0] == again.run_id
+    assert rows.where(F.col("as_of_date") != "2026-03-30").count() == 0
+
+
+def test_evaluate_refuses_a_date_whose_labels_are_not_known(spark: SparkSession, settings: Settings) -> None:
+    with pytest.raises(ValueError, match=r"14-day label is not known yet for \d+ users"):
+        evaluate.run(spark, settings, as_of=dt.date(2026, 4, 20))

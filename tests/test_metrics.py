@@ -1,0 +1,139 @@
+"""Evaluation metrics, labels, baselines and explanations against values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES
+from model.baselines import BuyTillYouDie, HazardModel, _within, person_periods, recency_rule
+from model.evaluation import explain_users, labels_within, permutation_importance, risk_tier
+from model.metrics import binary_metrics, gains_curve, paired_bootstrap_auc
+
+LABELS = np.array([1.0, 0.0, 1.0, 0.0])
+SCORES = np.array([0.9, 0.8, 0.3, 0.1])
+
+
+def test_binary_metrics_by_hand() -> None:
+    m = binary_metrics(LABELS, SCORES)
+    # Positive/negative pairs ranked right: (.9,.8) (.9,.1) (.3,.1) of 4.
+    assert m["roc_auc"] == pytest.approx(0.75)
+    # Precision at each positive: 1/1 and 2/3.
+    assert m["pr_auc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert m["brier"] == pytest.approx((0.01 + 0.64 + 0.49 + 0.01) / 4)
+    # One user per non-empty bin: |1-.9|, |0-.8|, |1-.3|, |0-.1| each weighted 1/4.
+    assert m["ece"] == pytest.approx((0.1 + 0.8 + 0.7 + 0.1) / 4)
+    # Top 5%, 10%, 20% of 4 users is the first user: a returner, half of them.
+    assert (m["precision_top_5"], m["recall_top_5"], m["precision_top_20"]) == (1.0, 0.5, 1.0)
+    assert m["lift_top_10"] == pytest.approx(2.0)
+    assert (m["predicted_returners"], m["actual_returners"], m["users"]) == (pytest.approx(2.1), 2.0, 4.0)
+
+
+def test_a_ranking_rule_has_no_probability_metrics() -> None:
+    m = binary_metrics(LABELS, -np.array([3.0, 10.0, 20.0, 40.0]), is_probability=False)
+    assert m["roc_auc"] == pytest.approx(0.75)
+    assert all(np.isnan(m[k]) for k in ("brier", "ece", "predicted_returners"))
+
+
+def test_metrics_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="0 or 1"):
+        binary_metrics(np.array([0.0, 2.0]), np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="one length"):
+        binary_metrics(LABELS, SCORES[:3])
+
+
+def test_gains_curve_and_paired_bootstrap() -> None:
+    targeted, found = gains_curve(LABELS, SCORES, points=4)
+    assert targeted.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert found.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 500).astype(float)
+    good = labels + rng.normal(0, 0.5, 500)
+    same = paired_bootstrap_auc(labels, good, good, rounds=50)
+    assert (same["difference"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+    better = paired_bootstrap_auc(labels, good, rng.normal(size=500), rounds=100)
+    assert better["low"] > 0.2 and better["low"] <= better["difference"] <= better["high"]
+
+
+def test_labels_within_horizons_and_unknown_labels() -> None:
+    targets = {"days_to_next": np.array([2.0, 10.0, 40.0]), "censored": np.array([0.0, 0.0, 1.0])}
+    labels = labels_within(targets, [7, 30])
+    assert labels[7].tolist() == [1.0, 0.0, 0.0] and labels[30].tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="45-day label is not known yet for 1 users"):
+        labels_within(targets, [45])
+
+
+def test_person_periods_by_hand() -> None:
+    # Back after 3 days; back after 9 days; away and watched for 10 days (one full 7-day period).
+    rows, periods, returned = person_periods({"days_to_next": np.array([3.0, 9.0, 10.0]), "censored": np.array([0.0, 0.0, 1.0])}, 7.0, 3)
+    assert list(zip(rows.tolist(), periods.tolist(), returned.tolist(), strict=True)) == [(0, 0, 1.0), (1, 0, 0.0), (1, 1, 1.0), (2, 0, 0.0)]
+
+
+def test_hazards_to_probabilities() -> None:
+    p = _within(np.full((1, 3), 0.5), 7.0, [7, 14, 3.5, 21])
+    assert p[0] == pytest.approx([0.5, 0.75, 1 - 0.5**0.5, 0.875])
+
+
+def _shop(n: int, seed: int) -> tuple[dict, dict]:
+    """Half the users visit often and recently and soon come back; the other half have lapsed."""
+    rng = np.random.default_rng(seed)
+    active = rng.random(n) < 0.5
+    tenure = rng.uniform(100, 200, n)
+    recency = np.where(active, rng.uniform(0.5, 5, n), rng.uniform(40, 90, n))
+    sessions = np.where(active, rng.integers(8, 20, n), rng.integers(1, 3, n)).astype(float)
+    static = np.column_stack([tenure, recency, sessions, np.zeros(n), np.zeros(n)]).astype(np.float32)
+    x = np.zeros((n, 4, len(WINDOW_FEATURES)), np.float32)
+    x[:, :, 0] = np.where(active[:, None], rng.integers(1, 4, (n, 4)), 0)
+    days = np.where(active, rng.exponential(4, n), rng.exponential(300, n))
+    censored = days > 60
+    targets = {"days_to_next": np.where(censored, 60.0, days), "censored": censored.astype(float)}
+    return {"x": x, "mask": np.ones((n, 4), np.float32), "static": static}, targets
+
+
+@pytest.mark.parametrize("kind", ["logistic_rfm", "lightgbm"])
+def test_hazard_baselines_learn_who_comes_back(kind: str) -> None:
+    train, train_targets = _shop(1500, 0)
+    test, test_targets = _shop(1000, 1)
+    p = HazardModel(kind, 7.0, [7, 30]).fit(train, train_targets).p_active_within(test, [7, 30])
+    labels = labels_within(test_targets, [7, 30])
+    assert p.shape == (1000, 2) and (p >= 0).all() and (p <= 1).all() and (p[:, 1] >= p[:, 0]).all()
+    assert roc_auc_score(labels[7], p[:, 0]) > 0.85
+    # Calibrated enough to count returners within 15%.
+    assert p[:, 1].sum() == pytest.approx(labels[30].sum(), rel=0.15)
+
+
+@pytest.mark.parametrize("kind", ["bgnbd", "pareto_nbd"])
+def test_buy_till_you_die_baselines(kind: str) -> None:
+    inputs, targets = _shop(1500, 2)
+    p = BuyTillYouDie(kind).fit(inputs).p_active_within(inputs, [7, 30])
+    labels = labels_within(targets, [7])
+    assert (p >= 0).all() and (p <= 1).all() and (p[:, 1] >= p[:, 0]).all()
+    assert roc_auc_score(labels[7], p[:, 0]) > 0.85
+    assert roc_auc_score(labels[7], recency_rule(inputs)) > 0.85
+
+
+def test_baseline_kinds_are_checked() -> None:
+    with pytest.raises(ValueError, match="kind must be"):
+        HazardModel("forest", 7.0, [7])
+    with pytest.raises(ValueError, match="period_days"):
+        HazardModel("lightgbm", 0, [7])
+
+
+def test_importance_and_explanations_find_the_feature_that_matters() -> None:
+    inputs, targets = _shop(600, 3)
+    recency = STATIC_FEATURES.index("recency_days")
+
+    def predict(batch: dict) -> np.ndarray:  # a model that only looks at recency
+        return 1 / (1 + np.exp((batch["static"][:, recency] - 20) / 5))
+
+    importance = permutation_importance(predict, inputs, labels_within(targets, [7])[7])
+    assert importance.iloc[0]["feature"] == "recency_days" and importance.iloc[0]["auc_drop"] > 0.2
+    assert (importance.iloc[1:]["auc_drop"].abs() < 1e-9).all()
+    lapsed = np.argsort(-inputs["static"][:, recency])[:3]
+    drivers = explain_users(predict, inputs, lapsed)
+    assert [d[0][0] for d in drivers] == ["recency_days"] * 3 and all(d[0][1] > 0 for d in drivers)
+
+
+def test_risk_tiers() -> None:
+    assert risk_tier(np.array([0.1, 0.45, 0.9]), 0.4, 0.6).tolist() == ["high", "medium", "low"]
