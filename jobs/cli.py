@@ -7,6 +7,7 @@ overrides, and ends by printing one JSON line that summarises the run. The same 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
@@ -20,13 +21,6 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from jobs import evaluate as evaluate_job
-from jobs import features as features_job
-from jobs import generate as generate_job
-from jobs import ingest as ingest_job
-from jobs import score as score_job
-from jobs import sessionize as sessionize_job
-from jobs import train as train_job
 from jobs.config import ConfigError, Settings, load_settings
 from jobs.runs import RunSummary
 from jobs.spark import spark_session
@@ -78,6 +72,12 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _stage(name: str) -> Callable[..., RunSummary]:
+    """The ``run`` function of jobs/<name>.py, imported only when that stage runs (TensorFlow and
+    MLflow take seconds to import, and most stages need neither)."""
+    return importlib.import_module(f"jobs.{name}").run
+
+
 def _run_stage(settings: Settings, stage: Callable[..., RunSummary], **kwargs: object) -> RunSummary:
     try:
         with spark_session(settings.spark) as spark:
@@ -102,7 +102,7 @@ def generate(
     to <output>/events and the true per-user parameters to the Delta table <lakehouse>/truth.
     """
     settings = _settings(conf, set_, **{"generator.users": users, "generator.days": days, "generator.seed": seed, "generator.output": output})
-    _run_stage(settings, generate_job.run)
+    _run_stage(settings, _stage("generate"))
 
 
 @app.command()
@@ -119,7 +119,7 @@ def ingest(
     Re-running on the same files adds nothing.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, ingest_job.run, input_path=input_path, preset=preset)
+    _run_stage(settings, _stage("ingest"), input_path=input_path, preset=preset)
 
 
 @app.command()
@@ -135,7 +135,7 @@ def sessionize(
     result equals a full recompute; a re-run with no new events changes nothing.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, sessionize_job.run, full=full)
+    _run_stage(settings, _stage("sessionize"), full=full)
 
 
 @app.command()
@@ -153,7 +153,7 @@ def features(
     reads. With --as-of, just that date, for scoring. As-of dates are window boundaries.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, features_job.run, as_of=as_of.date() if as_of else None)
+    _run_stage(settings, _stage("features"), as_of=as_of.date() if as_of else None)
 
 
 @app.command()
@@ -170,7 +170,7 @@ def train(
     training after a crash resumes from the last finished epoch.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, train_job.run, fresh=fresh)
+    _run_stage(settings, _stage("train"), fresh=fresh)
 
 
 @app.command()
@@ -190,7 +190,7 @@ def score(
     match the view is refused before anything is scored.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, score_job.run, as_of=as_of.date() if as_of else None, model=model)
+    _run_stage(settings, _stage("score"), as_of=as_of.date() if as_of else None, model=model)
 
 
 @app.command()
@@ -210,7 +210,7 @@ def evaluate(
     Writes the Delta table `evaluations`, an HTML report with PNGs (its path is printed) and an MLflow run.
     """
     settings = _settings(conf, set_)
-    summary = _run_stage(settings, evaluate_job.run, as_of=as_of.date() if as_of else None, model=model)
+    summary = _run_stage(settings, _stage("evaluate"), as_of=as_of.date() if as_of else None, model=model)
     console.print(f"report: {summary.outputs['report']}")
 
 
@@ -224,13 +224,13 @@ def run_pipeline(
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
     stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
-        ("generate", generate_job.run, {}),
-        ("ingest", ingest_job.run, {"input_path": generated, "preset": "generator"}),
-        ("sessionize", sessionize_job.run, {}),
-        ("features", features_job.run, {}),
-        ("train", train_job.run, {}),
-        ("score", score_job.run, {}),
-        ("evaluate", evaluate_job.run, {}),
+        ("generate", _stage("generate"), {}),
+        ("ingest", _stage("ingest"), {"input_path": generated, "preset": "generator"}),
+        ("sessionize", _stage("sessionize"), {}),
+        ("features", _stage("features"), {}),
+        ("train", _stage("train"), {}),
+        ("score", _stage("score"), {}),
+        ("evaluate", _stage("evaluate"), {}),
     ]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):

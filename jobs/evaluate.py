@@ -30,7 +30,7 @@ from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at
 from jobs import train as train_job
 from jobs.config import Settings, absolute_path
 from jobs.report import ReportData, write_report
-from jobs.runs import RunSummary, record_run
+from jobs.runs import RunSummary, record_run, tracking_uri
 from jobs.score import check_model_fits, resolve_model
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns
@@ -167,7 +167,7 @@ def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as
 def _log_mlflow(settings: Settings, summary: RunSummary, report: Path, model_version: str) -> str:
     import mlflow
 
-    mlflow.set_tracking_uri(train_job.tracking_uri(settings))
+    mlflow.set_tracking_uri(tracking_uri(settings))
     mlflow.set_experiment(settings.train.experiment)
     with mlflow.start_run(run_name=f"evaluate-{summary.run_id}") as active:
         mlflow.set_tag("model_run_id", model_version)

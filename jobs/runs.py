@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,9 +17,14 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from jobs.config import absolute_path
+from jobs.config import Settings, absolute_path
 
 RUNS_TABLE = "_runs"
+
+
+def tracking_uri(settings: Settings) -> str:
+    """MLflow tracking URI: $MLFLOW_TRACKING_URI, else a file store inside the lakehouse."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"file://{absolute_path(settings.lakehouse)}/_mlflow"
 
 RUNS_SCHEMA = T.StructType(
     [

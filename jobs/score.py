@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from features.windows import STATIC_FEATURES, view_spec
 from jobs.config import Settings
-from jobs.runs import RUNS_TABLE, RunSummary, record_run
+from jobs.runs import RUNS_TABLE, RunSummary, record_run, tracking_uri
 from jobs.tables import table_exists
 from model.data import flat_columns
 from model.scoring import feature_mismatch, read_metadata, score_batches
@@ -51,8 +51,6 @@ def resolve_model(spark: SparkSession, settings: Settings, model: str | None) ->
         return outputs["model"], outputs["mlflow_run_id"]
     if choice.startswith(("runs:/", "models:/")):
         import mlflow
-
-        from jobs.train import tracking_uri
 
         uri = tracking_uri(settings)
         if choice.startswith("models:/"):

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at, view_spec
 from jobs.config import Settings, absolute_path
-from jobs.runs import RunSummary, record_run
+from jobs.runs import RunSummary, record_run, tracking_uri
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns, recency_score
 from model.export import Scorer
@@ -38,11 +38,6 @@ from model.network import fit_normalisation
 from model.training import auc_by_horizon
 
 log = logging.getLogger(__name__)
-
-
-def tracking_uri(settings: Settings) -> str:
-    """MLflow tracking URI: $MLFLOW_TRACKING_URI, else a file store inside the lakehouse."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"file://{absolute_path(settings.lakehouse)}/_mlflow"
 
 
 def validation_date(view: DataFrame, longest_horizon: int) -> dt.date:
