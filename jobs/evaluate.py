@@ -136,6 +136,20 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), notes
 
 
+def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int) -> pd.DataFrame:
+    """The comparison table plus, on each baseline's row, the model's AUC minus the baseline's
+    with a 95% paired-bootstrap interval (same users resampled for both)."""
+    gains = []
+    for row in evaluated.table.itertuples():
+        if row.method == "model":
+            gains.append({"difference": np.nan, "low": np.nan, "high": np.nan})
+            continue
+        labels, h = evaluated.labels[row.horizon_days], row.horizon_days
+        gains.append(paired_bootstrap_auc(labels, evaluated.predictions.at("model", h), evaluated.predictions.at(row.method, h), rounds, seed))
+    gains = pd.DataFrame(gains, index=evaluated.table.index)
+    return evaluated.table.assign(model_auc_gain=gains["difference"], model_auc_gain_low=gains["low"], model_auc_gain_high=gains["high"])
+
+
 def cross_validation_summary(folds: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread over the rolling origins of the main metrics, per method and horizon."""
     if folds.empty:
@@ -157,7 +171,8 @@ def _truth_tau(spark: SparkSession, settings: Settings, user_ids: np.ndarray) ->
 def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as_of: dt.date, model_version: str) -> str:
     path = settings.table_path(EVALUATIONS_TABLE)
     frame = spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
-    writer = frame.write.format("delta").partitionBy("as_of_date")
+    # mergeSchema: a newer version may add metric columns to a table older runs wrote.
+    writer = frame.write.format("delta").partitionBy("as_of_date").option("mergeSchema", "true")
     if table_exists(spark, path):
         writer = writer.mode("overwrite").option("replaceWhere", f"as_of_date = '{as_of}' AND model_version = '{model_version}'")
     writer.save(path)
@@ -210,10 +225,11 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     survival = np.concatenate([np.ones((len(model_p), 1)), 1.0 - scorer.p_active_within(main.inputs, list(curve_days[1:]))], axis=1)
 
     metrics: dict[str, object] = {}
+    main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
     for h in horizons:
         table_h = main.table[main.table["horizon_days"] == h].set_index("method")
         best = table_h.drop(index="model")["roc_auc"].idxmax()
-        ci = paired_bootstrap_auc(main.labels[h], main.predictions.at("model", h), main.predictions.at(best, h), conf.bootstrap_rounds, conf.seed)
+        ci = {"difference": table_h.loc[best, "model_auc_gain"], "low": table_h.loc[best, "model_auc_gain_low"], "high": table_h.loc[best, "model_auc_gain_high"]}
         metrics.update({f"model_auc_{h}d": table_h.loc["model", "roc_auc"], f"best_baseline_{h}d": best,
                         f"best_baseline_auc_{h}d": table_h.loc[best, "roc_auc"], f"auc_gain_{h}d": ci["difference"],
                         f"auc_gain_low_{h}d": ci["low"], f"auc_gain_high_{h}d": ci["high"],

@@ -28,7 +28,8 @@ def _report_data(with_latent: bool) -> ReportData:
     predictions = {m: np.clip(0.4 + 0.3 * (labels - 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99) for m in METHODS}
     comparison = pd.DataFrame([{"method": m, "horizon_days": 30, "roc_auc": 0.7, "pr_auc": 0.6, "brier": 0.2, "ece": 0.05,
                                 "precision_top_10": 0.5, "recall_top_10": 0.1, "lift_top_10": 1.3, "predicted_returners": 120.0,
-                                "actual_returners": 118.0} for m in METHODS])  # fmt: skip
+                                "actual_returners": 118.0, "model_auc_gain": 0.01, "model_auc_gain_low": 0.0,
+                                "model_auc_gain_high": 0.02} for m in METHODS])  # fmt: skip
     days = np.linspace(0, 90, 31)
     return ReportData(
         title="test report", facts={"users evaluated": n}, comparison=comparison,
@@ -86,6 +87,11 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     model_30d = table.where("fold = 'out_of_time' AND method = 'model' AND horizon_days = 30").first()
     assert model_30d["users"] == summary.counts["users"] > 1000
     assert 0.6 < model_30d["roc_auc"] < 1.0 and 0 < model_30d["brier"] < 0.25
+    gains = table.where("fold = 'out_of_time' AND horizon_days = 30").toPandas().set_index("method")
+    assert gains.loc["model", ["model_auc_gain", "model_auc_gain_low"]].isna().all()
+    recency = gains.loc["recency_rule"]
+    assert recency["model_auc_gain"] == pytest.approx(model_30d["roc_auc"] - recency["roc_auc"])
+    assert recency["model_auc_gain_low"] <= recency["model_auc_gain"] <= recency["model_auc_gain_high"]
     assert summary.metrics["predicted_returners_30d"] == pytest.approx(summary.metrics["actual_returners_30d"], rel=0.2)
     # The generator's true time constants and the predicted half-lives rise together.
     assert summary.metrics["interest_half_life_spearman_vs_truth"] > 0.2
