@@ -242,8 +242,8 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         # The interest half-life (the rate halves) is what the generator's time constant sets;
         # the wait for the next visit (S = 0.5) is shown for contrast: it is long for users
         # whose interest has already faded, whatever its time constant.
-        metrics["interest_half_life_spearman_vs_truth"] = float(spearmanr(outputs["interest_half_life_days"], truth_tau).statistic)
-        metrics["return_half_life_spearman_vs_truth"] = float(spearmanr(outputs["half_life_days"], truth_tau).statistic)
+        metrics["interest_half_life_spearman_vs_truth"] = float(spearmanr(outputs["interest_half_life_days"], truth_tau, nan_policy="omit").statistic)
+        metrics["return_half_life_spearman_vs_truth"] = float(spearmanr(outputs["half_life_days"], truth_tau, nan_policy="omit").statistic)
 
     explained = np.arange(min(len(model_p), IMPORTANCE_USERS))
     subset = {k: v[explained] for k, v in main.inputs.items()}

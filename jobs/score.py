@@ -160,7 +160,8 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     )
     scores_path = settings.table_path("scores")
     slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
-    writer = final.write.format("delta").partitionBy("as_of_date")
+    # mergeSchema: a newer version may add score columns to a table older runs wrote.
+    writer = final.write.format("delta").partitionBy("as_of_date").option("mergeSchema", "true")
     if table_exists(spark, scores_path):
         writer = writer.mode("overwrite").option("replaceWhere", slice_predicate)
     log.info("scoring %s with model %s", as_of, model_version)

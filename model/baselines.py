@@ -156,7 +156,7 @@ class HazardModel:
                       "bagging_freq": 1, "feature_fraction": 0.8, "seed": self.seed, "verbose": -1, "num_threads": 2}  # fmt: skip
             booster = lightgbm.train(params, lightgbm.Dataset(design, returned), num_boost_round=200)
             self._hazard = booster.predict
-        log.info("%s: fitted on %d person-periods from %d users", self.kind, len(rows), len(inputs["static"]))
+        log.info("%s: fitted on %d person-periods from %d history rows", self.kind, len(rows), len(inputs["static"]))
         return self
 
     def p_active_within(self, inputs: dict, horizons_days: list[int]) -> np.ndarray:

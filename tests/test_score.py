@@ -79,6 +79,18 @@ def test_rescoring_replaces_the_slice_exactly_once(spark: SparkSession, root: Pa
     assert again.counts == first.counts
 
 
+def test_a_scores_table_written_by_an_older_version_gains_the_new_columns(spark: SparkSession, root: Path) -> None:
+    settings = _settings(root)
+    score.run(spark, settings)
+    path = settings.table_path("scores")
+    older = _scores(spark, settings).drop("interest_half_life_days")  # as the previous release wrote it
+    older.write.format("delta").mode("overwrite").option("overwriteSchema", "true").partitionBy("as_of_date").save(path)
+    summary = score.run(spark, settings)
+    after = _scores(spark, settings)
+    assert "interest_half_life_days" in after.columns
+    assert after.count() == after.where(F.col("interest_half_life_days").isNotNull()).count() == summary.counts["scored"]
+
+
 def test_the_champion_alias_and_the_run_id_name_the_same_model(spark: SparkSession, root: Path) -> None:
     settings = _settings(root)
     newest = score.run(spark, settings)
