@@ -67,6 +67,8 @@ def test_the_bundle_job_validates_against_the_bundle_schema(target: str) -> None
         assert [d.task_key for d in tasks[after].depends_on] == [before]
     clusters = {c.job_cluster_key: c.new_cluster for c in job.job_clusters}
     assert tasks["train"].job_cluster_key == "gpu" and "gpu-ml" in clusters["gpu"].spark_version
+    # Python 3.11 (what the wheel requires) and Horovod preinstalled: 15.4 LTS, no other.
+    assert all(c.spark_version.startswith("15.4.") for c in clusters.values())
     assert clusters["gpu"].spark_conf["spark.task.resource.gpu.amount"] == "1"
     assert job.schedule.quartz_cron_expression and job.parameters
 
