@@ -64,6 +64,7 @@ class Evaluated:
     labels: dict[int, np.ndarray]
     predictions: Predictions
     table: pd.DataFrame
+    model_outputs: dict[str, np.ndarray]  # everything the saved model returns for these users
 
 
 def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | None) -> dt.date:
@@ -105,10 +106,12 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     history = _sample(censor_at(view, as_of, settings.horizons_days), conf.baseline_rows, conf.seed)
     history_inputs, history_targets = _arrays(history.selectExpr(*flat_columns(settings.horizons_days)).toPandas(), settings)
     log.info("evaluating %d users at %s; baselines learn from %d earlier rows", len(rows), as_of, len(history_targets["censored"]))
-    by_method = {"model": load_scorer(model_path).p_active_within(inputs, horizons).astype(np.float64)}
+    scorer = load_scorer(model_path)
+    outputs = scorer(inputs)
+    by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
     by_method.update(fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed))
     predictions = Predictions(list(horizons), by_method)
-    return Evaluated(as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions))
+    return Evaluated(as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs)
 
 
 def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int]) -> tuple[pd.DataFrame, list[str]]:
@@ -218,21 +221,20 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     longest = horizons[-1]
     model_p = main.predictions.at("model", longest)
     scorer = load_scorer(model_path)
-    outputs = scorer(main.inputs)  # half-life, z
-    tier_horizon = max(settings.horizons_days)
-    tiers = risk_tier(scorer.p_active_within(main.inputs, [tier_horizon])[:, 0], settings.score.high_risk_below, settings.score.medium_risk_below)
+    outputs = main.model_outputs  # half-lives, z, and the decay parameters every curve comes from
+    tier_p = scorer.p_active_from(outputs["decay_params"], [max(settings.horizons_days)])[:, 0]
+    tiers = risk_tier(tier_p, settings.score.high_risk_below, settings.score.medium_risk_below)
     curve_days = np.linspace(0.0, max(longest, 90), 61)
-    survival = np.concatenate([np.ones((len(model_p), 1)), 1.0 - scorer.p_active_within(main.inputs, list(curve_days[1:]))], axis=1)
+    survival = np.concatenate([np.ones((len(model_p), 1)), 1.0 - scorer.p_active_from(outputs["decay_params"], list(curve_days[1:]))], axis=1)
 
     metrics: dict[str, object] = {}
     main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
     for h in horizons:
         table_h = main.table[main.table["horizon_days"] == h].set_index("method")
         best = table_h.drop(index="model")["roc_auc"].idxmax()
-        ci = {"difference": table_h.loc[best, "model_auc_gain"], "low": table_h.loc[best, "model_auc_gain_low"], "high": table_h.loc[best, "model_auc_gain_high"]}
         metrics.update({f"model_auc_{h}d": table_h.loc["model", "roc_auc"], f"best_baseline_{h}d": best,
-                        f"best_baseline_auc_{h}d": table_h.loc[best, "roc_auc"], f"auc_gain_{h}d": ci["difference"],
-                        f"auc_gain_low_{h}d": ci["low"], f"auc_gain_high_{h}d": ci["high"],
+                        f"best_baseline_auc_{h}d": table_h.loc[best, "roc_auc"], f"auc_gain_{h}d": table_h.loc[best, "model_auc_gain"],
+                        f"auc_gain_low_{h}d": table_h.loc[best, "model_auc_gain_low"], f"auc_gain_high_{h}d": table_h.loc[best, "model_auc_gain_high"],
                         f"predicted_returners_{h}d": table_h.loc["model", "predicted_returners"],
                         f"actual_returners_{h}d": table_h.loc["model", "actual_returners"]})  # fmt: skip
     truth_tau = _truth_tau(spark, settings, main.user_ids)

@@ -75,12 +75,17 @@ class Scorer:
     def p_active_within(self, inputs: dict, days: list[float], batch_size: int = 50_000) -> np.ndarray:
         """P(active within each of ``days``), users x days: the decay curve at any horizon,
         not only the model's own horizons."""
-        k = self.metadata["model_shape"]["n_components"]
         parts = []
         for start in range(0, len(inputs["x"]), batch_size):
             params = self({name: value[start : start + batch_size] for name, value in inputs.items()})["decay_params"]
-            parts.append(1.0 - decay.survival(tf.constant(params), tf.constant([days], tf.float32), k).numpy())
+            parts.append(self.p_active_from(params, days))
         return np.concatenate(parts) if parts else np.zeros((0, len(days)), np.float32)
+
+    def p_active_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
+        """P(active within each of ``days``) from the ``decay_params`` a call already returned,
+        so one pass of the network serves every horizon and curve."""
+        k = self.metadata["model_shape"]["n_components"]
+        return 1.0 - decay.survival(tf.constant(decay_params), tf.constant([days], tf.float32), k).numpy()
 
     def annotate(self, **training: object) -> None:
         """Record facts about how the model was trained (for example ``until``) in its metadata."""
