@@ -249,6 +249,18 @@ def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int]) -> Dat
     ).select(*view.columns)
 
 
+def split_by_users(view: DataFrame, fraction: float, seed: int = 0) -> tuple[DataFrame, DataFrame]:
+    """(rows of the other users, rows of a ``fraction`` of the users): every row of a user on one side.
+
+    Users are picked by a hash of (user_id, seed), so the split does not depend on partitioning
+    and a user stays on the same side at every as-of date.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    held_out = F.pmod(F.xxhash64("user_id", F.lit(seed)), F.lit(1_000_000)) < F.lit(round(fraction * 1_000_000))
+    return view.where(~held_out), view.where(held_out)
+
+
 def category_interest(
     events: DataFrame,
     *,

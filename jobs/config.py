@@ -154,13 +154,21 @@ class TrainSettings(_Strict):
     step_weight: float = Field(0.2, ge=0)
     # Use nothing after this date (labels censored there): an evaluation on it is out of time.
     until: dt.date | None = None
-    # Out-of-time validation: this as-of date (default: the latest whose longest horizon is
-    # fully observed by `until`). Training uses the as-of dates before it, labels censored there.
+    # How the rows known by `until` are split for early stopping and validation metrics:
+    # "as_of_date": one later as-of date validates (`validation_as_of`, default the latest whose
+    #   longest horizon is fully observed by `until`); training uses the dates before it, labels
+    #   censored there. Suits histories that are long next to the longest horizon.
+    # "users": a `validation_users` share of the users (by a hash of user_id) validates; the
+    #   others train on every as-of date before `until`, labels censored at `until`. Suits a
+    #   short calibration period (CDNOW: 39 weeks to predict the next 39), where the latest
+    #   dates carry the long-absent customers that the model is asked about.
+    validation: Literal["as_of_date", "users"] = "as_of_date"
     validation_as_of: dt.date | None = None
-    # Where the training rows' return times are censored: at the validation date (strictly
-    # before it: the default), or at `until`, so a short calibration period (CDNOW) still
-    # teaches long waits; the validation rows then overlap them and serve early stopping only.
-    training_labels_until: Literal["validation", "until"] = "validation"
+    validation_users: float = Field(0.1, gt=0, lt=1)
+    # Stochastic weight averaging: the saved model is the mean of the weights at the end of
+    # every epoch from this one on (null: the last epoch's weights). Steadier long-horizon
+    # predictions from one run; early stopping still ends the run.
+    average_from_epoch: int | None = Field(None, ge=1)
     normalisation_sample_rows: int = Field(200_000, gt=0)
     val_sample_rows: int = Field(50_000, gt=0)
     mixed_precision: bool = False

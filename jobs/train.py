@@ -2,8 +2,8 @@
 
 Out-of-time split: with ``train.until`` set, nothing after that date is used (the view is censored
 there, see :func:`features.windows.censor_at`), so an evaluation on that date is out of time.
-Validation is one as-of date V (``train.validation_as_of``, default the latest whose longest
-horizon is fully observed); training uses the as-of dates before V with their labels censored at V.
+Validation (``train.validation``) is one later as-of date V, with training on the dates before it
+and labels censored at V, or a share of the users, with the others training on every date.
 Normalisation is fitted on a sample of the training rows only. Checkpoints go to
 ``<lakehouse>/_checkpoints/<fingerprint>``, keyed by the settings and the view version, so
 running the same training again after a crash resumes from the last epoch. Everything is
@@ -28,8 +28,8 @@ import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at, view_spec
-from jobs.config import Settings, absolute_path
+from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at, split_by_users, view_spec
+from jobs.config import Settings, TrainSettings, absolute_path
 from jobs.runs import RunSummary, record_run, tracking_uri
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns, recency_score
@@ -54,15 +54,26 @@ def validation_date(view: DataFrame, longest_horizon: int) -> dt.date:
     return row[0]
 
 
+def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int]) -> tuple[DataFrame, DataFrame, str]:
+    """(training rows, validation rows, what validates: a date or "users:<share>") of the rows
+    known at ``train.until``, as ``train.validation`` says."""
+    if conf.validation == "users":
+        training, validating = split_by_users(known, conf.validation_users, conf.seed)
+        return training, validating, f"users:{conf.validation_users:g}"
+    validation = conf.validation_as_of or validation_date(known, max(horizons_days))
+    training = censor_at(known.where(F.col("as_of_date") < F.lit(validation)), validation, horizons_days)
+    return training, known.where(F.col("as_of_date") == F.lit(validation)), str(validation)
+
+
 def _sample(frame: DataFrame, rows: int, total: int, seed: int) -> DataFrame:
     return frame if total <= rows else frame.sample(fraction=min(1.0, 1.2 * rows / total), seed=seed).limit(rows)
 
 
-def _fingerprint(settings: Settings, view_version: int, validation: dt.date) -> str:
+def _fingerprint(settings: Settings, view_version: int, validation: str) -> str:
     """Identifies a training run for its checkpoints; epochs and patience are left out, so
     asking for more epochs continues the same run."""
     model_settings = settings.train.model_dump(mode="json", exclude={"epochs", "patience"})
-    payload = json.dumps({"train": model_settings, "view": view_version, "val": str(validation)}, sort_keys=True)
+    payload = json.dumps({"train": model_settings, "view": view_version, "val": validation}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -89,18 +100,15 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     version = latest_version(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
     known = censor_at(view, conf.until, horizons) if conf.until else view
-    validation = conf.validation_as_of or validation_date(known, max(horizons))
-    label_cutoff = validation if conf.training_labels_until == "validation" or not conf.until else conf.until
-    train_df = censor_at(known.where(F.col("as_of_date") < F.lit(validation)), label_cutoff, horizons).selectExpr(
-        *flat_columns(horizons, with_user_id=False)
-    )
-    val_df = known.where(F.col("as_of_date") == F.lit(validation)).selectExpr(*flat_columns(horizons, with_user_id=False))
+    training, validating, validation = split(known, conf, horizons)
+    train_df = training.selectExpr(*flat_columns(horizons, with_user_id=False))
+    val_df = validating.selectExpr(*flat_columns(horizons, with_user_id=False))
     n_train, n_val = train_df.count(), val_df.count()
     if n_train == 0 or n_val == 0:
-        raise ValueError(f"out-of-time split at {validation} leaves {n_train} training and {n_val} validation rows")
+        raise ValueError(f"the split by {validation} leaves {n_train} training and {n_val} validation rows")
     summary = RunSummary(
         stage,
-        inputs={"sequences": view_path, "sequences_version": version, "until": str(conf.until or ""), "validation_as_of": str(validation), "mode": conf.mode},
+        inputs={"sequences": view_path, "sequences_version": version, "until": str(conf.until or ""), "validation": validation, "mode": conf.mode},
     )
     shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
     sample_inputs, _ = arrays(_sample(train_df, conf.normalisation_sample_rows, n_train, conf.seed).toPandas(), **shape, horizons_days=horizons)
@@ -134,8 +142,9 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
             mlflow_run_id=active.info.run_id,
             mixed_precision=conf.mixed_precision,
             seed=conf.seed,
+            average_from_epoch=conf.average_from_epoch,
         )  # fmt: skip
-        mlflow.log_params({**conf.model_dump(mode="json"), "validation_as_of": str(validation), "train_rows": n_train, "val_rows": n_val, "fingerprint": fingerprint})
+        mlflow.log_params({**conf.model_dump(mode="json"), "validated_by": validation, "train_rows": n_train, "val_rows": n_val, "fingerprint": fingerprint})
         if conf.mode == "horovod":
             results = _train_horovod(spark, settings, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank)
         else:
@@ -143,18 +152,20 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
             val = arrays(val_df.toPandas(), **shape, horizons_days=horizons)
             results = [train_in_process(plan, train, val, val_sample)]
         chief = results[0]
-        Scorer(model_dir).annotate(until=str(conf.until or ""), validation_as_of=str(validation), sequences_version=version)
+        Scorer(model_dir).annotate(until=str(conf.until or ""), validation=validation, sequences_version=version)
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         registered = f"{conf.registered_model}/{register(active.info.run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(norm.to_dict(), "normalisation.json")
         recency = auc_by_horizon(recency_score(val_sample[0]), val_sample[1], horizons)
-        mlflow.log_metrics({f"recency_auc_{h}d": v for h, v in recency.items()})
+        mlflow.log_metrics({**{f"recency_auc_{h}d": v for h, v in recency.items()}, **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()}})
 
     fit = chief["fit"]
     history = fit["history"]
-    summary.counts = {"train_rows": n_train, "val_rows": n_val, "epochs_run": fit["last_epoch"] - fit["first_epoch"], "last_epoch": fit["last_epoch"]}
-    final = {k: v[-1] for k, v in history.items()} if history else {}
+    summary.counts = {"train_rows": n_train, "val_rows": n_val, "epochs_run": fit["last_epoch"] - fit["first_epoch"],
+                      "last_epoch": fit["last_epoch"], "averaged_epochs": fit["averaged_epochs"]}
+    # The saved weights' validation AUCs replace the last epoch's (they differ when averaged).
+    final = {**({k: v[-1] for k, v in history.items()} if history else {}), **fit["final_metrics"]}
     samples = n_train * (fit["last_epoch"] - fit["first_epoch"])
     summary.metrics = {
         **{k: round(v, 4) for k, v in final.items() if k.startswith(("val_auc", "val_survival", "loss"))},

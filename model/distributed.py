@@ -37,6 +37,7 @@ class RunPlan:
     mlflow_run_id: str | None = None
     mixed_precision: bool = False
     seed: int = 0
+    average_from_epoch: int | None = None
 
 
 def _normalisation(plan: RunPlan) -> Normalisation:
@@ -131,6 +132,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
             first_callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()],
             epoch_listeners=[listener] if listener else [],
             tensorboard_dir=plan.tensorboard_dir if chief else None,
+            average_from_epoch=plan.average_from_epoch,
         )
     seconds = time.perf_counter() - started
     # The learned parameters only: loss trackers are per-rank running means and may differ.
@@ -163,6 +165,7 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
         patience=plan.patience,
         epoch_listeners=[listener] if listener else [],
         tensorboard_dir=plan.tensorboard_dir,
+        average_from_epoch=plan.average_from_epoch,
     )
     seconds = time.perf_counter() - started
     save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec)

@@ -131,6 +131,11 @@ class InterestDecayModel(tf.keras.Model):
         # decay maths stay in float32.
         return {k: tf.cast(v, tf.float32) for k, v in out.items()}
 
+    def build_with_zeros(self) -> None:
+        """Create every weight now, by a call on one all-zero user (the input shapes are known)."""
+        s = self.shape_spec
+        self({"x": tf.zeros([1, s.n_windows, s.n_window_features]), "mask": tf.ones([1, s.n_windows]), "static": tf.zeros([1, s.n_static])})
+
     def loss_parts(self, out: dict, inputs: dict, targets: dict) -> dict:
         """Each part of the loss, averaged over the batch."""
         k = self.shape_spec.n_components

@@ -2,7 +2,8 @@
 
 ``fit`` resumes from the newest checkpoint in ``checkpoint_dir`` (saved by the chief after every
 epoch, with the optimizer state and the epoch number), eases the KL term in, stops early on the
-out-of-time validation loss and prints one line per epoch from the chief.
+validation loss, prints one line per epoch from the chief and, when asked, ends with the mean of
+the weights over the last epochs (stochastic weight averaging).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class FitResult:
     first_epoch: int = 0
     last_epoch: int = 0
     stopped_early: bool = False
+    # Epochs whose weights were averaged into the final model (0: the last epoch's weights).
+    averaged_epochs: int = 0
+    # Validation AUCs of the final weights (on the chief; equal to the last epoch's without averaging).
+    final_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def auc_by_horizon(scores: np.ndarray, targets: dict, horizons: tuple[int, ...] | list[int]) -> dict[int, float]:
@@ -52,6 +57,38 @@ def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> di
     """The model's ``val_auc_<h>d`` for every horizon it predicts."""
     p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
     return {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, model.shape_spec.horizons_days).items()}
+
+
+class WeightAverage(tf.keras.callbacks.Callback):
+    """Running mean of the trainable weights at the end of every epoch from ``first_epoch`` (1-based) on.
+
+    The mean and its count are variables, so the training checkpoint carries them and a resumed
+    run continues the same mean. :meth:`apply` puts the mean into the model.
+    """
+
+    def __init__(self, model: InterestDecayModel, first_epoch: int) -> None:
+        super().__init__()
+        if first_epoch < 1:
+            raise ValueError(f"first_epoch must be 1 or more, got {first_epoch}")
+        self.first_epoch = first_epoch
+        self.mean = [tf.Variable(w, trainable=False, name="average") for w in model.trainable_weights]
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="averaged_epochs")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 < self.first_epoch:
+            return
+        self.count.assign_add(1)
+        share = 1.0 / float(self.count.numpy())
+        for mean, weight in zip(self.mean, self.model.trainable_weights):
+            mean.assign_add((weight - mean) * share)
+
+    def apply(self, model: InterestDecayModel) -> int:
+        """Set ``model``'s weights to the mean; the number of epochs in it (0 changes nothing)."""
+        count = int(self.count.numpy())
+        if count:
+            for mean, weight in zip(self.mean, model.trainable_weights):
+                weight.assign(mean)
+        return count
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
@@ -88,14 +125,19 @@ def fit(
     first_callbacks: list | None = None,
     epoch_listeners: list[Callable[[int, dict], None]] | None = None,
     tensorboard_dir: str | None = None,
+    average_from_epoch: int | None = None,
 ) -> FitResult:
     """Train ``model`` (compiled) up to ``epochs``, resuming from ``checkpoint_dir`` if it holds one.
 
     ``first_callbacks`` run before the others: Horovod's broadcast and metric averaging go there,
-    so early stopping sees the same averaged numbers on every rank.
+    so early stopping sees the same averaged numbers on every rank. With ``average_from_epoch``
+    the model ends with the mean of its weights at the end of that epoch and every later one.
     """
+    model.build_with_zeros()  # every weight exists before a checkpoint is restored into it
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
+    averager = WeightAverage(model, average_from_epoch) if average_from_epoch else None
+    tracked = {"average": averager.mean, "averaged_epochs": averager.count} if averager else {}
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var, **tracked)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
@@ -103,9 +145,10 @@ def fit(
     first_epoch = int(epoch_var.numpy())
     result = FitResult(first_epoch=first_epoch, last_epoch=first_epoch)
     if first_epoch >= epochs:
-        return result
+        return _finish(model, result, averager, val_sample)
 
-    callbacks = list(first_callbacks or []) + [KLWarmup()]
+    # The mean is updated before the chief's checkpoint of the same epoch is written.
+    callbacks = list(first_callbacks or []) + [KLWarmup()] + ([averager] if averager else [])
     if is_chief:
         callbacks.append(_EpochEnd(manager, epoch_var, val_sample, list(epoch_listeners or [])))
         if tensorboard_dir:
@@ -127,6 +170,16 @@ def fit(
     result.history = {k: [float(v) for v in values] for k, values in history.history.items()}
     result.last_epoch = first_epoch + len(history.epoch)
     result.stopped_early = bool(stopper and stopper.stopped_epoch)
+    return _finish(model, result, averager, val_sample)
+
+
+def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverage | None, val_sample: tuple | None) -> FitResult:
+    """Put the averaged weights in (if any) and measure what will be saved."""
+    if averager is not None:
+        result.averaged_epochs = averager.apply(model)
+        log.info("final weights: the mean of %d epochs from epoch %d", result.averaged_epochs, averager.first_epoch)
+    if val_sample is not None:
+        result.final_metrics = validation_auc(model, *val_sample)
     return result
 
 

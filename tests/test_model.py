@@ -111,6 +111,38 @@ def test_resume_after_a_crash_starts_where_it_stopped(tmp_path: Path) -> None:
     assert len(resumed.history["loss"]) == 2
 
 
+class _WeightsAtEpochEnd(tf.keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[np.ndarray]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seen.append([w.numpy().copy() for w in self.model.trainable_weights])
+
+
+def test_weight_averaging_ends_with_the_mean_and_survives_a_crash(tmp_path: Path) -> None:
+    inputs, targets = _toy(600)
+    before_crash, after_crash = _WeightsAtEpochEnd(), _WeightsAtEpochEnd()
+
+    def crash_after_epoch_3(epoch: int, logs: dict) -> None:
+        if epoch == 3:
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        fit(_model(inputs), as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path),
+            first_callbacks=[before_crash], epoch_listeners=[crash_after_epoch_3], average_from_epoch=2)  # fmt: skip
+    model = _model(inputs)
+    resumed = fit(model, as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path),
+                  first_callbacks=[after_crash], val_sample=(inputs, targets), average_from_epoch=2)  # fmt: skip
+    assert (resumed.first_epoch, resumed.last_epoch, resumed.averaged_epochs) == (3, 4, 3)
+    epochs_2_to_4 = [*before_crash.seen[1:], *after_crash.seen]
+    assert len(epochs_2_to_4) == 3
+    for final, *at_epoch_end in zip(model.trainable_weights, *epochs_2_to_4):
+        np.testing.assert_allclose(final.numpy(), np.mean(at_epoch_end, axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(model.trainable_weights[0].numpy(), after_crash.seen[-1][0])  # not simply the last epoch
+    assert set(resumed.final_metrics) == {"val_auc_7d", "val_auc_14d", "val_auc_30d"}
+
+
 def test_saved_model_gives_the_same_scores_without_custom_code(tmp_path: Path) -> None:
     inputs, _ = _toy(64)
     model = _model(inputs)

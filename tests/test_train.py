@@ -57,20 +57,29 @@ def test_the_model_learns_the_decay_better_than_recency(spark: SparkSession, lak
 
 
 def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, lakehouse: Path) -> None:
-    settings = _settings(lakehouse, "train.mode=single", "train.experiment=resume", "train.seed=5", "train.epochs=1")
+    """Validated by a share of the users, with weight averaging carried over the resume."""
+    settings = _settings(lakehouse, "train.mode=single", "train.experiment=resume", "train.seed=5", "train.epochs=1",
+                         "train.validation=users", "train.validation_users=0.2", "train.average_from_epoch=1")  # fmt: skip
     first = train.run(spark, settings, fresh=True)
-    assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"]) == (0, 1)
+    assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"], first.counts["averaged_epochs"]) == (0, 1, 1)
+    assert first.inputs["validation"] == "users:0.2"
+    # Users split: every as-of date before `until` trains or validates, about a fifth validates.
+    view = spark.read.format("delta").load(settings.table_path("sequences")).where(f"as_of_date < '{settings.train.until}'")
+    assert first.counts["train_rows"] + first.counts["val_rows"] == view.count()
+    assert 0.15 < first.counts["val_rows"] / view.count() < 0.25
     settings.train.epochs = 2
     more = train.run(spark, settings)
     assert (more.inputs["resumed_from_epoch"], more.counts["epochs_run"], more.counts["last_epoch"]) == (1, 1, 2)
+    assert more.counts["averaged_epochs"] == 2
 
 
 def test_horovod_on_spark_with_two_processes(spark: SparkSession, lakehouse: Path) -> None:
-    settings = _settings(lakehouse, "train.mode=horovod", "train.num_proc=2", "train.epochs=2", "train.experiment=horovod")
+    settings = _settings(lakehouse, "train.mode=horovod", "train.num_proc=2", "train.epochs=2", "train.experiment=horovod",
+                         "train.average_from_epoch=1")  # fmt: skip
     summary = train.run(spark, settings, fresh=True)
     assert summary.metrics["processes"] == 2
-    assert summary.metrics["rank_weight_spread"] == 0.0
-    assert summary.counts["epochs_run"] == 2
+    assert summary.metrics["rank_weight_spread"] == 0.0  # every rank ends with the same averaged weights
+    assert (summary.counts["epochs_run"], summary.counts["averaged_epochs"]) == (2, 2)
     assert summary.metrics["val_auc_30d"] > 0.6
     scores = Scorer(summary.outputs["model"])
     zeros = {"x": np.zeros((2, 12, 12), np.float32), "mask": np.ones((2, 12), np.float32), "static": np.zeros((2, 5), np.float32)}

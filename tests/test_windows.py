@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from features.synthetic import synthetic_events, user_truth
-from features.windows import category_interest, censor_at, sequences, user_windows
+from features.windows import category_interest, censor_at, sequences, split_by_users, user_windows
 from jobs import features as features_job
 from jobs import generate, ingest
 from jobs.config import GeneratorSettings, Settings
@@ -168,3 +168,20 @@ def test_censor_at_forgets_what_came_after_the_cutoff(spark: SparkSession) -> No
 def test_censor_at_the_end_of_the_data_changes_nothing(spark: SparkSession) -> None:
     view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
     assertDataFrameEqual(censor_at(view, dt.date(2026, 6, 30), [7, 14, 30]), view.where("as_of_date < '2026-06-30'"))
+
+
+def test_split_by_users_keeps_each_user_on_one_side(spark: SparkSession) -> None:
+    dates = [dt.date(2026, 5, 4), dt.date(2026, 5, 11), dt.date(2026, 5, 18)]
+    view = spark.createDataFrame([(f"u{i}", d) for i in range(2000) for d in dates], "user_id string, as_of_date date")
+    training, validating = split_by_users(view, 0.1, seed=3)
+    train_rows, val_rows = training.collect(), validating.collect()
+    assert sorted(train_rows + val_rows) == sorted(view.collect())  # every row, once
+    val_users = {r["user_id"] for r in val_rows}
+    assert val_users.isdisjoint(r["user_id"] for r in train_rows)
+    assert len(val_rows) == 3 * len(val_users)  # a user's every date on the same side
+    assert 140 < len(val_users) < 260  # 10% of 2,000 give or take four standard deviations
+    # The same users whatever the partitioning; another seed picks others.
+    assert {r["user_id"] for r in split_by_users(view.repartition(7), 0.1, seed=3)[1].collect()} == val_users
+    assert {r["user_id"] for r in split_by_users(view, 0.1, seed=4)[1].collect()} != val_users
+    with pytest.raises(ValueError, match="fraction"):
+        split_by_users(view, 1.0)
