@@ -25,35 +25,36 @@ def test_the_pipeline_through_spark_submit_on_a_standalone_cluster(tmp_path: Pat
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     overrides = [
         "--set", f"lakehouse={tmp_path / 'lake'}", "--set", f"generator.output={tmp_path / 'raw'}",
-        "--set", "generator.users=300", "--set", "train.epochs=1", "--set", "train.num_proc=2", "--set", "evaluate.folds=0",
+        "--set", "train.epochs=1", "--set", "train.num_proc=2", "--set", "evaluate.folds=0",
     ]  # fmt: skip
     jars = ",".join(str(j) for j in local_delta_jars())
     with standalone_cluster(tmp_path / "cluster", workers=2, cores=1, memory="2g") as master:
 
-        def submit(stage: str, *args: str) -> dict:
+        def submit(stage: str, *args: str) -> list[dict]:
+            """The stage's script through spark-submit; the summaries it printed."""
             result = subprocess.run(
                 [str(bin_dir / "spark-submit"), "--master", master, "--jars", jars,
                  "--conf", "spark.driver.memory=1g", "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=1",
                  "--conf", "spark.sql.shuffle.partitions=4",
                  "--conf", f"spark.pyspark.python={sys.executable}",
                  str(REPO / "jobs" / f"{stage}.py"), "--conf", LOCAL, *overrides, *args],
-                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
             )  # fmt: skip
             assert result.returncode == 0, f"{stage}: {result.stdout[-1500:]}{result.stderr[-3000:]}"
-            (summary,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"stage"')]
-            return summary
+            return [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"stage"')]
 
-        generated = submit("generate")
-        ingested = submit("ingest", "--input", generated["outputs"]["events"], "--preset", "generator")
-        sessionized = submit("sessionize")
-        featured = submit("features")  # jobs/features.py shares its name with the features package
-        trained = submit("train")
-        scored = submit("score")
-        evaluated = submit("evaluate")
+        # Every stage in one application (one driver, executors started once), then one stage's
+        # own script again: per-stage entry points work too, and a re-run replaces its output.
+        generated, ingested, sessionized, featured, trained, scored, evaluated = submit("run", "--users", "300")
+        (rescored,) = submit("score")
 
+    assert [s["stage"] for s in (generated, ingested, sessionized, featured, trained, scored, evaluated)] == [
+        "generate", "ingest", "sessionize", "features", "train", "score", "evaluate"
+    ]  # fmt: skip
     assert ingested["counts"]["written"] == generated["counts"]["events"] == sessionized["counts"]["events"] > 0
     assert featured["counts"]["sequences"] > 0
     assert trained["metrics"]["processes"] == 2  # two Horovod ranks, one in each worker's executor
     assert trained["metrics"]["rank_weight_spread"] == 0.0
     assert scored["counts"]["scored"] == scored["counts"]["users"] > 0  # pandas UDF on executors
+    assert rescored["counts"]["scored"] == scored["counts"]["scored"] and rescored["inputs"]["as_of_date"] == scored["inputs"]["as_of_date"]
     assert evaluated["inputs"]["out_of_time"] is True and Path(evaluated["outputs"]["report"]).is_file()

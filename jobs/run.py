@@ -1,0 +1,14 @@
+"""The whole pipeline on generated sample data as one Spark application, as `interest-decay run`:
+generate -> ingest -> sessionize -> features -> train -> score -> evaluate.
+
+    spark-submit jobs/run.py --conf conf/local.yaml --users 20000
+"""
+
+from __future__ import annotations
+
+import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
+
+if __name__ == "__main__":
+    from jobs.cli import run_stage_script
+
+    run_stage_script("run")
