@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 CANONICAL_COLUMNS = ("event_id", "user_id", "event_time", "event_type", "product_id", "category", "price")
@@ -179,6 +179,12 @@ class TrainSettings(_Strict):
     # moved to it, so `score --model models:/interest-decay@champion` picks it up.
     registered_model: str | None = "interest-decay"
     alias: str | None = "champion"
+
+    @model_validator(mode="after")
+    def _one_kind_of_validation(self) -> TrainSettings:
+        if self.validation == "users" and self.validation_as_of is not None:
+            raise ValueError("validation_as_of goes with validation: as_of_date (with validation: users a share of the users validates)")
+        return self
 
 
 class ScoreSettings(_Strict):

@@ -107,3 +107,8 @@ def test_table_paths_are_absolute_for_local_lakehouses_and_untouched_for_uris(tm
     assert load_settings(None, ["lakehouse=rel/lake"]).table_path("events") == str(Path("rel/lake").resolve() / "events")
     assert load_settings(None, ["lakehouse=s3a://b/lake/"]).table_path("events") == "s3a://b/lake/events"
     assert load_settings(None, ["lakehouse=dbfs:/lake"]).table_path("events") == "dbfs:/lake/events"
+
+
+def test_a_validation_date_with_a_users_split_is_refused() -> None:
+    with pytest.raises(ConfigError, match="train.*validation_as_of goes with validation: as_of_date"):
+        load_settings(None, ["train.validation=users", "train.validation_as_of=2026-03-01"])

@@ -13,12 +13,12 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import evaluate, features, generate, ingest, train
-from jobs.config import Settings, load_settings
+from jobs import evaluate
+from jobs.config import Settings
 from jobs.report import SECTIONS, ReportData, write_report
 from model.evaluation import METHODS
+from shops import build_shop, shop_settings
 
-LOCAL = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 
 def _report_data(with_latent: bool) -> ReportData:
@@ -58,22 +58,15 @@ def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None
 
 
 def _settings(root: Path, *overrides: str) -> Settings:
-    return load_settings(
-        LOCAL,
-        [f"lakehouse={root / 'lakehouse'}", f"generator.output={root / 'raw'}", "generator.users=1500", "generator.output_files=2",
-         "train.mode=single", "train.epochs=6", "evaluate.folds=1", "evaluate.fold_epochs=1",
-         "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", *overrides],
-    )  # fmt: skip
+    return shop_settings(root, "generator.users=1500", "train.mode=single", "train.epochs=6", "evaluate.folds=1", "evaluate.fold_epochs=1",
+                         "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", *overrides)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def settings(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A generated shop with its view and a model trained until 2026-03-30 (local.yaml's train.until)."""
     settings = _settings(tmp_path_factory.mktemp("evaluate"))
-    generated = generate.run(spark, settings)
-    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
-    features.run(spark, settings)
-    train.run(spark, settings)
+    build_shop(spark, settings, trained=True)
     return settings
 
 

@@ -14,33 +14,25 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import features, generate, ingest, score, train
-from jobs.config import Settings, load_settings
+from jobs import score
+from jobs.config import Settings
 from jobs.tables import latest_version
 from model.data import arrays, flat_columns
 from model.scoring import load_scorer
+from shops import LOCAL, build_shop, shop_settings
 
-REPO = Path(__file__).resolve().parent.parent
-LOCAL = REPO / "conf" / "local.yaml"
 
 
 def _settings(root: Path, *overrides: str) -> Settings:
-    return load_settings(
-        LOCAL,
-        [f"lakehouse={root / 'lakehouse'}", f"generator.output={root / 'raw'}", "generator.users=800", "generator.output_files=2",
-         "train.mode=single", "train.epochs=1", "train.hidden_units=8", "score.arrow_batch_size=100", *overrides],
-    )  # fmt: skip
+    return shop_settings(root, "generator.users=800", "train.mode=single", "train.epochs=1", "train.hidden_units=8",
+                         "score.arrow_batch_size=100", *overrides)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def root(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lakehouse with a trained model and the view at its latest as-of date."""
     root = tmp_path_factory.mktemp("score")
-    settings = _settings(root)
-    generated = generate.run(spark, settings)
-    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
-    features.run(spark, settings)
-    train.run(spark, settings)
+    build_shop(spark, _settings(root), trained=True)
     return root
 
 

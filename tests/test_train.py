@@ -9,37 +9,22 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import features, generate, ingest, train
-from jobs.config import Settings, load_settings
+from jobs import train
+from jobs.config import Settings
 from model.export import Scorer
-
-REPO = Path(__file__).resolve().parent.parent
+from shops import build_shop, shop_settings
 
 
 @pytest.fixture(scope="module")
 def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3,000 generated users over 120 days, ingested and turned into the sequences view."""
     root = tmp_path_factory.mktemp("train")
-    settings = _settings(root)
-    generated = generate.run(spark, settings)
-    ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
-    features.run(spark, settings)
+    build_shop(spark, _settings(root))
     return root
 
 
 def _settings(root: Path, *overrides: str) -> Settings:
-    return load_settings(
-        REPO / "conf" / "local.yaml",
-        [
-            f"lakehouse={root / 'lakehouse'}",
-            f"generator.output={root / 'raw'}",
-            "generator.users=3000",
-            "generator.output_files=2",
-            "train.batch_size=128",
-            "train.hidden_units=16",
-            *overrides,
-        ],
-    )
+    return shop_settings(root, "generator.users=3000", "train.batch_size=128", "train.hidden_units=16", *overrides)
 
 
 def test_the_model_learns_the_decay_better_than_recency(spark: SparkSession, lakehouse: Path) -> None:
