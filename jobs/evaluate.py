@@ -65,6 +65,7 @@ class Evaluated:
     predictions: Predictions
     table: pd.DataFrame
     model_outputs: dict[str, np.ndarray]  # everything the saved model returns for these users
+    days_to_return: np.ndarray  # inf for the users not back by the end of the data
 
 
 def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | None) -> dt.date:
@@ -111,7 +112,8 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
     by_method.update(fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed))
     predictions = Predictions(list(horizons), by_method)
-    return Evaluated(as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs)
+    days_to_return = np.where(targets["censored"] > 0.5, np.inf, targets["days_to_next"]).astype(np.float64)
+    return Evaluated(as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs, days_to_return)
 
 
 def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int]) -> tuple[pd.DataFrame, list[str]]:
@@ -274,7 +276,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
             probability_methods=[m for m, p in METHODS.items() if p], curve_days=curve_days, survival=survival, tiers=tiers,
             half_life_days=outputs["interest_half_life_days"],
             latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
-            importance=importance, explained_users=explained_users, truth_tau_days=truth_tau, notes=notes,
+            importance=importance, explained_users=explained_users, days_to_return=main.days_to_return, truth_tau_days=truth_tau, notes=notes,
         ),
         run_folder,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from model.metrics import calibration_curve, gains_curve  # noqa: E402
 
 TIER_COLOURS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#2ca02c"}
 SECTIONS = ("summary", "comparison", "cross-validation", "roc", "precision-recall", "calibration", "gains",
-            "decay-curves", "half-life", "latent-space", "importance", "users")  # fmt: skip
+            "returners", "decay-curves", "half-life", "latent-space", "importance", "users")  # fmt: skip
 
 
 @dataclass
@@ -45,6 +45,7 @@ class ReportData:
     latent_2d: np.ndarray | None
     importance: pd.DataFrame
     explained_users: pd.DataFrame
+    days_to_return: np.ndarray  # per user: days until the return, inf when not back within `horizon`
     truth_tau_days: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -105,6 +106,18 @@ def _gains(data: ReportData, folder: Path) -> str:
     lift.set(xlabel="share of users targeted", ylabel="lift over random", title="Lift")
     gains.legend(fontsize=8)
     return _save(fig, folder, "gains_lift.png")
+
+
+def _returners(data: ReportData, folder: Path) -> str:
+    """How many users are back d days after the as-of date: the model's sum of P(back within d)
+    against the count, which is known up to the evaluated horizon."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot(data.curve_days, (1.0 - data.survival).sum(axis=0), lw=2, label="model: sum of P(back within d days)")
+    known = data.curve_days[data.curve_days <= data.horizon]
+    ax.plot(known, [(data.days_to_return < d).sum() for d in known], "k--", lw=1.5, label="actual")
+    ax.set(xlabel="days after the as-of date (d)", ylabel="users back within d days", title="Returning users, predicted and actual")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "returners.png")
 
 
 def _decay_curves(data: ReportData, folder: Path) -> str:
@@ -189,6 +202,7 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
         _section("precision-recall", "Precision-recall curves", _image(_pr(data, folder), "precision-recall curves")),
         _section("calibration", "Calibration", _image(_calibration(data, folder), "calibration")),
         _section("gains", "Gains and lift", _image(_gains(data, folder), "gains and lift")),
+        _section("returners", "Returning users over time", _image(_returners(data, folder), "returning users")),
         _section("decay-curves", "Decay curves", _image(_decay_curves(data, folder), "decay curves")),
         _section("half-life", "Half-life", _image(_half_life(data, folder), "half-life")),
         _section("latent-space", "Latent space", _image(_latent(data, folder), "latent space")),

@@ -20,7 +20,6 @@ from model.evaluation import METHODS
 from shops import build_shop, shop_settings
 
 
-
 def _report_data(with_latent: bool) -> ReportData:
     rng = np.random.default_rng(0)
     n = 300
@@ -39,6 +38,7 @@ def _report_data(with_latent: bool) -> ReportData:
         half_life_days=rng.uniform(2, 40, n), latent_2d=rng.normal(size=(n, 2)) if with_latent else None,
         importance=pd.DataFrame({"feature": ["recency_days", "sessions"], "auc_drop": [0.1, 0.01], "auc_drop_sd": [0.01, 0.005]}),
         explained_users=pd.DataFrame({"user_id": ["u1"], "p_active_30d": [0.1], "driver_1": ["recency_days (+0.200)"]}),
+        days_to_return=np.where(labels > 0, rng.uniform(0, 30, n), np.inf),
         truth_tau_days=rng.uniform(3, 60, n), notes=["origin 2026-01-19 skipped: too little history"],
     )  # fmt: skip
 
@@ -49,7 +49,7 @@ def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None
     page = index.read_text()
     assert [s for s in SECTIONS if f'<section id="{s}">' not in page] == []
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == (8 if with_latent else 7)
+    assert len(images) == (9 if with_latent else 8)
     for name in images:
         picture = matplotlib.image.imread(tmp_path / name)
         assert picture.shape[0] > 300 and picture.shape[1] > 400
