@@ -71,7 +71,9 @@ class WeightAverage(tf.keras.callbacks.Callback):
         if first_epoch < 1:
             raise ValueError(f"first_epoch must be 1 or more, got {first_epoch}")
         self.first_epoch = first_epoch
-        self.mean = [tf.Variable(w, trainable=False, name="average") for w in model.trainable_weights]
+        # Zeros, not the current weights: the first epoch then enters exactly (0 + (w - 0) * 1 = w),
+        # so Horovod ranks, whose initial weights differ before the broadcast, end bit-identical.
+        self.mean = [tf.Variable(tf.zeros_like(w), trainable=False, name="average") for w in model.trainable_weights]
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="averaged_epochs")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
