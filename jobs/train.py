@@ -61,8 +61,8 @@ def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int]) -> tu
         training, validating = split_by_users(known, conf.validation_users, conf.seed)
         return training, validating, f"users:{conf.validation_users:g}"
     validation = conf.validation_as_of or validation_date(known, max(horizons_days))
-    training = censor_at(known.where(F.col("as_of_date") < F.lit(validation)), validation, horizons_days)
-    return training, known.where(F.col("as_of_date") == F.lit(validation)), str(validation)
+    # censor_at keeps the dates before ``validation`` and cuts their labels there.
+    return censor_at(known, validation, horizons_days), known.where(F.col("as_of_date") == F.lit(validation)), str(validation)
 
 
 def _sample(frame: DataFrame, rows: int, total: int, seed: int) -> DataFrame:

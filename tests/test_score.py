@@ -22,7 +22,6 @@ from model.scoring import load_scorer
 from shops import LOCAL, build_shop, shop_settings
 
 
-
 def _settings(root: Path, *overrides: str) -> Settings:
     return shop_settings(root, "generator.users=800", "train.mode=single", "train.epochs=1", "train.hidden_units=8",
                          "score.arrow_batch_size=100", *overrides)  # fmt: skip
