@@ -5,13 +5,18 @@
 SHELL := /bin/bash
 USERS ?= 20000
 
-.PHONY: setup demo cdnow test lock clean
+.PHONY: setup demo identifiable cdnow test lock clean
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	.venv/bin/interest-decay run --conf conf/local.yaml --users $(USERS)
+
+# A generated shop whose per-user decay is identifiable (conf/identifiable.yaml): the evaluation
+# compares every user's predicted interest half-life with the generator's truth.
+identifiable: setup
+	.venv/bin/interest-decay run --conf conf/identifiable.yaml
 
 # The real CDNOW log from the installed lifetimes wheel (never copied into the repository), with
 # the classic 39 + 39 week split: ingest -> sessionize -> features -> train -> score -> evaluate.
@@ -31,4 +36,4 @@ lock:
 	bash scripts/lock.sh
 
 clean:
-	rm -rf lakehouse lakehouse-cdnow data spark-warehouse
+	rm -rf lakehouse lakehouse-cdnow lakehouse-identifiable data spark-warehouse

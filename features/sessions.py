@@ -6,6 +6,8 @@ gap of exactly ``gap_minutes`` keeps the session going; a longer one starts a ne
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -116,4 +118,22 @@ def recompute_from(changed: DataFrame, sessions: DataFrame, gap_minutes: float =
     )
     return first_change.join(touched, "user_id", "left").select(
         "user_id", F.least("first_change", F.coalesce("first_touched", "first_change")).alias("recompute_from")
+    )
+
+
+def session_offsets(events: DataFrame, as_of: dt.datetime, gap_minutes: float = 30.0) -> DataFrame:
+    """Per user with a session before ``as_of``: ``span_days`` from the first session start to
+    ``as_of`` and ``offsets_days``, the days from the first session start to each later one
+    (the data a per-user fit of the decay process reads; nothing at or after ``as_of``)."""
+    starts = (
+        number_sessions(events.where(F.col("event_time") < F.lit(as_of)), gap_minutes)
+        .where("starts_session")
+        .select("user_id", F.unix_micros("event_time").alias("start_us"))
+    )
+    day_us = 86_400 * 1_000_000
+    per_user = starts.groupBy("user_id").agg(F.min("start_us").alias("first_us"), F.sort_array(F.collect_list("start_us")).alias("starts"))
+    return per_user.select(
+        "user_id",
+        ((F.lit(int(as_of.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000)) - F.col("first_us")) / day_us).alias("span_days"),
+        F.transform(F.slice("starts", 2, 1 << 30), lambda s: (s - F.col("first_us")) / day_us).alias("offsets_days"),
     )

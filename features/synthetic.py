@@ -4,9 +4,11 @@ Each user joins on ``join_day`` and then starts sessions as a Poisson process wi
 
     rate(t) = initial_rate * exp(-(t - join_day) / tau_days)                    (fading interest)
             + floor_rate                                                         (background visits)
-            + reengage_rate * exp(-(t - reengage_day) / tau_days) for t >= reengage_day  (win-back)
+            + reengage_rate * exp(-(t - reengage_day) / reengage_tau_days) for t >= reengage_day  (win-back)
 
-so the true interest half-life is ``tau_days * ln 2``. Sessions pick a category that drifts from
+so the true interest half-life is ``tau_days * ln 2`` (exactly so at any date when the win-back
+fades with the same time constant, ``reengage_tau_factor`` 1, or for users who never re-engage).
+The truth table records every parameter of every user's process. Sessions pick a category that drifts from
 the user's early favourite to a later one, browse a few products, and some views turn into
 carts, removals and purchases.
 
@@ -62,14 +64,14 @@ def user_truth(user_index: DataFrame, params: GeneratorSettings) -> DataFrame:
     sigma_rate = 0.6
     users = user_index.select(F.col("id").alias("user_index"))
     initial_rate = params.initial_rate_mean * F.exp(sigma_rate * standard_normal(seed, "user_index", 10) - sigma_rate**2 / 2)
-    tau = params.tau_days_median * F.exp(0.7 * standard_normal(seed, "user_index", 20))
+    tau = params.tau_days_median * F.exp(params.tau_log_sd * standard_normal(seed, "user_index", 20))
     reengages = uniform(seed, "user_index", 40) < params.reengage_probability
     n_cat = params.n_categories
 
     users = users.select(
         "user_index",
         F.format_string("u%08d", F.col("user_index")).alias("user_id"),
-        (uniform(seed, "user_index", 30) * days * 0.6).alias("join_day"),
+        (uniform(seed, "user_index", 30) * days * params.join_spread).alias("join_day"),
         initial_rate.alias("initial_rate_per_day"),
         tau.alias("tau_days"),
         (params.floor_rate * (0.5 + uniform(seed, "user_index", 50))).alias("floor_rate_per_day"),
@@ -85,12 +87,15 @@ def user_truth(user_index: DataFrame, params: GeneratorSettings) -> DataFrame:
         F.when(F.col("reengages"), F.col("initial_rate_per_day") * (0.4 + 0.6 * uniform(seed, "user_index", 42)))
         .otherwise(0.0)
         .alias("reengage_rate_per_day"),
+        (F.col("tau_days") * params.reengage_tau_factor).alias("reengage_tau_days"),
     ).drop("reengages")
     # Expected number of sessions from each part of the intensity over [join_day, days).
     decay_mass = F.col("initial_rate_per_day") * F.col("tau_days") * (1 - F.exp(-(days - F.col("join_day")) / F.col("tau_days")))
     floor_mass = F.col("floor_rate_per_day") * (days - F.col("join_day"))
     reengage_mass = F.coalesce(
-        F.col("reengage_rate_per_day") * F.col("tau_days") * (1 - F.exp(-(days - F.col("reengage_day")) / F.col("tau_days"))),
+        F.col("reengage_rate_per_day")
+        * F.col("reengage_tau_days")
+        * (1 - F.exp(-(days - F.col("reengage_day")) / F.col("reengage_tau_days"))),
         F.lit(0.0),
     )
     return (
@@ -128,14 +133,14 @@ def synthetic_events(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
     v = uniform(seed, "user_index", "session_no", 81)
     tau = F.col("tau_days")
 
-    def decayed_time(origin: Column) -> Column:
+    def decayed_time(origin: Column, tau: Column) -> Column:
         span = days - origin
         return origin - tau * F.log(1 - v * (1 - F.exp(-span / tau)))
 
     day = (
-        F.when(pick < F.col("decay_mass"), decayed_time(F.col("join_day")))
+        F.when(pick < F.col("decay_mass"), decayed_time(F.col("join_day"), tau))
         .when(pick < F.col("decay_mass") + F.col("floor_mass"), F.col("join_day") + v * (days - F.col("join_day")))
-        .otherwise(decayed_time(F.col("reengage_day")))
+        .otherwise(decayed_time(F.col("reengage_day"), F.col("reengage_tau_days")))
     )
     # Category preference drifts from the early to the late favourite over the user's tenure.
     drift = (F.col("day") - F.col("join_day")) / (days - F.col("join_day"))
@@ -210,6 +215,7 @@ def truth_table(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
         "floor_rate_per_day",
         at("reengage_day").alias("reengaged_at"),
         "reengage_rate_per_day",
+        "reengage_tau_days",
         category_name(F.col("early_category_index")).alias("early_category"),
         category_name(F.col("late_category_index")).alias("late_category"),
         "expected_sessions",

@@ -179,26 +179,35 @@ def sequences(
     horizons_days: list[int],
     observed_until: dt.datetime,
     as_of_dates: list[dt.date] | None = None,
+    future_windows: int = 4,
 ) -> DataFrame:
     """The model's view: per user and as-of date, ``x`` (n_windows x features), ``mask``, ``static``, labels.
 
     ``x`` is padded at the front with zero windows before the user's first window (``mask`` 0).
     Labels, from session starts at or after the as-of date: ``active_<h>d`` (null when
     ``as_of + h`` is after ``observed_until``, i.e. not yet known), ``days_to_next`` and
-    ``censored`` (no session seen by ``observed_until``; ``days_to_next`` is then the time observed).
+    ``censored`` (no session seen by ``observed_until``; ``days_to_next`` is then the time observed),
+    and ``future_sessions``: the sessions started in each of the next ``future_windows`` windows,
+    -1 for a window that ends after ``observed_until`` (not fully observed yet).
     """
     if n_windows <= 0:
         raise ValueError(f"n_windows must be positive, got {n_windows}")
+    if future_windows <= 0:
+        raise ValueError(f"future_windows must be positive, got {future_windows}")
     by_user = Window.partitionBy("user_id").orderBy("widx")
     vector = F.array(*[F.col(c).cast("float") for c in WINDOW_FEATURES])
     recent = F.collect_list(vector).over(by_user.rowsBetween(-(n_windows - 1), 0))
     next_start = F.min("first_session_start").over(by_user.rowsBetween(1, Window.unboundedFollowing))
+    # user_windows is dense up to the window holding observed_until, so the next rows are the next windows.
+    following = F.collect_list(F.col("sessions").cast("int")).over(by_user.rowsBetween(1, future_windows))
     framed = windows.select(
         "user_id",
         F.col("window_end").alias("as_of_date"),
         recent.alias("recent"),
         F.array(*[F.col(c).cast("float") for c in ("tenure_days", "days_since_last_event", "total_sessions", "total_purchases", "total_revenue")]).alias("static"),
         next_start.alias("next_session_start"),
+        following.alias("following"),
+        F.datediff("window_end", "window_start").alias("window_length"),
     )
     if as_of_dates is not None:
         framed = framed.where(F.col("as_of_date").isin(list(as_of_dates)))
@@ -222,18 +231,30 @@ def sequences(
         *labels,
         days_to_next.cast("double").alias("days_to_next"),
         (~F.coalesce(seen, F.lit(False))).alias("censored"),
+        _future_sessions(F.col("following"), observed_days, F.col("window_length"), future_windows).alias("future_sessions"),
     )
 
 
-def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int]) -> DataFrame:
+def _future_sessions(following: Column, observed_days: Column, window_days: Column, future_windows: int) -> Column:
+    """The next ``future_windows`` session counts, -1 where the window ends after what is observed."""
+    return F.transform(
+        F.sequence(F.lit(1), F.lit(future_windows)),
+        lambda i: F.when((i * window_days <= observed_days) & (i <= F.size(following)), following[i - 1]).otherwise(-1),
+    )
+
+
+def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int], window_days: int) -> DataFrame:
     """The view as it looked on ``cutoff``: rows before it, labels cut there.
 
     A return after the cutoff is not known yet: such rows become censored at the cutoff and a
-    horizon reaching past it is null unless the user was already back. This is what lets a
+    horizon reaching past it is null unless the user was already back; a future window
+    (``window_days`` long) that ends after the cutoff is not observed (-1). This is what lets a
     model be trained, or a baseline fitted, with nothing from after an evaluation date.
     """
     if not isinstance(cutoff, dt.date):
         raise TypeError(f"cutoff must be a date, got {type(cutoff).__name__}")
+    if window_days <= 0:
+        raise ValueError(f"window_days must be positive, got {window_days}")
     # Never more than the view itself has seen: a censored row was observed for days_to_next days.
     observed = F.least(F.datediff(F.lit(cutoff), F.col("as_of_date")).cast("double"), F.when(F.col("censored"), F.col("days_to_next")))
     back = ~F.col("censored") & (F.col("days_to_next") < observed)
@@ -241,11 +262,15 @@ def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int]) -> Dat
         F.when(back & (F.col("days_to_next") < h), 1).when(observed >= h, 0).cast(view.schema[f"active_{h}d"].dataType).alias(f"active_{h}d")
         for h in horizons_days
     ]
+    days_before_cutoff = F.datediff(F.lit(cutoff), F.col("as_of_date"))
+    future = F.transform("future_sessions", lambda n, i: F.when((i + 1) * window_days <= days_before_cutoff, n).otherwise(-1))
+    replaced = {"days_to_next", "censored", "future_sessions", *(f"active_{h}d" for h in horizons_days)}
     return view.where(F.col("as_of_date") < F.lit(cutoff)).select(
-        *[c for c in view.columns if c not in {"days_to_next", "censored", *(f"active_{h}d" for h in horizons_days)}],
+        *[c for c in view.columns if c not in replaced],
         *labels,
         F.when(back, F.col("days_to_next")).otherwise(observed).alias("days_to_next"),
         (~back).alias("censored"),
+        future.alias("future_sessions"),
     ).select(*view.columns)
 
 

@@ -52,10 +52,17 @@ class GeneratorSettings(_Strict):
     products_per_category: int = Field(200, gt=0)
     # Mean sessions per day at a user's start; lognormal across users.
     initial_rate_mean: float = Field(0.4, gt=0)
-    # Median of the per-user interest time constant tau (days); lognormal across users.
+    # Median of the per-user interest time constant tau (days); lognormal across users with
+    # this standard deviation of log tau.
     tau_days_median: float = Field(18.0, gt=0)
+    tau_log_sd: float = Field(0.7, ge=0)
     floor_rate: float = Field(0.01, ge=0)
+    # Users join uniformly over the first `join_spread` share of the days.
+    join_spread: float = Field(0.6, gt=0, le=1)
+    # A re-engaged user's second burst fades with its own time constant: the user's tau times
+    # this factor (1: the same tau, so the excess half-life stays tau ln 2).
     reengage_probability: float = Field(0.3, ge=0, le=1)
+    reengage_tau_factor: float = Field(1.0, gt=0)
     # Mean views per session (geometric); carts, removals and purchases follow from views.
     views_per_session: float = Field(4.0, gt=0)
     cart_probability: float = Field(0.15, ge=0, le=1)
@@ -132,6 +139,9 @@ class FeatureSettings(_Strict):
     origin: dt.date = dt.date(2024, 1, 1)
     recent_windows: int = Field(4, gt=0)
     top_categories: int = Field(3, gt=0)
+    # Windows after each as-of date whose session counts label the view (``future_sessions``):
+    # what teaches the decay head how fast each user's visits fade.
+    future_windows: int = Field(4, gt=0)
 
 
 class TrainSettings(_Strict):
@@ -152,6 +162,9 @@ class TrainSettings(_Strict):
     kl_warmup_epochs: int = Field(3, ge=1)
     recon_weight: float = Field(0.05, ge=0)
     step_weight: float = Field(0.2, ge=0)
+    # Poisson likelihood of the visits in each of the next `features.future_windows` windows:
+    # what teaches each user's own decay (0: the survival likelihood alone).
+    count_weight: float = Field(1.0, ge=0)
     # Use nothing after this date (labels censored there): an evaluation on it is out of time.
     until: dt.date | None = None
     # How the rows known by `until` are split for early stopping and validation metrics:
@@ -194,11 +207,35 @@ class ScoreSettings(_Strict):
     # model `train` produced.
     model: str | None = None
     arrow_batch_size: int = Field(10_000, gt=0)
-    # Risk tiers from P(active within the longest horizon).
+    # Risk tiers from P(active within the longest horizon). "quantile": from this shop's own
+    # distribution, the `high_risk_share` least likely to come back are high risk and the next
+    # `medium_risk_share` medium; "fixed": below the probabilities `high_risk_below` and
+    # `medium_risk_below`.
+    tiers: Literal["quantile", "fixed"] = "quantile"
+    high_risk_share: float = Field(0.2, gt=0, lt=1)
+    medium_risk_share: float = Field(0.3, gt=0, lt=1)
     high_risk_below: float = Field(0.4, gt=0, lt=1)
     medium_risk_below: float = Field(0.6, gt=0, lt=1)
+    # Per user, the three features that lower P(active) most (17 more light passes of the model).
+    drivers: bool = True
     # A category is decaying when its recent share is at least this far below its earlier share.
     decaying_share_drop: float = Field(0.15, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _tiers_in_order(self) -> ScoreSettings:
+        if self.high_risk_share + self.medium_risk_share >= 1:
+            raise ValueError("high_risk_share + medium_risk_share must leave some users in the low tier (sum below 1)")
+        if self.high_risk_below >= self.medium_risk_below:
+            raise ValueError("high_risk_below must be below medium_risk_below")
+        return self
+
+    def thresholds(self, quantiles) -> tuple[float, float]:  # noqa: ANN001
+        """(high risk below, medium risk below) for these settings; ``quantiles(probabilities)``
+        gives the quantiles of this run's P(active) (used in quantile mode)."""
+        from model.scoring import tier_thresholds
+
+        shares, fixed = (self.high_risk_share, self.medium_risk_share), (self.high_risk_below, self.medium_risk_below)
+        return tier_thresholds(self.tiers, shares, fixed, quantiles)
 
 
 class EvaluateSettings(_Strict):

@@ -38,15 +38,16 @@ from model.evaluation import (
     METHODS,
     Predictions,
     comparison_table,
-    explain_users,
     fit_baselines,
     labels_within,
     permutation_importance,
+    decay_check,
     principal_components,
-    risk_tier,
+    spearman_by_sessions,
+    visits_calibration,
 )
 from model.metrics import paired_bootstrap_auc
-from model.scoring import load_scorer, read_metadata
+from model.scoring import drivers, load_scorer, read_metadata, risk_tier, typical_user
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Evaluated:
     table: pd.DataFrame
     model_outputs: dict[str, np.ndarray]  # everything the saved model returns for these users
     days_to_return: np.ndarray  # inf for the users not back by the end of the data
+    future_sessions: np.ndarray  # users x future windows, -1 where not observed
 
 
 def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | None) -> dt.date:
@@ -104,7 +106,7 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
         raise ValueError(f"the view has no users at {as_of}")
     inputs, targets = _arrays(rows, settings)
     labels = labels_within(targets, horizons)
-    history = _sample(censor_at(view, as_of, settings.horizons_days), conf.baseline_rows, conf.seed)
+    history = _sample(censor_at(view, as_of, settings.horizons_days, settings.features.window_days), conf.baseline_rows, conf.seed)
     history_inputs, history_targets = _arrays(history.selectExpr(*flat_columns(settings.horizons_days)).toPandas(), settings)
     log.info("evaluating %d users at %s; baselines learn from %d earlier rows", len(rows), as_of, len(history_targets["censored"]))
     scorer = load_scorer(model_path)
@@ -113,7 +115,10 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     by_method.update(fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed))
     predictions = Predictions(list(horizons), by_method)
     days_to_return = np.where(targets["censored"] > 0.5, np.inf, targets["days_to_next"]).astype(np.float64)
-    return Evaluated(as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs, days_to_return)
+    return Evaluated(
+        as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs, days_to_return,
+        targets["future_sessions"],
+    )  # fmt: skip
 
 
 def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int]) -> tuple[pd.DataFrame, list[str]]:
@@ -173,6 +178,70 @@ def _truth_tau(spark: SparkSession, settings: Settings, user_ids: np.ndarray) ->
     return matched if np.isfinite(matched).mean() > 0.9 else None  # pseudonymised ids do not match
 
 
+def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:  # noqa: ANN001
+    """(expected-visits calibration by decile over the next 2 and 4 windows, the decay check by
+    decile of interest half-life, their headline metrics), from the observed future windows."""
+    params, future = evaluated.model_outputs["decay_params"], evaluated.future_sessions
+    n_future = future.shape[1] if future.ndim == 2 else 0
+    tables, metrics = [], {}
+    for k in sorted({min(2, n_future), min(4, n_future)} - {0}):
+        known = (future[:, :k] >= 0).all(axis=1)
+        if known.sum() < 20:
+            continue
+        expected = scorer.expected_visits_from(params[known], [k * window_days])[:, 0]
+        table = visits_calibration(expected, future[known, :k].sum(axis=1)).assign(days=k * window_days)
+        # Over the deciles with 100 visits or more, where Poisson noise alone is within 10%.
+        measurable = table["observed_visits"] >= 100
+        metrics[f"visits_calibration_max_error_{k * window_days}d"] = float(table.loc[measurable, "relative_error"].abs().max())
+        metrics[f"visits_predicted_over_observed_{k * window_days}d"] = float(expected.sum() / max(table["observed_visits"].sum(), 1))
+        tables.append(table)
+    decay = pd.DataFrame()
+    known = (future >= 0).all(axis=1) if n_future >= 2 else np.zeros(len(params), bool)
+    if known.sum() >= 20:
+        half = n_future // 2
+        first, whole = scorer.expected_visits_from(params[known], [half * window_days, n_future * window_days]).T
+        observed = future[known, :half].sum(axis=1), future[known, half:].sum(axis=1)
+        decay = decay_check(evaluated.model_outputs["interest_half_life_days"][known], (first, whole - first), observed)
+        decay = decay.assign(first_days=f"0-{half * window_days}", second_days=f"{half * window_days}-{n_future * window_days}")
+        from scipy.stats import spearmanr
+
+        metrics["decay_check_ratio_spearman"] = float(spearmanr(decay["predicted_ratio"], decay["observed_ratio"], nan_policy="omit").statistic)
+        metrics["decay_check_ratio_mean_abs_error"] = float((decay["predicted_ratio"] - decay["observed_ratio"]).abs().mean())
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), decay, metrics
+
+
+def truth_comparison(spark: SparkSession, settings: Settings, evaluated: Evaluated, truth_tau: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """Predicted interest half-lives against the generator's (tau ln 2), next to the achievable
+    reference: the generator's process fitted to each user by maximum likelihood from the
+    sessions before the as-of date. (table by past sessions, metrics)."""
+    from features.sessions import session_offsets
+    from model.reference import fit_decay_mle
+
+    as_of = dt.datetime.combine(evaluated.as_of, dt.time())
+    events = spark.read.format("delta").load(settings.table_path("events"))
+    users = spark.createDataFrame(pd.DataFrame({"user_id": evaluated.user_ids}))
+    offsets = session_offsets(events.join(users, "user_id"), as_of, settings.sessions.gap_minutes).toPandas().set_index("user_id")
+    offsets = offsets.reindex(evaluated.user_ids)
+    has_history = offsets["span_days"].notna().to_numpy()
+    reference = np.full(len(evaluated.user_ids), np.nan)
+    if has_history.any():
+        fit = fit_decay_mle([np.asarray(o, np.float64) for o in offsets["offsets_days"][has_history]], offsets["span_days"][has_history].to_numpy())
+        reference[has_history] = fit.interest_half_life_days
+    outputs = evaluated.model_outputs
+    past_sessions = evaluated.inputs["static"][:, STATIC_FEATURES.index("total_sessions")]
+    table = spearman_by_sessions(
+        {"model": outputs["interest_half_life_days"], "reference_mle": reference, "return_median (contrast)": outputs["return_median_days"]},
+        truth_tau * np.log(2.0), past_sessions,
+    )  # fmt: skip
+    overall = table.iloc[0]
+    metrics = {
+        "interest_half_life_spearman_vs_truth": overall["model"],
+        "reference_mle_spearman_vs_truth": overall["reference_mle"],
+        "return_median_spearman_vs_truth": overall["return_median (contrast)"],
+    }
+    return table, metrics
+
+
 def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as_of: dt.date, model_version: str) -> str:
     path = settings.table_path(EVALUATIONS_TABLE)
     frame = spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
@@ -225,7 +294,9 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     scorer = load_scorer(model_path)
     outputs = main.model_outputs  # half-lives, z, and the decay parameters every curve comes from
     tier_p = scorer.p_active_from(outputs["decay_params"], [max(settings.horizons_days)])[:, 0]
-    tiers = risk_tier(tier_p, settings.score.high_risk_below, settings.score.medium_risk_below)
+    thresholds = settings.score.thresholds(lambda probabilities: np.quantile(tier_p, probabilities))
+    tiers = risk_tier(tier_p, *thresholds)
+    calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days)
     curve_days = np.linspace(0.0, max(longest, 90), 61)
     survival = np.concatenate([np.ones((len(model_p), 1)), 1.0 - scorer.p_active_from(outputs["decay_params"], list(curve_days[1:]))], axis=1)
 
@@ -239,15 +310,15 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
                         f"auc_gain_low_{h}d": table_h.loc[best, "model_auc_gain_low"], f"auc_gain_high_{h}d": table_h.loc[best, "model_auc_gain_high"],
                         f"predicted_returners_{h}d": table_h.loc["model", "predicted_returners"],
                         f"actual_returners_{h}d": table_h.loc["model", "actual_returners"]})  # fmt: skip
+    metrics.update(visit_metrics)
+    metrics.update({f"tier_{t}_users": int((tiers == t).sum()) for t in ("high", "medium", "low")})
     truth_tau = _truth_tau(spark, settings, main.user_ids)
+    truth_table = pd.DataFrame()
     if truth_tau is not None:
-        from scipy.stats import spearmanr
-
-        # The interest half-life (the rate halves) is what the generator's time constant sets;
-        # the wait for the next visit (S = 0.5) is shown for contrast: it is long for users
-        # whose interest has already faded, whatever its time constant.
-        metrics["interest_half_life_spearman_vs_truth"] = float(spearmanr(outputs["interest_half_life_days"], truth_tau, nan_policy="omit").statistic)
-        metrics["return_half_life_spearman_vs_truth"] = float(spearmanr(outputs["half_life_days"], truth_tau, nan_policy="omit").statistic)
+        # The interest half-life (the excess rate halves) is what the generator's time constant
+        # sets; the median wait for the next visit is shown for contrast.
+        truth_table, truth_metrics = truth_comparison(spark, settings, main, truth_tau)
+        metrics.update(truth_metrics)
 
     explained = np.arange(min(len(model_p), IMPORTANCE_USERS))
     subset = {k: v[explained] for k, v in main.inputs.items()}
@@ -257,16 +328,19 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
 
     importance = permutation_importance(predict, subset, main.labels[longest][explained], seed=conf.seed)
     at_risk = np.argsort(model_p, kind="stable")[: conf.explain_users]
-    drivers = explain_users(predict, main.inputs, at_risk)
+    spec = scorer.feature_spec
+    names, effects = drivers(predict, {k: v[at_risk] for k, v in main.inputs.items()}, typical_user(scorer.metadata),
+                             [*spec["window_features"], *spec["static_features"]])  # fmt: skip
     explained_users = pd.DataFrame({
         "user_id": main.user_ids[at_risk], f"p_active_{longest}d": model_p[at_risk],
         "interest_half_life_days": outputs["interest_half_life_days"][at_risk],
-        **{f"driver_{i + 1}": [f"{d[i][0]} (+{d[i][1]:.3f})" if len(d) > i else "" for d in drivers] for i in range(3)},
+        **{f"driver_{i + 1}": [f"{n[i]} (+{e[i]:.3f})" if len(n) > i else "" for n, e in zip(names, effects)] for i in range(3)},
     })  # fmt: skip
 
     run_folder = Path(absolute_path(settings.lakehouse)) / "_reports" / f"evaluate-{as_of}-{summary.run_id}"
     facts = {"evaluation as-of date": as_of, "model": model_version, "model trained until": until_text or "(not set)",
              "out of time": out_of_time, "users evaluated": len(model_p), "horizons (days)": horizons,
+             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
              **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}}  # fmt: skip
     report = write_report(
         ReportData(
@@ -277,6 +351,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
             half_life_days=outputs["interest_half_life_days"],
             latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
             importance=importance, explained_users=explained_users, days_to_return=main.days_to_return, truth_tau_days=truth_tau, notes=notes,
+            visits_calibration=calibration, decay_check=decay, truth_by_sessions=truth_table,
         ),
         run_folder,
     )  # fmt: skip

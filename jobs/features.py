@@ -81,7 +81,12 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
 
     view_path = settings.table_path("sequences")
     view = sequences(
-        windows, n_windows=conf.n_windows, horizons_days=settings.horizons_days, observed_until=observed_until, as_of_dates=as_of_dates
+        windows,
+        n_windows=conf.n_windows,
+        horizons_days=settings.horizons_days,
+        observed_until=observed_until,
+        as_of_dates=as_of_dates,
+        future_windows=conf.future_windows,
     )
     replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
     writer = view.write.format("delta").partitionBy("as_of_date")

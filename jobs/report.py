@@ -23,7 +23,8 @@ from model.metrics import calibration_curve, gains_curve  # noqa: E402
 
 TIER_COLOURS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#2ca02c"}
 SECTIONS = ("summary", "comparison", "cross-validation", "roc", "precision-recall", "calibration", "gains",
-            "returners", "decay-curves", "half-life", "latent-space", "importance", "users")  # fmt: skip
+            "returners", "decay-curves", "half-life", "expected-visits", "decay-check", "tiers", "latent-space",
+            "importance", "users")  # fmt: skip
 
 
 @dataclass
@@ -48,6 +49,12 @@ class ReportData:
     days_to_return: np.ndarray  # per user: days until the return, inf when not back within `horizon`
     truth_tau_days: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    # Expected visits against observed by decile (model.evaluation.visits_calibration, with `days`).
+    visits_calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Second-half over first-half visits by decile of interest half-life (model.evaluation.decay_check).
+    decay_check: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Spearman against the true half-life by past sessions (generated data only).
+    truth_by_sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _save(fig: plt.Figure, folder: Path, name: str) -> str:
@@ -141,11 +148,39 @@ def _half_life(data: ReportData, folder: Path) -> str:
     fig, axes = plt.subplots(1, 2 if with_truth else 1, figsize=(11 if with_truth else 6, 4.5), squeeze=False)
     finite = np.isfinite(data.half_life_days)
     axes[0, 0].hist(data.half_life_days[finite], bins=50, color="#1f77b4")
-    axes[0, 0].set(xlabel="predicted interest half-life (days until the return rate halves)", ylabel="users", title="Interest half-life distribution")
+    axes[0, 0].set(xlabel="predicted interest half-life (days until the excess rate halves)", ylabel="users", title="Interest half-life distribution")
     if with_truth:
         axes[0, 1].scatter(data.truth_tau_days * np.log(2), data.half_life_days, s=2, alpha=0.3)
         axes[0, 1].set(xscale="log", yscale="log", xlabel="true interest half-life (generator: tau ln 2)", ylabel="predicted", title="Predicted vs true interest half-life")
     return _save(fig, folder, "half_life.png")
+
+
+def _visits(data: ReportData, folder: Path) -> str | None:
+    if data.visits_calibration.empty:
+        return None
+    spans = sorted(data.visits_calibration["days"].unique())
+    fig, axes = plt.subplots(1, len(spans), figsize=(5.5 * len(spans), 4.5), squeeze=False)
+    for ax, days in zip(axes[0], spans):
+        table = data.visits_calibration[data.visits_calibration["days"] == days]
+        ax.plot(table["predicted"], table["observed"], "o-", label="deciles of the prediction")
+        top = float(max(table["predicted"].max(), table["observed"].max())) * 1.05
+        ax.plot([0, top], [0, top], "k:", lw=1)
+        ax.set(xlabel="predicted visits per user", ylabel="observed visits per user", title=f"Expected visits, next {days} days")
+        ax.legend(fontsize=8)
+    return _save(fig, folder, "expected_visits.png")
+
+
+def _decay_check(data: ReportData, folder: Path) -> str | None:
+    if data.decay_check.empty:
+        return None
+    table = data.decay_check
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(table["median_half_life_days"], table["predicted_ratio"], "o-", label="predicted (decay curve)")
+    ax.plot(table["median_half_life_days"], table["observed_ratio"], "s--", label="observed")
+    ax.set(xscale="log", xlabel="predicted interest half-life (decile median, days)", ylabel="visits later / visits sooner",
+           title=f"Decay check: days {table['second_days'].iloc[0]} over days {table['first_days'].iloc[0]}")  # fmt: skip
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "decay_check.png")
 
 
 def _latent(data: ReportData, folder: Path) -> str | None:
@@ -176,8 +211,12 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def _image(name: str | None, alt: str) -> str:
-    return f'<img src="{name}" alt="{html.escape(alt)}">' if name else "<p>Not available for this model (no latent space).</p>"
+def _image(name: str | None, alt: str, missing: str = "Not available for this model (no latent space).") -> str:
+    return f'<img src="{name}" alt="{html.escape(alt)}">' if name else f"<p>{html.escape(missing)}</p>"
+
+
+def _optional_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    return _table(frame, digits) if len(frame) else ""
 
 
 def write_report(data: ReportData, folder: str | Path) -> Path:
@@ -204,7 +243,23 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
         _section("gains", "Gains and lift", _image(_gains(data, folder), "gains and lift")),
         _section("returners", "Returning users over time", _image(_returners(data, folder), "returning users")),
         _section("decay-curves", "Decay curves", _image(_decay_curves(data, folder), "decay curves")),
-        _section("half-life", "Half-life", _image(_half_life(data, folder), "half-life")),
+        _section("half-life", "Interest half-life", _image(_half_life(data, folder), "half-life")
+                 + ("<p>Spearman correlation with the generator's true half-life (tau ln 2), overall and by the sessions each "
+                    "user had before the as-of date; reference_mle is the generator's own process fitted to each user by "
+                    "maximum likelihood from the same history: what the data allow.</p>" + _table(data.truth_by_sessions)
+                    if len(data.truth_by_sessions) else "")),
+        _section("expected-visits", "Expected visits, calibration by decile",
+                 _image(_visits(data, folder), "expected visits", "No future windows observed after the as-of date.")
+                 + _optional_table(data.visits_calibration)),
+        _section("decay-check", "Decay check (no truth needed)",
+                 _image(_decay_check(data, folder), "decay check", "Too few users with their future windows observed.")
+                 + "<p>Users in deciles of their predicted interest half-life: visits in the second half of the span over "
+                   "visits in the first half, as the decay curves predict and as observed (pooled over the decile). A decay "
+                   "that is right predicts the observed ratio in every decile; where little interest is left above the "
+                   "baseline both approach 1, and a decile with few visits is noisy.</p>" + _optional_table(data.decay_check)),
+        _section("tiers", "Risk tiers", _table(pd.DataFrame(
+            [{"tier": t, "users": int((data.tiers == t).sum()), "share": float((data.tiers == t).mean()) if len(data.tiers) else 0.0}
+             for t in TIER_COLOURS]))),
         _section("latent-space", "Latent space", _image(_latent(data, folder), "latent space")),
         _section("importance", "What drives the risk (all users)", _image(_importance(data, folder), "importance") + _table(data.importance, 4)),
         _section("users", "Why these users are at risk", _table(data.explained_users, 3)
@@ -217,4 +272,9 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
     page += f"<body><h1>{html.escape(data.title)}</h1>{''.join(body)}</body></html>"
     index = folder / "index.html"
     index.write_text(page)
+    # The tables behind the figures, for a notebook or a spreadsheet.
+    for name, frame in (("comparison", data.comparison), ("expected_visits", data.visits_calibration),
+                        ("decay_check", data.decay_check), ("half_life_vs_truth", data.truth_by_sessions)):  # fmt: skip
+        if len(frame):
+            frame.to_csv(folder / f"{name}.csv", index=False)
     return index

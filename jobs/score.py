@@ -27,7 +27,7 @@ from jobs.config import Settings
 from jobs.runs import RUNS_TABLE, RunSummary, record_run, tracking_uri
 from jobs.tables import table_exists
 from model.data import flat_columns
-from model.scoring import feature_mismatch, read_metadata, score_batches
+from model.scoring import feature_mismatch, read_metadata, score_batches, score_columns
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,12 @@ def check_model_fits(settings: Settings, metadata: dict, model_version: str) -> 
         raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
 
 
-def score_udf(model_path: str, horizons: list[int]):  # noqa: ANN201
+def score_udf(model_path: str, horizons: list[int], explain: bool = True):  # noqa: ANN201
     """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out."""
-    fields = [f"p_active_{h}d DOUBLE" for h in horizons] + ["decay_curve ARRAY<DOUBLE>", "half_life_days DOUBLE", "interest_half_life_days DOUBLE"]
-    fields += ["z ARRAY<DOUBLE>", "reconstruction_error DOUBLE"]
 
-    @F.pandas_udf(", ".join(fields))
+    @F.pandas_udf(", ".join(f"{name} {kind}" for name, kind in score_columns(horizons)))
     def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(model_path, horizons, batches)
+        yield from score_batches(model_path, horizons, batches, explain)
 
     return score
 
@@ -94,15 +92,16 @@ def decaying_categories(interest: Column, min_drop: float) -> Column:
     return F.coalesce(F.transform(fading, lambda c: c["category"]), F.array().cast("array<string>"))
 
 
-def with_tier_and_action(scores: DataFrame, settings: Settings) -> DataFrame:
-    """``risk_tier`` from P(active within the longest horizon) and the ``action`` the rules pick.
+def with_tier_and_action(scores: DataFrame, settings: Settings, thresholds: tuple[float, float]) -> DataFrame:
+    """``risk_tier`` from P(active within the longest horizon) against ``thresholds`` (high risk
+    below the first, medium below the second) and the ``action`` the rules pick.
 
     Rules, first that applies: high risk and a decaying category -> recommend that category;
     high risk and a past buyer -> coupon; high risk -> win-back; medium risk -> reminder; else none.
     """
-    conf = settings.score
+    high_below, medium_below = thresholds
     p_longest = F.col(f"p_active_{max(settings.horizons_days)}d")
-    tier = F.when(p_longest < conf.high_risk_below, "high").when(p_longest < conf.medium_risk_below, "medium").otherwise("low")
+    tier = F.when(p_longest < high_below, "high").when(p_longest < medium_below, "medium").otherwise("low")
     past_buyer = F.col("static")[STATIC_FEATURES.index("total_purchases")] > 0
     high = F.col("risk_tier") == "high"
     action = (
@@ -130,27 +129,29 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
     horizons = list(settings.horizons_days)
-    scored = (
+    model_scores = (
         rows.selectExpr(*flat_columns(horizons))
-        .select("user_id", "static", score_udf(model_path, horizons)("x_flat", "mask", "static").alias("s"))
+        .select("user_id", "static", score_udf(model_path, horizons, settings.score.drivers)("x_flat", "mask", "static").alias("s"))
         .select("user_id", "static", "s.*")
+        .persist()  # the tiers' quantiles and the write read it: the model runs once
     )
     interest = (
         spark.read.format("delta").load(interest_path).where(F.col("as_of_date") == F.lit(as_of)).select("user_id", "top_categories")
         if table_exists(spark, interest_path)
         else spark.createDataFrame([], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>")
     )
-    scored = scored.join(interest, "user_id", "left").withColumn(
+    log.info("scoring %s with model %s", as_of, model_version)
+    scored = model_scores.join(interest, "user_id", "left").withColumn(
         "top_decaying_categories", decaying_categories(F.col("top_categories"), settings.score.decaying_share_drop)
     )
-    final = with_tier_and_action(scored, settings).select(
+    p_longest = f"p_active_{max(horizons)}d"
+    thresholds = settings.score.thresholds(lambda probabilities: scored.approxQuantile(p_longest, probabilities, 1e-4))
+    model_columns = [name for name, _ in score_columns(horizons)]
+    final = with_tier_and_action(scored, settings, thresholds).select(
         "user_id",
         F.lit(as_of).cast("date").alias("as_of_date"),
         F.lit(model_version).alias("model_version"),
-        *[f"p_active_{h}d" for h in horizons],
-        "decay_curve",
-        "half_life_days",
-        "interest_half_life_days",
+        *model_columns[: model_columns.index("z")],
         "risk_tier",
         "action",
         "top_decaying_categories",
@@ -164,13 +165,14 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     writer = final.write.format("delta").partitionBy("as_of_date").option("mergeSchema", "true")
     if table_exists(spark, scores_path):
         writer = writer.mode("overwrite").option("replaceWhere", slice_predicate)
-    log.info("scoring %s with model %s", as_of, model_version)
     writer.save(scores_path)
+    model_scores.unpersist()
 
     written = spark.read.format("delta").load(scores_path).where(slice_predicate)
     tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}
     summary.counts = {"users": rows.count(), "scored": sum(tiers.values()), **{f"tier.{t}": tiers.get(t, 0) for t in TIERS}}
     summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in metadata["decay_curve_days"])}
+    summary.inputs["risk_tiers"] = f"{settings.score.tiers}: high below {thresholds[0]:.4f}, medium below {thresholds[1]:.4f}"
     summary.finish()
     summary.metrics = {"users_per_second": round(summary.counts["scored"] / summary.seconds, 1)}
     record_run(spark, settings.lakehouse, summary)

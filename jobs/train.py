@@ -54,7 +54,7 @@ def validation_date(view: DataFrame, longest_horizon: int) -> dt.date:
     return row[0]
 
 
-def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int]) -> tuple[DataFrame, DataFrame, str]:
+def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int], window_days: int) -> tuple[DataFrame, DataFrame, str]:
     """(training rows, validation rows, what validates: a date or "users:<share>") of the rows
     known at ``train.until``, as ``train.validation`` says."""
     if conf.validation == "users":
@@ -62,7 +62,7 @@ def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int]) -> tu
         return training, validating, f"users:{conf.validation_users:g}"
     validation = conf.validation_as_of or validation_date(known, max(horizons_days))
     # censor_at keeps the dates before ``validation`` and cuts their labels there.
-    return censor_at(known, validation, horizons_days), known.where(F.col("as_of_date") == F.lit(validation)), str(validation)
+    return censor_at(known, validation, horizons_days, window_days), known.where(F.col("as_of_date") == F.lit(validation)), str(validation)
 
 
 def _sample(frame: DataFrame, rows: int, total: int, seed: int) -> DataFrame:
@@ -99,8 +99,9 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     conf, horizons = settings.train, settings.horizons_days
     version = latest_version(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
-    known = censor_at(view, conf.until, horizons) if conf.until else view
-    training, validating, validation = split(known, conf, horizons)
+    window_days = settings.features.window_days
+    known = censor_at(view, conf.until, horizons, window_days) if conf.until else view
+    training, validating, validation = split(known, conf, horizons, window_days)
     train_df = training.selectExpr(*flat_columns(horizons, with_user_id=False))
     val_df = validating.selectExpr(*flat_columns(horizons, with_user_id=False))
     n_train, n_val = train_df.count(), val_df.count()
@@ -129,7 +130,8 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
                    "hidden_units": conf.hidden_units, "latent_dim": conf.latent_dim, "n_components": conf.n_components,
                    "use_vae": conf.use_vae},
             feature_spec=feature_spec,
-            loss_weights={"step": conf.step_weight, "recon": conf.recon_weight, "beta": conf.beta, "kl_warmup_epochs": conf.kl_warmup_epochs},
+            loss_weights={"step": conf.step_weight, "count": conf.count_weight, "recon": conf.recon_weight, "beta": conf.beta,
+                          "kl_warmup_epochs": conf.kl_warmup_epochs},
             normalisation=norm.to_dict(),
             epochs=conf.epochs,
             batch_size=conf.batch_size,

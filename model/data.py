@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-FLAT_COLUMNS = ("x_flat", "mask", "static", "days_to_next", "censored")
+FLAT_COLUMNS = ("x_flat", "mask", "static", "days_to_next", "censored", "future_sessions")
 
 
 def label_columns(horizons_days: tuple[int, ...] | list[int]) -> list[str]:
@@ -27,6 +27,7 @@ def flat_columns(horizons_days: tuple[int, ...] | list[int], with_user_id: bool 
         "CAST(static AS ARRAY<FLOAT>) AS static",
         "CAST(days_to_next AS FLOAT) AS days_to_next",
         "CAST(censored AS FLOAT) AS censored",
+        "CAST(future_sessions AS ARRAY<FLOAT>) AS future_sessions",
         *labels,
     ]
 
@@ -41,7 +42,8 @@ def arrays(
     if frame.empty:
         empty = np.zeros((0, n_windows), np.float32)
         inputs = {"x": np.zeros((0, n_windows, n_window_features), np.float32), "mask": empty, "static": np.zeros((0, n_static), np.float32)}
-        return inputs, {c: np.zeros(0, np.float32) for c in ("days_to_next", "censored", *label_columns(horizons_days))}
+        targets = {c: np.zeros(0, np.float32) for c in ("days_to_next", "censored", *label_columns(horizons_days))}
+        return inputs, {**targets, "future_sessions": np.zeros((0, 0), np.float32)}
     inputs = {
         "x": np.stack(frame["x_flat"].to_numpy()).astype(np.float32).reshape(-1, n_windows, n_window_features),
         "mask": np.stack(frame["mask"].to_numpy()).astype(np.float32),
@@ -50,6 +52,7 @@ def arrays(
     targets = {
         "days_to_next": frame["days_to_next"].to_numpy(np.float32),
         "censored": frame["censored"].to_numpy(np.float32),
+        "future_sessions": np.stack(frame["future_sessions"].to_numpy()).astype(np.float32),
         **{c: frame[c].to_numpy(np.float32) for c in label_columns(horizons_days)},
     }
     return inputs, targets

@@ -1,13 +1,28 @@
-"""The parametric decay head: a survival curve that can only fall and extrapolates in closed form.
+"""The parametric decay head: each user's own fading interest on top of the user's own baseline.
 
-A user's return rate ``d`` days after the as-of date is a mixture of interest components that
-fade exponentially, plus a floor:
+A user's expected visit rate ``d`` days after the as-of date (visits = sessions) is
 
-    rate(d)  = sum_k level_k * exp(-d / tau_k) + floor
-    Lambda(d) = sum_k level_k * tau_k * (1 - exp(-d / tau_k)) + floor * d      (cumulative rate)
-    S(d)     = exp(-Lambda(d))          P(no session in the next d days)
+    rate(d)   = sum_k level_k * exp(-d / tau_k) + floor
+    Lambda(d) = sum_k level_k * tau_k * (1 - exp(-d / tau_k)) + floor * d      (expected visits in d days)
+    S(d)      = exp(-Lambda(d))                                                 (P(no visit in d days))
 
-Lambda only grows, so S only falls; P(active within h days) = 1 - S(h) for any h.
+``level_k`` is today's interest in component k (visits per day above the baseline), ``tau_k`` how
+fast it fades (days), ``floor`` the baseline that stays. From these, in closed form:
+
+- P(active within h days) = 1 - S(h), for any h;
+- expected visits in h days = Lambda(h);
+- the interest half-life: days until the excess rate (rate - floor) halves,
+  sum_k level_k exp(-d / tau_k) = 1/2 sum_k level_k; for one component exactly tau ln 2;
+- the return median: days until S(d) = 1/2 (the median wait for the next visit);
+- the baseline (floor) and today's interest over it (sum_k level_k / floor).
+
+The curve is learned from what follows each as-of date: the censored time to the next visit
+(:func:`survival_nll`) and the visits in each of the next few windows (:func:`window_count_nll`).
+The first alone mostly says which users are still away; how fast each one's visits fade is in
+the counts over several windows.
+
+``decay_params`` [B, 2K + 1] = (log level_k today, tau_k in days, log floor): logs, so a level that
+has faded to almost nothing keeps its share of the excess (the interest half-life stays defined).
 """
 
 from __future__ import annotations
@@ -17,19 +32,51 @@ import math
 import tensorflow as tf
 
 MIN_TAU_DAYS = 0.5
-HALF_LIFE_CAP_DAYS = 365.0
+MAX_TAU_DAYS = 365.0
+# Soft upper bounds on log rates (visits per day): e^7 ~ 1,100 visits a day is already a bot.
+MAX_LOG_RATE = 7.0
+RETURN_MEDIAN_CAP_DAYS = 365.0
+PARAMS_LAYOUT = "log_level_now,tau_days,log_floor/v2"
+
+
+def _soft_max(value: tf.Tensor, bound: float) -> tf.Tensor:
+    """``value`` below ``bound``, smoothly: about ``value`` well below it, never above."""
+    return bound - tf.nn.softplus(bound - value)
+
+
+def tau_from_raw(raw: tf.Tensor) -> tf.Tensor:
+    """Raw head outputs -> time constants bounded to [MIN_TAU_DAYS, MAX_TAU_DAYS], log-uniformly."""
+    low, high = math.log(MIN_TAU_DAYS), math.log(MAX_TAU_DAYS)
+    return tf.exp(low + (high - low) * tf.sigmoid(raw))
+
+
+def raw_for_tau(tau_days: float) -> float:
+    """The raw head output whose :func:`tau_from_raw` is ``tau_days`` (for initial biases)."""
+    low, high = math.log(MIN_TAU_DAYS), math.log(MAX_TAU_DAYS)
+    share = (math.log(tau_days) - low) / (high - low)
+    return math.log(share / (1.0 - share))
+
+
+def head_params(raw: tf.Tensor, n_components: int) -> tf.Tensor:
+    """Raw head outputs [B, 2K + 1] -> decay_params [B, 2K + 1]: log levels and log floor kept
+    below e^7 visits a day, time constants bounded to [MIN_TAU_DAYS, MAX_TAU_DAYS]. Nothing
+    scales the floor or pins a time constant, so both can move per user."""
+    k = n_components
+    log_level = _soft_max(raw[:, :k], MAX_LOG_RATE)
+    tau = tau_from_raw(raw[:, k : 2 * k])
+    log_floor = _soft_max(raw[:, 2 * k :], MAX_LOG_RATE)
+    return tf.concat([log_level, tau, log_floor], axis=1)
 
 
 def split_params(params: tf.Tensor, n_components: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Raw head outputs [batch, 2K + 1] -> (level [B, K], tau_days [B, K], floor [B, 1]), all positive."""
-    level = tf.nn.softplus(params[:, :n_components])
-    tau = MIN_TAU_DAYS + tf.nn.softplus(params[:, n_components : 2 * n_components])
-    floor = tf.nn.softplus(params[:, 2 * n_components :]) * 0.01
-    return level, tau, floor
+    """decay_params [B, 2K + 1] -> (level today [B, K], tau_days [B, K], floor [B, 1]), rates per day."""
+    k = n_components
+    return tf.exp(params[:, :k]), params[:, k : 2 * k], tf.exp(params[:, 2 * k :])
 
 
 def cumulative_rate(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
-    """Lambda(d) [B, H] for ``days`` of shape [B, H], [B, 1] (one per user) or [1, H] (a shared grid)."""
+    """Lambda(d), the expected visits in the next d days: [B, H] for ``days`` of shape [B, H],
+    [B, 1] (one per user) or [1, H] (a shared grid)."""
     level, tau, floor = split_params(params, n_components)
     d = tf.convert_to_tensor(days, dtype=params.dtype)
     faded = level[:, None, :] * tau[:, None, :] * (1.0 - tf.exp(-d[..., None] / tau[:, None, :]))
@@ -37,19 +84,19 @@ def cumulative_rate(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf
 
 
 def rate(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
-    """rate(d) [B, H], shapes as in :func:`cumulative_rate`."""
+    """rate(d) [B, H] in visits per day, shapes as in :func:`cumulative_rate`."""
     level, tau, floor = split_params(params, n_components)
     d = tf.convert_to_tensor(days, dtype=params.dtype)
     return tf.reduce_sum(level[:, None, :] * tf.exp(-d[..., None] / tau[:, None, :]), axis=-1) + floor
 
 
 def survival(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
-    """S(d) = P(no session within d days), [B, H]."""
+    """S(d) = P(no visit within d days), [B, H]."""
     return tf.exp(-cumulative_rate(params, days, n_components))
 
 
 def survival_nll(params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor, n_components: int) -> tf.Tensor:
-    """Negative log-likelihood [B] of each user's time to the next session, right-censored.
+    """Negative log-likelihood [B] of each user's time to the next visit, right-censored.
 
     Observed return after ``d`` days: -log rate(d) + Lambda(d). Censored at ``d`` (not back by
     then, as far as we know): Lambda(d).
@@ -60,40 +107,74 @@ def survival_nll(params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor
     return cumulative_rate(params, d, n_components)[:, 0] - observed * log_rate
 
 
-def half_life_days(params: tf.Tensor, n_components: int, cap: float = HALF_LIFE_CAP_DAYS) -> tf.Tensor:
-    """Days until the chance of having come back reaches one half (S(d) = 0.5), per user [B].
+def _poisson_nll(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor) -> tf.Tensor:
+    """sum over known windows of mu - n log mu (the log n! term does not depend on the model), [B]."""
+    terms = expected - counts * tf.math.log(expected + 1e-8)
+    return tf.reduce_sum(tf.where(known, terms, 0.0), axis=-1)
 
-    Bisection on the closed form (TensorFlow ops only, so it runs inside a saved model); a curve
-    that does not reach one half within ``cap`` days gives ``cap``.
-    """
+
+def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
+    """Poisson negative log-likelihood [B] of the visits in each of the next windows after the
+    as-of date: window i expects Lambda((i + 1) W) - Lambda(i W). A count below 0 marks a window
+    not observed yet (past the end of the data) and is left out."""
+    counts = tf.cast(future_sessions, params.dtype)
+    n_windows = tf.shape(counts)[1]
+    edges = tf.cast(tf.range(n_windows + 1), params.dtype)[None, :] * window_days
+    cumulative = cumulative_rate(params, edges, n_components)
+    expected = cumulative[:, 1:] - cumulative[:, :-1]
+    return _poisson_nll(expected, tf.maximum(counts, 0.0), counts >= 0)
+
+
+def _bisect(function, low: tf.Tensor, high: tf.Tensor, steps: int = 40) -> tf.Tensor:  # noqa: ANN001
+    """The d in [low, high] where the decreasing ``function(d)`` [B] crosses zero, per user."""
+    for _ in range(steps):
+        middle = (low + high) / 2
+        above = function(middle) > 0
+        low = tf.where(above, middle, low)
+        high = tf.where(above, high, middle)
+    return (low + high) / 2
+
+
+def return_median_days(params: tf.Tensor, n_components: int, cap: float = RETURN_MEDIAN_CAP_DAYS) -> tf.Tensor:
+    """Days until the chance of having come back reaches one half (S(d) = 1/2), per user [B]:
+    the median wait for the next visit. A curve that does not reach one half within ``cap``
+    days gives ``cap``. Bisection on the closed form, in TensorFlow ops (it runs in the saved model)."""
     params = tf.convert_to_tensor(params, tf.float32)
     target = math.log(2.0)
+
+    def still_away(d: tf.Tensor) -> tf.Tensor:
+        return target - cumulative_rate(params, d[:, None], n_components)[:, 0]
+
     low = tf.zeros_like(params[:, 0])
-    high = tf.fill(tf.shape(low), cap)
-    reaches = cumulative_rate(params, high[:, None], n_components)[:, 0] >= target
-    for _ in range(30):  # the bracket shrinks to cap / 2**30 days
-        middle = (low + high) / 2
-        above = cumulative_rate(params, middle[:, None], n_components)[:, 0] >= target
-        high = tf.where(above, middle, high)
-        low = tf.where(above, low, middle)
-    return tf.where(reaches, (low + high) / 2, cap)
+    reaches = still_away(low + cap) <= 0
+    return tf.where(reaches, _bisect(still_away, low, low + cap), cap)
 
 
-def interest_half_life_days(params: tf.Tensor, n_components: int, cap: float = HALF_LIFE_CAP_DAYS) -> tf.Tensor:
-    """Days until the user's return rate falls to half of today's (rate(d) = rate(0) / 2), per user [B].
+def interest_half_life_days(params: tf.Tensor, n_components: int) -> tf.Tensor:
+    """Days until the user's excess rate over the baseline halves, per user [B].
 
-    This is the half-life of the interest itself (for one fading component, tau * ln 2), where
-    :func:`half_life_days` is the median wait for the next visit. A rate whose floor keeps it
-    above one half within ``cap`` days gives ``cap``.
+    Solves sum_k w_k exp(-d / tau_k) = 1/2 with w_k each component's share of today's excess
+    (from the log levels, so a faded excess keeps its shape); one component gives tau ln 2.
+    Always reached within MAX_TAU_DAYS ln 2.
     """
     params = tf.convert_to_tensor(params, tf.float32)
-    target = rate(params, tf.zeros_like(params[:, :1]), n_components)[:, 0] / 2
+    k = n_components
+    share = tf.nn.softmax(params[:, :k], axis=1)
+    tau = params[:, k : 2 * k]
+
+    def excess_left(d: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(share * tf.exp(-d[:, None] / tau), axis=1) - 0.5
+
     low = tf.zeros_like(params[:, 0])
-    high = tf.fill(tf.shape(low), cap)
-    reaches = rate(params, high[:, None], n_components)[:, 0] <= target
-    for _ in range(30):
-        middle = (low + high) / 2
-        below = rate(params, middle[:, None], n_components)[:, 0] <= target
-        high = tf.where(below, middle, high)
-        low = tf.where(below, low, middle)
-    return tf.where(reaches, (low + high) / 2, cap)
+    return _bisect(excess_left, low, low + MAX_TAU_DAYS * math.log(2.0) * 1.001)
+
+
+def baseline_visits(params: tf.Tensor, n_components: int, days: float = 30.0) -> tf.Tensor:
+    """The baseline: expected visits in ``days`` days from the floor alone, [B]."""
+    return split_params(params, n_components)[2][:, 0] * days
+
+
+def interest_now(params: tf.Tensor, n_components: int) -> tf.Tensor:
+    """Today's excess rate over the baseline, as a ratio (0: nothing left above the baseline), [B]."""
+    level, _, floor = split_params(params, n_components)
+    return tf.reduce_sum(level, axis=1) / floor[:, 0]

@@ -82,11 +82,6 @@ def comparison_table(labels: dict[int, np.ndarray], predictions: Predictions) ->
     return pd.DataFrame(rows)
 
 
-def risk_tier(p_active: np.ndarray, high_risk_below: float, medium_risk_below: float) -> np.ndarray:
-    """'high' / 'medium' / 'low' from P(active within the longest horizon), as the score stage does."""
-    return np.where(p_active < high_risk_below, "high", np.where(p_active < medium_risk_below, "medium", "low"))
-
-
 def feature_groups(n_windows: int) -> dict[str, Callable[[dict, np.ndarray], dict]]:
     """For every window and static feature, a function (inputs, replacement) -> inputs with that
     feature taken from ``replacement`` (same shapes), so one feature can be shuffled or reset."""
@@ -128,20 +123,72 @@ def permutation_importance(
     return pd.DataFrame(rows).sort_values("auc_drop", ascending=False, ignore_index=True)
 
 
-def explain_users(predict: Callable[[dict], np.ndarray], inputs: dict, users: np.ndarray, top: int = 3) -> list[list[tuple[str, float]]]:
-    """For each chosen user, the features that lower their P(active) most: how much it would
-    rise if that one feature were the typical user's (the median, window by window)."""
-    typical = {k: np.median(v, axis=0, keepdims=True) for k, v in inputs.items()}
-    chosen = {k: v[users] for k, v in inputs.items()}
-    base = predict(chosen)
-    effects = {}
-    for name, swap in feature_groups(inputs["x"].shape[1]).items():
-        effects[name] = predict(swap(chosen, {k: np.repeat(v, len(users), axis=0) for k, v in typical.items()})) - base
-    return [sorted(((name, float(e[u])) for name, e in effects.items()), key=lambda item: -item[1])[:top] for u in range(len(users))]
-
-
 def principal_components(z: np.ndarray, k: int = 2) -> np.ndarray:
     """The first ``k`` principal components of ``z`` (users x latent), for the latent-space plot."""
     centred = z - z.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return centred @ vt[:k].T
+
+
+def _deciles(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Bin number 0..n_bins-1 of each value by its rank (ties split by order), equal-sized bins."""
+    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return (ranks * n_bins // max(len(values), 1)).astype(int)
+
+
+def visits_calibration(expected: np.ndarray, observed: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Predicted against observed visits by decile of the prediction: (decile, users, predicted,
+    observed (means per user), observed_visits (the decile's total), relative_error, and
+    count_noise: the relative error that Poisson noise alone gives on that total, 1/sqrt(n),
+    so a decile of near-silent users, whose relative error is mostly noise, reads as such)."""
+    if len(expected) != len(observed):
+        raise ValueError(f"expected has {len(expected)} users, observed {len(observed)}")
+    frame = pd.DataFrame({"decile": _deciles(expected, n_bins) + 1, "predicted": expected, "observed": observed})
+    table = frame.groupby("decile").agg(
+        users=("predicted", "size"), predicted=("predicted", "mean"), observed=("observed", "mean"), observed_visits=("observed", "sum")
+    ).reset_index()
+    table["relative_error"] = (table["predicted"] - table["observed"]) / table["observed"].where(table["observed"] > 0)
+    table["count_noise"] = 1.0 / np.sqrt(table["observed_visits"].where(table["observed_visits"] > 0))
+    return table
+
+
+def decay_check(half_life: np.ndarray, predicted: tuple[np.ndarray, np.ndarray], observed: tuple[np.ndarray, np.ndarray], n_bins: int = 10) -> pd.DataFrame:
+    """A check of the decay that needs no truth: by decile of the predicted interest half-life,
+    the visits in the second half of a span over those in the first half, predicted (from the
+    decay curve) and observed (pooled over the decile's users). A decay that is right predicts
+    the observed ratio in every decile (both near 1 where little interest is left above the
+    baseline)."""
+    frame = pd.DataFrame({
+        "decile": _deciles(half_life, n_bins) + 1, "half_life": half_life,
+        "predicted_first": predicted[0], "predicted_second": predicted[1], "observed_first": observed[0], "observed_second": observed[1],
+    })  # fmt: skip
+    table = frame.groupby("decile").agg(
+        users=("half_life", "size"), median_half_life_days=("half_life", "median"),
+        predicted_first=("predicted_first", "sum"), predicted_second=("predicted_second", "sum"),
+        observed_first=("observed_first", "sum"), observed_second=("observed_second", "sum"),
+    ).reset_index()  # fmt: skip
+    table["predicted_ratio"] = table["predicted_second"] / table["predicted_first"]
+    table["observed_ratio"] = table["observed_second"] / table["observed_first"].where(table["observed_first"] > 0)
+    return table[["decile", "users", "median_half_life_days", "predicted_ratio", "observed_ratio"]]
+
+
+SESSION_BUCKETS = ((1, 1), (2, 4), (5, 9), (10, 19), (20, None))
+
+
+def spearman_by_sessions(predicted: dict[str, np.ndarray], truth: np.ndarray, past_sessions: np.ndarray) -> pd.DataFrame:
+    """Spearman correlation of each predicted half-life with the true one, over every user and
+    by the number of sessions the user had before the as-of date."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    buckets = [("all", np.ones(len(truth), bool))] + [
+        (f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}"), (past_sessions >= lo) & (past_sessions <= (hi or np.inf)))
+        for lo, hi in SESSION_BUCKETS
+    ]
+    for name, members in buckets:
+        row = {"past_sessions": name, "users": int(members.sum())}
+        for method, values in predicted.items():
+            ok = members & np.isfinite(values) & np.isfinite(truth)
+            row[method] = float(spearmanr(values[ok], truth[ok]).statistic) if ok.sum() > 2 and np.ptp(values[ok]) > 0 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -34,10 +34,21 @@ class _Serving(tf.Module):
             ],
         )
 
+        self.p_active = tf.function(self._p_active, input_signature=self.serve.input_signature)
+
+    def _p_active(self, x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
+        """P(active within each horizon) alone: what explaining a score asks for, many times over."""
+        out = self.model({"x": x, "mask": mask, "static": static}, training=False)
+        horizons = tf.constant([list(self.model.shape_spec.horizons_days)], tf.float32)
+        return {"p_active": 1.0 - decay.survival(out["params"], horizons, self.model.shape_spec.n_components)}
+
     def _serve(self, x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
         out = self.model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
-        out["half_life_days"] = decay.half_life_days(out["decay_params"], self.model.shape_spec.n_components)
-        out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], self.model.shape_spec.n_components)
+        k = self.model.shape_spec.n_components
+        out["return_median_days"] = decay.return_median_days(out["decay_params"], k)
+        out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
+        out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0)
+        out["interest_now"] = decay.interest_now(out["decay_params"], k)
         return out
 
 
@@ -45,11 +56,12 @@ def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation,
     """Write the SavedModel and its metadata to ``path``; returns it."""
     path = Path(path)
     serving = _Serving(model)
-    tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve})
+    tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
     metadata = {
         "feature_spec": feature_spec,
         "model_shape": model.shape_spec.to_dict(),
         "decay_curve_days": list(DECAY_CURVE_DAYS),
+        "decay_params_layout": decay.PARAMS_LAYOUT,
         "normalisation": norm.to_dict(),
     }
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
@@ -62,7 +74,14 @@ class Scorer:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.metadata = read_metadata(path)
-        self._serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        layout = self.metadata.get("decay_params_layout")
+        if layout != decay.PARAMS_LAYOUT:
+            raise ValueError(
+                f"model {path} has decay parameters laid out as {layout or 'v1 (softplus levels)'}, this version reads "
+                f"{decay.PARAMS_LAYOUT}: retrain it with `interest-decay train`"
+            )
+        loaded = tf.saved_model.load(str(path))
+        self._serve, self._p_active = loaded.signatures["serving_default"], loaded.signatures["p_active"]
 
     @property
     def feature_spec(self) -> dict:
@@ -71,6 +90,11 @@ class Scorer:
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
         tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
         return {k: v.numpy() for k, v in self._serve(**tensors).items()}
+
+    def p_active(self, inputs: dict) -> np.ndarray:
+        """P(active within each of the model's horizons), users x horizons: one light pass."""
+        tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
+        return self._p_active(**tensors)["p_active"].numpy()
 
     def p_active_within(self, inputs: dict, days: list[float], batch_size: int = 50_000) -> np.ndarray:
         """P(active within each of ``days``), users x days: the decay curve at any horizon,
@@ -84,8 +108,12 @@ class Scorer:
     def p_active_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """P(active within each of ``days``) from the ``decay_params`` a call already returned,
         so one pass of the network serves every horizon and curve."""
+        return 1.0 - np.exp(-self.expected_visits_from(decay_params, days))
+
+    def expected_visits_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
+        """Expected visits within each of ``days`` (Lambda), users x days, from ``decay_params``."""
         k = self.metadata["model_shape"]["n_components"]
-        return 1.0 - decay.survival(tf.constant(decay_params), tf.constant([days], tf.float32), k).numpy()
+        return decay.cumulative_rate(tf.constant(decay_params), tf.constant([days], tf.float32), k).numpy()
 
     def annotate(self, **training: object) -> None:
         """Record facts about how the model was trained (for example ``until``) in its metadata."""

@@ -3,9 +3,14 @@
     x(1..T) -> log1p, normalise -> GRU (masked) -> h(1..T), h(T)
     per step:   P(t) = sigmoid(W . [x(t), h(t-1)] + b), supervised with "active in the next window"
     VAE:        [h(T), static] -> mean, log-variance -> z (reparameterised) -> GRU decoder -> x_hat
-    decay head: [h(T), static, z] -> level_k, tau_k, floor -> S(d), P(active within h) = 1 - S(h)
+    decay head: [h(T), static, z] -> level_k, tau_k, floor -> rate(d), Lambda(d), S(d)
 
-    loss = survival NLL (censored) + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
+    loss = survival NLL (censored time to the next visit)
+         + count_weight * Poisson NLL of the visits in each of the next windows (masked past the data)
+         + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
+
+The time to the next visit mostly says which users are still away; how fast one user's own
+interest fades is carried by the counts over several windows (see model/decay.py).
 
 ``use_vae=False`` drops z, the decoder and the KL term (the ablation of issue 4). The
 normalisation statistics are fitted on training data by :func:`fit_normalisation` and live in the
@@ -47,6 +52,7 @@ class LossWeights:
     """Weights of the loss parts; beta ramps up linearly over ``kl_warmup_epochs``."""
 
     step: float = 0.2
+    count: float = 1.0
     recon: float = 0.05
     beta: float = 0.01
     kl_warmup_epochs: int = 3
@@ -95,15 +101,16 @@ class InterestDecayModel(tf.keras.Model):
             self.decoder = tf.keras.layers.GRU(shape.hidden_units, return_sequences=True)
             self.reconstruct = tf.keras.layers.Dense(shape.n_window_features)
         self.head_hidden = tf.keras.layers.Dense(shape.hidden_units, activation="relu")
-        # Start the components at different speeds: fast, medium and slow fading interest.
+        # Start the components at different speeds (fast, medium and slow fading interest), each
+        # at a visit every 20 days, over a baseline of one visit in 100 days.
         taus = np.geomspace(3.0, 60.0, shape.n_components)
-        bias = np.concatenate([np.full(shape.n_components, -2.0), np.log(np.expm1(taus - decay.MIN_TAU_DAYS)), [0.0]])
+        bias = np.concatenate([np.full(shape.n_components, np.log(0.05)), [decay.raw_for_tau(t) for t in taus], [np.log(0.01)]])
         self.head_out = tf.keras.layers.Dense(
             2 * shape.n_components + 1, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
         )
         self.kl_weight = tf.Variable(0.0, trainable=False, name="kl_weight")
         self.trackers = {
-            name: tf.keras.metrics.Mean(name=name) for name in ("loss", "survival_nll", "step_bce", "recon", "kl")
+            name: tf.keras.metrics.Mean(name=name) for name in ("loss", "survival_nll", "count_nll", "step_bce", "recon", "kl")
         }
 
     @property
@@ -126,10 +133,12 @@ class InterestDecayModel(tf.keras.Model):
             repeated = tf.repeat(z[:, None, :], self.shape_spec.n_windows, axis=1)
             out.update(z_mean=z_mean, z_log_var=z_log_var, z=z, x_hat=self.reconstruct(self.decoder(repeated, training=training)))
             head_input = tf.concat([encoded, z], axis=-1)
-        out["params"] = self.head_out(self.head_hidden(head_input))
         # Under a mixed-precision policy the layers compute in bfloat16; the losses and the
         # decay maths stay in float32.
-        return {k: tf.cast(v, tf.float32) for k, v in out.items()}
+        out = {k: tf.cast(v, tf.float32) for k, v in out.items()}
+        raw = tf.cast(self.head_out(self.head_hidden(head_input)), tf.float32)
+        out["params"] = decay.head_params(raw, self.shape_spec.n_components)
+        return out
 
     def build_with_zeros(self) -> None:
         """Create every weight now, by a call on one all-zero user (the input shapes are known)."""
@@ -145,13 +154,19 @@ class InterestDecayModel(tf.keras.Model):
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=step_target, logits=out["step_logits"])
         step_bce = tf.reduce_sum(bce * step_weight) / tf.maximum(tf.reduce_sum(step_weight), 1.0)
         parts = {"survival_nll": nll, "step_bce": step_bce, "recon": tf.constant(0.0), "kl": tf.constant(0.0)}
+        parts["count_nll"] = tf.constant(0.0)
+        if "future_sessions" in targets:
+            future = decay.window_count_nll(out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k)
+            parts["count_nll"] = tf.reduce_mean(future)
         if self.shape_spec.use_vae:
             squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
             parts["recon"] = tf.reduce_sum(squared * real) / tf.maximum(tf.reduce_sum(real), 1.0)
             kl = -0.5 * tf.reduce_sum(1 + out["z_log_var"] - tf.square(out["z_mean"]) - tf.exp(out["z_log_var"]), axis=-1)
             parts["kl"] = tf.reduce_mean(kl)
         w = self.loss_weights_spec
-        parts["loss"] = nll + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
+        parts["loss"] = (
+            nll + w.count * parts["count_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
+        )  # fmt: skip
         return parts
 
     def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
@@ -188,8 +203,10 @@ class InterestDecayModel(tf.keras.Model):
         out = self(inputs, training=False)
         k = self.shape_spec.n_components
         horizons = tf.constant([list(self.shape_spec.horizons_days)], tf.float32)
+        expected = decay.cumulative_rate(out["params"], horizons, k)
         result = {
-            "p_active": 1.0 - decay.survival(out["params"], horizons, k),
+            "p_active": 1.0 - tf.exp(-expected),
+            "expected_visits": expected,
             "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k),
             "decay_params": out["params"],
         }

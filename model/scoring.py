@@ -7,7 +7,7 @@ batches, or many tasks with worker reuse, pays the load once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,8 +49,66 @@ def feature_mismatch(model_spec: dict, view_spec: dict) -> list[str]:
     return problems
 
 
-def score_frame(scorer: Scorer, x_flat: pd.Series, mask: pd.Series, static: pd.Series, horizons: list[int]) -> pd.DataFrame:
-    """Scores for one batch of view rows (flat arrays, as Arrow hands them over)."""
+def score_columns(horizons: list[int]) -> list[tuple[str, str]]:
+    """(name, Spark SQL type) of every column :func:`score_frame` returns, in order: the pandas
+    UDF's schema and the model part of the ``scores`` table."""
+    return [
+        *[(f"p_active_{h}d", "DOUBLE") for h in horizons],
+        *[(f"expected_visits_{h}d", "DOUBLE") for h in horizons],
+        ("decay_curve", "ARRAY<DOUBLE>"),
+        ("interest_half_life_days", "DOUBLE"),
+        ("baseline_visits_per_30d", "DOUBLE"),
+        ("interest_now", "DOUBLE"),
+        ("return_median_days", "DOUBLE"),
+        ("drivers", "ARRAY<STRING>"),
+        ("driver_effects", "ARRAY<DOUBLE>"),
+        ("z", "ARRAY<DOUBLE>"),
+        ("reconstruction_error", "DOUBLE"),
+    ]
+
+
+def typical_user(metadata: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(window features, static features) of the typical user: the training rows' mean of
+    log1p(feature), mapped back. What :func:`drivers` puts in place of a user's own value."""
+    norm = metadata["normalisation"]
+    return np.expm1(np.asarray(norm["x_mean"], np.float32)), np.expm1(np.asarray(norm["static_mean"], np.float32))
+
+
+def drivers(
+    p_active: Callable[[dict], np.ndarray], inputs: dict, typical: tuple[np.ndarray, np.ndarray], names: list[str], top: int = 3
+) -> tuple[list[list[str]], list[list[float]]]:
+    """Per user, the ``top`` features that lower P(active) most: how much P(active) would rise
+    if that one feature (in every window the user has) were the typical user's. Features that
+    would not raise it are left out, so a user with nothing holding them back gets none.
+
+    ``p_active(inputs)`` gives one probability per user; ``names`` are the window features then
+    the static ones, as :func:`typical_user` orders them.
+    """
+    base = p_active(inputs)
+    typical_x, typical_static = typical
+    real = inputs["mask"][..., None] > 0
+    effects = []
+    for i in range(inputs["x"].shape[2]):
+        x = inputs["x"].copy()
+        x[:, :, i] = np.where(real[:, :, 0], typical_x[i], 0.0)
+        effects.append(p_active({**inputs, "x": x}) - base)
+    for j in range(inputs["static"].shape[1]):
+        static = inputs["static"].copy()
+        static[:, j] = typical_static[j]
+        effects.append(p_active({**inputs, "static": static}) - base)
+    effects = np.stack(effects, axis=1)  # users x features
+    order = np.argsort(-effects, axis=1, kind="stable")[:, :top]
+    chosen = np.take_along_axis(effects, order, axis=1)
+    names_out = [[names[f] for f, e in zip(row, eff) if e > 0] for row, eff in zip(order, chosen)]
+    effects_out = [[round(float(e), 4) for e in eff if e > 0] for eff in chosen]
+    return names_out, effects_out
+
+
+def score_frame(
+    scorer: Scorer, x_flat: pd.Series, mask: pd.Series, static: pd.Series, horizons: list[int], explain: bool = True
+) -> pd.DataFrame:
+    """Scores for one batch of view rows (flat arrays, as Arrow hands them over); ``explain``
+    adds each user's drivers (empty lists without)."""
     spec = scorer.feature_spec
     inputs = {
         "x": np.stack(x_flat.to_numpy()).astype(np.float32).reshape(-1, spec["n_windows"], len(spec["window_features"])),
@@ -60,20 +118,55 @@ def score_frame(scorer: Scorer, x_flat: pd.Series, mask: pd.Series, static: pd.S
     out = scorer(inputs)
     model_horizons = list(spec["horizons_days"])
     frame = pd.DataFrame({f"p_active_{h}d": out["p_active"][:, model_horizons.index(h)].astype(np.float64) for h in horizons})
+    for h in horizons:
+        frame[f"expected_visits_{h}d"] = out["expected_visits"][:, model_horizons.index(h)].astype(np.float64)
     frame["decay_curve"] = list(out["decay_curve"].astype(np.float64))
-    frame["half_life_days"] = out["half_life_days"].astype(np.float64)
-    frame["interest_half_life_days"] = out["interest_half_life_days"].astype(np.float64)
+    for name in ("interest_half_life_days", "baseline_visits_per_30d", "interest_now", "return_median_days"):
+        frame[name] = out[name].astype(np.float64)
+    longest = model_horizons.index(max(horizons))
+    names, effects = [[]] * len(frame), [[]] * len(frame)
+    if explain:
+        names, effects = drivers(
+            lambda changed: scorer.p_active(changed)[:, longest], inputs, typical_user(scorer.metadata),
+            [*spec["window_features"], *spec["static_features"]],
+        )  # fmt: skip
+    frame["drivers"], frame["driver_effects"] = names, effects
     if "z" in out:
         frame["z"] = list(out["z"].astype(np.float64))
         frame["reconstruction_error"] = out["reconstruction_error"].astype(np.float64)
     else:
         frame["z"] = [np.zeros(0)] * len(frame)
         frame["reconstruction_error"] = np.nan
-    return frame
+    return frame[[name for name, _ in score_columns(horizons)]]
 
 
-def score_batches(model_path: str, horizons: list[int], batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+def score_batches(
+    model_path: str, horizons: list[int], batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]], explain: bool = True
+) -> Iterator[pd.DataFrame]:
     """The body of the iterator pandas UDF: load once, then score batch after batch."""
     scorer = load_scorer(model_path)
     for x_flat, mask, static in batches:
-        yield score_frame(scorer, x_flat, mask, static, horizons)
+        yield score_frame(scorer, x_flat, mask, static, horizons, explain)
+
+
+def tier_thresholds(
+    mode: str, shares: tuple[float, float], fixed: tuple[float, float], quantiles: Callable[[list[float]], list[float]]
+) -> tuple[float, float]:
+    """(high risk below, medium risk below) on P(active within the longest horizon).
+
+    ``quantile``: this shop's own distribution, so the ``shares[0]`` of users least likely to
+    come back are high risk and the next ``shares[1]`` medium (``quantiles(probabilities)``
+    gives the scores' quantiles: numpy on the driver, approxQuantile in Spark). ``fixed``: the
+    probabilities ``fixed`` as they are.
+    """
+    if mode == "fixed":
+        return fixed
+    if mode != "quantile":
+        raise ValueError(f"mode must be 'quantile' or 'fixed', got {mode!r}")
+    high, medium = quantiles([shares[0], shares[0] + shares[1]])
+    return float(high), float(medium)
+
+
+def risk_tier(p_active: np.ndarray, high_risk_below: float, medium_risk_below: float) -> np.ndarray:
+    """'high' / 'medium' / 'low' from P(active within the longest horizon), as the score stage does."""
+    return np.where(p_active < high_risk_below, "high", np.where(p_active < medium_risk_below, "medium", "low"))

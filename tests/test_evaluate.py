@@ -40,6 +40,12 @@ def _report_data(with_latent: bool) -> ReportData:
         explained_users=pd.DataFrame({"user_id": ["u1"], "p_active_30d": [0.1], "driver_1": ["recency_days (+0.200)"]}),
         days_to_return=np.where(labels > 0, rng.uniform(0, 30, n), np.inf),
         truth_tau_days=rng.uniform(3, 60, n), notes=["origin 2026-01-19 skipped: too little history"],
+        visits_calibration=pd.DataFrame({"decile": np.tile(np.arange(1, 11), 2), "predicted": np.arange(20.0), "observed": np.arange(20.0) + 1,
+                                         "days": np.repeat([14, 28], 10)}),
+        decay_check=pd.DataFrame({"decile": np.arange(1, 11), "median_half_life_days": np.geomspace(1, 60, 10),
+                                  "predicted_ratio": np.linspace(0.1, 0.9, 10), "observed_ratio": np.linspace(0.15, 0.85, 10),
+                                  "first_days": "0-14", "second_days": "14-28"}),
+        truth_by_sessions=pd.DataFrame({"past_sessions": ["all", "1"], "users": [300, 20], "model": [0.8, 0.3], "reference_mle": [0.85, 0.2]}),
     )  # fmt: skip
 
 
@@ -49,7 +55,7 @@ def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None
     page = index.read_text()
     assert [s for s in SECTIONS if f'<section id="{s}">' not in page] == []
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == (9 if with_latent else 8)
+    assert len(images) == (11 if with_latent else 10)
     for name in images:
         picture = matplotlib.image.imread(tmp_path / name)
         assert picture.shape[0] > 300 and picture.shape[1] > 400
@@ -86,11 +92,21 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     assert recency["model_auc_gain"] == pytest.approx(model_30d["roc_auc"] - recency["roc_auc"])
     assert recency["model_auc_gain_low"] <= recency["model_auc_gain"] <= recency["model_auc_gain_high"]
     assert summary.metrics["predicted_returners_30d"] == pytest.approx(summary.metrics["actual_returners_30d"], rel=0.2)
-    # Every evaluated user was matched to the generator's truth (ids are not pseudonymised here).
-    assert -1 <= summary.metrics["interest_half_life_spearman_vs_truth"] <= 1
-    assert -1 <= summary.metrics["return_half_life_spearman_vs_truth"] <= 1
     index = Path(summary.outputs["report"])
     assert index.is_file() and all(f'id="{s}"' in index.read_text() for s in SECTIONS)
+    # Every evaluated user was matched to the generator's truth (ids are not pseudonymised here),
+    # and the per-user maximum-likelihood reference was fitted next to the model.
+    truth = pd.read_csv(index.parent / "half_life_vs_truth.csv").set_index("past_sessions")
+    assert truth.loc["all", "users"] == summary.counts["users"]
+    assert truth.loc["all", "model"] == pytest.approx(summary.metrics["interest_half_life_spearman_vs_truth"], abs=1e-4)
+    assert truth.loc["all", "reference_mle"] == pytest.approx(summary.metrics["reference_mle_spearman_vs_truth"], abs=1e-4)
+    # Expected visits over the next 2 and 4 weeks by decile, and the decay check, from the observed weeks.
+    visits = pd.read_csv(index.parent / "expected_visits.csv")
+    assert sorted(visits["days"].unique()) == [14, 28] and (visits.groupby("days")["users"].sum() == summary.counts["users"]).all()
+    assert summary.metrics["visits_predicted_over_observed_28d"] == pytest.approx(1.0, abs=0.3)
+    assert len(pd.read_csv(index.parent / "decay_check.csv")) == 10
+    tiers = [summary.metrics[f"tier_{t}_users"] for t in ("high", "medium", "low")]
+    assert sum(tiers) == summary.counts["users"] and tiers[0] == pytest.approx(0.2 * sum(tiers), abs=2)
 
     # The same evaluation again replaces its slice: nothing is duplicated.
     again = evaluate.run(spark, settings.model_copy(update={"evaluate": settings.evaluate.model_copy(update={"folds": 0})}))

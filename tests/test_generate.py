@@ -119,3 +119,23 @@ def test_csv_output_has_a_header(spark: SparkSession, tmp_path: Path) -> None:
     frame = spark.read.option("header", True).csv(summary.outputs["events"])
     assert frame.columns == ["event_id", "user_id", "event_time", "event_type", "product_id", "category", "price"]
     assert frame.count() == summary.counts["events"]
+
+
+def test_the_identifiable_profile_lets_a_per_user_fit_recover_the_time_constant(spark: SparkSession) -> None:
+    """conf/identifiable.yaml's shop: the generator's own process fitted to each user by maximum
+    likelihood, from the sessions before day 88, ranks the users' true time constants well."""
+    from scipy.stats import spearmanr
+
+    from features.sessions import session_offsets
+    from model.reference import fit_decay_mle
+
+    params = load_settings(Path(__file__).resolve().parent.parent / "conf" / "identifiable.yaml").generator
+    params = params.model_copy(update={"users": 600})
+    truth = user_truth(spark.range(params.users, numPartitions=2), params)
+    as_of = dt.datetime(2026, 3, 30)
+    offsets = session_offsets(synthetic_events(truth, params), as_of).toPandas()
+    fit = fit_decay_mle([o for o in offsets["offsets_days"]], offsets["span_days"].to_numpy())
+    tau = truth.select("user_id", "tau_days", "reengage_tau_days").toPandas().set_index("user_id").loc[offsets["user_id"]]
+    assert len(offsets) > 550  # nearly everyone joined and had a session by day 88
+    assert (tau["reengage_tau_days"] == tau["tau_days"]).all()  # recorded, and the same time constant
+    assert spearmanr(fit.tau_days, tau["tau_days"]).statistic > 0.8

@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES
 from model.baselines import BuyTillYouDie, HazardModel, _within, person_periods, recency_rule
-from model.evaluation import explain_users, labels_within, permutation_importance, risk_tier
+from model.evaluation import decay_check, labels_within, permutation_importance, spearman_by_sessions, visits_calibration
+from model.scoring import drivers, risk_tier, tier_thresholds
 from model.metrics import binary_metrics, gains_curve, paired_bootstrap_auc
 
 LABELS = np.array([1.0, 0.0, 1.0, 0.0])
@@ -131,9 +132,50 @@ def test_importance_and_explanations_find_the_feature_that_matters() -> None:
     assert importance.iloc[0]["feature"] == "recency_days" and importance.iloc[0]["auc_drop"] > 0.2
     assert (importance.iloc[1:]["auc_drop"].abs() < 1e-9).all()
     lapsed = np.argsort(-inputs["static"][:, recency])[:3]
-    drivers = explain_users(predict, inputs, lapsed)
-    assert [d[0][0] for d in drivers] == ["recency_days"] * 3 and all(d[0][1] > 0 for d in drivers)
+    typical = (np.zeros(len(WINDOW_FEATURES), np.float32), np.median(inputs["static"], axis=0))
+    names, effects = drivers(predict, {k: v[lapsed] for k, v in inputs.items()}, typical, [*WINDOW_FEATURES, *STATIC_FEATURES])
+    # Only recency moves this model, and only upwards for the lapsed users: one driver each.
+    assert names == [["recency_days"]] * 3
+    expected = predict({**inputs, "static": np.repeat(typical[1][None], 600, 0)})[0] - predict(inputs)[lapsed]
+    np.testing.assert_allclose([e[0] for e in effects], expected, atol=1e-4)
 
 
 def test_risk_tiers() -> None:
     assert risk_tier(np.array([0.1, 0.45, 0.9]), 0.4, 0.6).tolist() == ["high", "medium", "low"]
+
+
+def test_tiers_follow_the_shops_own_distribution_or_fixed_probabilities() -> None:
+    p = np.linspace(0.0, 0.99, 100)  # a shop where few users are likely to come back
+    high, medium = tier_thresholds("quantile", (0.2, 0.3), (0.4, 0.6), lambda q: np.quantile(p, q))
+    tiers = risk_tier(p, high, medium)
+    assert [(tiers == t).sum() for t in ("high", "medium", "low")] == [20, 30, 50]
+    assert tier_thresholds("fixed", (0.2, 0.3), (0.4, 0.6), lambda q: pytest.fail("fixed needs no quantiles")) == (0.4, 0.6)
+    with pytest.raises(ValueError, match="mode"):
+        tier_thresholds("deciles", (0.2, 0.3), (0.4, 0.6), lambda q: q)
+
+
+def test_visits_calibration_by_decile() -> None:
+    expected = np.arange(20, dtype=float)  # deciles of two users each
+    observed = np.where(np.arange(20) < 10, expected, 2 * expected)  # the upper half visits twice as much
+    table = visits_calibration(expected, observed)
+    assert table["users"].tolist() == [2] * 10
+    assert table["predicted"].tolist() == [0.5 + 2 * i for i in range(10)]
+    assert table.loc[table["decile"] == 1, "relative_error"].item() == 0.0
+    assert table.loc[table["decile"] == 8, "relative_error"].item() == pytest.approx(-0.5)
+
+
+def test_decay_check_pools_each_decile() -> None:
+    half_life = np.array([1.0, 2.0, 30.0, 40.0])
+    table = decay_check(half_life, (np.array([4.0, 4, 2, 2]), np.array([1.0, 1, 2, 2])), (np.array([3.0, 5, 1, 3]), np.array([0.0, 2, 2, 2])), n_bins=2)
+    assert table["predicted_ratio"].tolist() == [0.25, 1.0]
+    assert table["observed_ratio"].tolist() == [0.25, 1.0]
+    assert table["median_half_life_days"].tolist() == [1.5, 35.0]
+
+
+def test_spearman_by_past_sessions() -> None:
+    truth = np.arange(10, dtype=float)
+    sessions = np.array([1, 1, 1, 3, 3, 3, 3, 30, 30, 30])
+    table = spearman_by_sessions({"good": truth * 2, "reversed": -truth}, truth, sessions).set_index("past_sessions")
+    assert table.loc["all", "good"] == pytest.approx(1.0) and table.loc["all", "reversed"] == pytest.approx(-1.0)
+    assert table.loc["2-4", "users"] == 4 and table.loc["20+", "good"] == pytest.approx(1.0)
+    assert np.isnan(table.loc["5-9", "good"])  # nobody there

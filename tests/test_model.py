@@ -52,33 +52,67 @@ def test_output_shapes(use_vae: bool) -> None:
         assert out["z"].shape == (32, SHAPE.latent_dim)
 
 
+def _params(raw: np.ndarray) -> tf.Tensor:
+    """decay_params from raw head outputs, as the model makes them."""
+    return decay.head_params(tf.constant(raw, tf.float32), (raw.shape[1] - 1) // 2)
+
+
+def _hand_set(levels: list[float], taus: list[float], floor: float) -> tf.Tensor:
+    """decay_params for one user with these levels today, time constants and floor."""
+    return tf.constant([[*np.log(levels), *taus, np.log(floor)]], tf.float32)
+
+
 def test_survival_curves_never_rise_and_start_at_one() -> None:
-    params = tf.random.normal((500, 7), stddev=3.0, seed=1)
+    params = _params(np.random.default_rng(1).normal(0, 3, (500, 7)))
     days = tf.constant([np.linspace(0, 400, 200)], tf.float32)
     curves = decay.survival(params, days, 3).numpy()
     assert np.allclose(curves[:, 0], 1.0)
     assert (np.diff(curves, axis=1) <= 1e-7).all()
 
 
-def test_half_life_solves_the_curve() -> None:
-    params = tf.random.normal((50, 7), seed=2)
-    half = decay.half_life_days(params, 3)
-    at_half = decay.survival(params, half[:, None], 3).numpy()[:, 0]
-    reached = half.numpy() < decay.HALF_LIFE_CAP_DAYS
-    assert reached.any()
-    assert np.allclose(at_half[reached], 0.5, atol=1e-3)
+def test_head_keeps_time_constants_bounded() -> None:
+    raw = np.array([[2.0, -50.0, 0.0], [2.0, 50.0, 0.0], [50.0, 0.0, 50.0]], np.float32)
+    params = decay.head_params(tf.constant(raw), 1).numpy()
+    np.testing.assert_allclose(params[:2, 1], [decay.MIN_TAU_DAYS, decay.MAX_TAU_DAYS], rtol=1e-4)
+    assert (params[:, [0, 2]] <= decay.MAX_LOG_RATE).all()  # no more than e^7 visits a day
+    assert decay.tau_from_raw(tf.constant(decay.raw_for_tau(15.0))).numpy() == pytest.approx(15.0, rel=1e-4)
 
 
-def test_interest_half_life_is_where_the_rate_halves() -> None:
-    params = tf.random.normal((50, 7), seed=3)
-    half = decay.interest_half_life_days(params, 3)
-    ratio = (decay.rate(params, half[:, None], 3) / decay.rate(params, tf.zeros((50, 1)), 3)).numpy()[:, 0]
-    reached = half.numpy() < decay.HALF_LIFE_CAP_DAYS
+def test_return_median_solves_the_curve() -> None:
+    params = _params(np.random.default_rng(3).normal(-1, 1, (50, 7)))
+    median = decay.return_median_days(params, 3)
+    at_median = decay.survival(params, median[:, None], 3).numpy()[:, 0]
+    reached = median.numpy() < decay.RETURN_MEDIAN_CAP_DAYS
     assert reached.any()
-    assert np.allclose(ratio[reached], 0.5, atol=1e-3)
-    # One fading component and no floor: tau * ln 2.
-    one = tf.constant([[5.0, -30.0, -30.0, float(np.log(np.expm1(10.0 - decay.MIN_TAU_DAYS))), 0.0, 0.0, -30.0]])
-    assert decay.interest_half_life_days(one, 3).numpy()[0] == pytest.approx(10.0 * np.log(2), rel=1e-3)
+    assert np.allclose(at_median[reached], 0.5, atol=1e-3)
+
+
+def test_interest_half_life_equals_the_closed_form() -> None:
+    # One component: tau ln 2, whatever the level and the floor.
+    for level, tau, floor in ((2.0, 10.0, 0.05), (1e-12, 3.0, 1.0)):
+        half = decay.interest_half_life_days(_hand_set([level, level], [tau, tau], floor), 2).numpy()[0]
+        assert half == pytest.approx(tau * np.log(2), rel=1e-4)
+    # Two components: the d where 0.6 exp(-d/2) + 0.2 exp(-d/40) = 0.4, solved by hand with brentq.
+    from scipy.optimize import brentq
+
+    expected = brentq(lambda d: 0.6 * np.exp(-d / 2) + 0.2 * np.exp(-d / 40) - 0.4, 0, 100)
+    half = decay.interest_half_life_days(_hand_set([0.6, 0.2], [2.0, 40.0], 0.3), 2).numpy()[0]
+    assert half == pytest.approx(expected, rel=1e-4)
+    # The excess rate, floor left out, is half of today's there.
+    params = _hand_set([0.6, 0.2], [2.0, 40.0], 0.3)
+    excess = decay.rate(params, tf.constant([[0.0, half]]), 2).numpy()[0] - 0.3
+    assert excess[1] == pytest.approx(excess[0] / 2, rel=1e-4)
+    assert decay.baseline_visits(params, 2).numpy()[0] == pytest.approx(9.0, rel=1e-5)
+    assert decay.interest_now(params, 2).numpy()[0] == pytest.approx(0.8 / 0.3, rel=1e-5)
+
+
+def test_window_counts_likelihood_matches_a_hand_count() -> None:
+    params = _hand_set([1.0], [7.0], 0.1)
+    counts = tf.constant([[3.0, 0.0, -1.0]])  # the third window is past the end of the data
+    lam = lambda d: 7.0 * (1 - np.exp(-d / 7.0)) + 0.1 * d  # noqa: E731
+    mu = [lam(7) - lam(0), lam(14) - lam(7)]
+    expected = (mu[0] - 3 * np.log(mu[0])) + mu[1]
+    assert decay.window_count_nll(params, counts, 7.0, 1).numpy()[0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
@@ -164,5 +198,51 @@ def test_saved_model_gives_the_same_scores_without_custom_code(tmp_path: Path) -
     direct = model.predict_curves(inputs, tf.constant(DECAY_CURVE_DAYS, tf.float32))
     np.testing.assert_allclose(scores["p_active"], direct["p_active"].numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["decay_curve"], direct["decay_curve"].numpy(), rtol=1e-5)
-    assert scores["half_life_days"].shape == (64,)
+    assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
     assert scorer.feature_spec == {"window_features": ["sessions"]}
+
+
+def _fading_users(n: int, seed: int = 0) -> tuple[dict, dict, np.ndarray]:
+    """Users whose session rate fades as 3 exp(-t / tau) from their first session, tau known:
+    (inputs, targets, tau) at an as-of date 84 days (12 weekly windows) after the start."""
+    rng = np.random.default_rng(seed)
+    tau = 10 * np.exp(0.8 * rng.standard_normal(n))
+    first = rng.uniform(0, 20, n)
+    x = np.zeros((n, 12, 12), np.float32)
+    mask = np.zeros((n, 12), np.float32)
+    static = np.zeros((n, 5), np.float32)
+    future = np.zeros((n, 4), np.float32)
+    days_to_next = np.zeros(n, np.float32)
+    for u in range(n):
+        count = rng.poisson(3 * tau[u] * (1 - np.exp(-(112 - first[u]) / tau[u])))
+        later = first[u] - tau[u] * np.log(1 - rng.random(count) * (1 - np.exp(-(112 - first[u]) / tau[u])))
+        times = np.sort(np.concatenate([[first[u]], later]))
+        past, ahead = times[times < 84], times[times >= 84]
+        window = (past // 7).astype(int)
+        np.add.at(x[u, :, 0], window, 1.0)
+        x[u, :, 1] = np.minimum(x[u, :, 0], 7)
+        mask[u, int(first[u] // 7) :] = 1
+        static[u, :3] = [84 - first[u], 84 - past[-1], len(past)]
+        future[u] = np.histogram(ahead, bins=[84, 91, 98, 105, 112])[0]
+        days_to_next[u] = ahead[0] - 84 if len(ahead) else 28.0
+    censored = (future.sum(axis=1) == 0).astype(np.float32)
+    targets = {"days_to_next": days_to_next, "censored": censored, "future_sessions": future}
+    for h in (7, 14, 30):
+        targets[f"active_{h}d"] = np.where(censored > 0, 0.0 if h <= 28 else -1.0, (days_to_next < h).astype(np.float32))
+    return {"x": x, "mask": mask, "static": static}, targets, tau
+
+
+def test_the_decay_head_learns_each_users_own_time_constant(tmp_path: Path) -> None:
+    """Users who share one process but for their time constant: the decay head must rank them
+    by it, from their windows alone."""
+    from scipy.stats import spearmanr
+
+    inputs, targets, tau = _fading_users(2500)
+    shape = ModelShape(n_windows=12, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16, use_vae=False)
+    model = InterestDecayModel(shape, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]))
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(5e-3))
+    fit(model, as_dataset(inputs, targets, 128), epochs=6, steps_per_epoch=steps_for(2500, 128), checkpoint_dir=str(tmp_path))
+    test_inputs, _, test_tau = _fading_users(800, seed=1)
+    params = model(test_inputs)["params"]
+    predicted = decay.interest_half_life_days(params, shape.n_components).numpy()
+    assert spearmanr(predicted, test_tau).statistic > 0.75

@@ -51,12 +51,23 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, root: Path
     assert list(actual["user_id"]) == list(frame["user_id"])
     for i, h in enumerate(settings.horizons_days):
         np.testing.assert_allclose(actual[f"p_active_{h}d"], expected["p_active"][:, i], rtol=1e-5)
-    np.testing.assert_allclose(actual["half_life_days"], expected["half_life_days"], rtol=1e-4)
-    np.testing.assert_allclose(actual["interest_half_life_days"], expected["interest_half_life_days"], rtol=1e-4)
+        np.testing.assert_allclose(actual[f"expected_visits_{h}d"], expected["expected_visits"][:, i], rtol=1e-5)
+        # P(active within h) = 1 - exp(-expected visits in h days): one curve gives both.
+        np.testing.assert_allclose(actual[f"p_active_{h}d"], 1 - np.exp(-actual[f"expected_visits_{h}d"]), rtol=1e-4)
+    for name in ("return_median_days", "interest_half_life_days", "baseline_visits_per_30d", "interest_now"):
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-4)
     np.testing.assert_allclose(np.stack(actual["decay_curve"]), expected["decay_curve"], rtol=1e-5)
     assert summary.counts["scored"] == summary.counts["users"] == len(frame)
-    assert set(actual["risk_tier"]) <= {"high", "medium", "low"}
+    # Quantile tiers: the least likely fifth is high risk, the next 30% medium (give or take ties).
+    shares = actual["risk_tier"].value_counts(normalize=True)
+    assert shares["high"] == pytest.approx(0.2, abs=0.02) and shares["medium"] == pytest.approx(0.3, abs=0.02)
     assert actual["action"].str.match(r"^(recommend_category:.+|coupon|win_back|reminder|none)$").all()
+    # Drivers: known feature names, their effects positive and largest first, three at most.
+    known = set(load_scorer(summary.inputs["model"]).feature_spec["window_features"]) | {"tenure_days", "recency_days",
+                                                                                          "total_sessions", "total_purchases", "total_revenue"}
+    assert all(set(names) <= known and len(names) == len(effects) <= 3 for names, effects in zip(actual["drivers"], actual["driver_effects"]))
+    assert all(list(e) == sorted(e, reverse=True) and all(v > 0 for v in e) for e in actual["driver_effects"])
+    assert (actual["drivers"].map(len) > 0).mean() > 0.5
 
 
 def test_rescoring_replaces_the_slice_exactly_once(spark: SparkSession, root: Path) -> None:
@@ -74,7 +85,7 @@ def test_a_scores_table_written_by_an_older_version_gains_the_new_columns(spark:
     settings = _settings(root)
     score.run(spark, settings)
     path = settings.table_path("scores")
-    older = _scores(spark, settings).drop("interest_half_life_days")  # as the previous release wrote it
+    older = _scores(spark, settings).drop("interest_half_life_days", "drivers")  # as the previous release wrote it
     older.write.format("delta").mode("overwrite").option("overwriteSchema", "true").partitionBy("as_of_date").save(path)
     summary = score.run(spark, settings)
     after = _scores(spark, settings)

@@ -83,6 +83,20 @@ def test_sequences_and_labels_by_hand(spark: SparkSession) -> None:
     assert b["days_to_next"] == pytest.approx(9 + 8 / 24, rel=1e-6)
 
 
+def test_future_session_counts_by_hand(spark: SparkSession) -> None:
+    view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7], observed_until=UNTIL, future_windows=4)
+    counts = {(r["user_id"], str(r["as_of_date"])): r["future_sessions"] for r in view.collect()}
+    # Sessions start on 05-05 (2), 05-19 and 05-27 for a, 05-12 for b; the data end on 05-27 08:00,
+    # so a window is known only if it ends by then (-1 otherwise).
+    assert counts == {
+        ("a", "2026-05-11"): [0, 1, -1, -1],  # 05-11..18: none; 05-18..25: one; 05-25..06-01 not over yet
+        ("a", "2026-05-18"): [1, -1, -1, -1],
+        ("a", "2026-05-25"): [-1, -1, -1, -1],
+        ("b", "2026-05-18"): [0, -1, -1, -1],
+        ("b", "2026-05-25"): [-1, -1, -1, -1],
+    }
+
+
 def test_no_input_from_after_the_as_of_date(spark: SparkSession) -> None:
     params = GeneratorSettings(users=300, days=70, seed=3, start_date=dt.date(2026, 5, 4))
     events = synthetic_events(user_truth(spark.range(300, numPartitions=2), params), params).persist()
@@ -92,13 +106,16 @@ def test_no_input_from_after_the_as_of_date(spark: SparkSession) -> None:
 
     def view(frame: DataFrame, until: dt.datetime) -> DataFrame:
         windows = user_windows(frame, origin=ORIGIN, window_days=7, until=until)
-        return sequences(windows, n_windows=4, horizons_days=[7], observed_until=until, as_of_dates=[as_of]).select(
-            "user_id", "as_of_date", "x", "mask", "static"
-        )
+        return sequences(windows, n_windows=4, horizons_days=[7], observed_until=until, as_of_dates=[as_of])
 
+    inputs = ["user_id", "as_of_date", "x", "mask", "static"]
     full = view(events, last)
     assert full.count() > 100
-    assertDataFrameEqual(full, view(events.where(F.col("event_time") < F.lit(cut)), cut))
+    cut_view = view(events.where(F.col("event_time") < F.lit(cut)), cut)
+    assertDataFrameEqual(full.select(inputs), cut_view.select(inputs))
+    # The labels are all that the later events change: cut at the as-of date, no future window is known.
+    assert cut_view.where(F.exists("future_sessions", lambda n: n >= 0)).count() == 0
+    assert full.where(F.exists("future_sessions", lambda n: n > 0)).count() > 50
     events.unpersist()
 
 
@@ -149,7 +166,7 @@ def test_features_job_on_generated_data(spark: SparkSession, settings: Settings)
 
 def test_censor_at_forgets_what_came_after_the_cutoff(spark: SparkSession) -> None:
     view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
-    cut = censor_at(view, dt.date(2026, 5, 20), [7, 14, 30])
+    cut = censor_at(view, dt.date(2026, 5, 20), [7, 14, 30], window_days=7)
     rows = {(r["user_id"], r["as_of_date"]): r for r in cut.collect()}
     # Only as-of dates before the cutoff remain.
     assert sorted(rows) == [("a", dt.date(2026, 5, 11)), ("a", dt.date(2026, 5, 18)), ("b", dt.date(2026, 5, 18))]
@@ -163,11 +180,14 @@ def test_censor_at_forgets_what_came_after_the_cutoff(spark: SparkSession) -> No
     b = rows[("b", dt.date(2026, 5, 18))]
     assert (b["active_7d"], b["active_14d"], b["active_30d"], b["censored"], b["days_to_next"]) == (None, None, None, True, 2.0)
     assert [(f.name, f.dataType) for f in cut.schema] == [(f.name, f.dataType) for f in view.schema]
+    # Future windows ending after the cutoff are unknown again: a at 05-11 keeps only its first week.
+    assert early["future_sessions"] == [0, -1, -1, -1]
+    assert b["future_sessions"] == [-1, -1, -1, -1]
 
 
 def test_censor_at_the_end_of_the_data_changes_nothing(spark: SparkSession) -> None:
     view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
-    assertDataFrameEqual(censor_at(view, dt.date(2026, 6, 30), [7, 14, 30]), view.where("as_of_date < '2026-06-30'"))
+    assertDataFrameEqual(censor_at(view, dt.date(2026, 6, 30), [7, 14, 30], 7), view.where("as_of_date < '2026-06-30'"))
 
 
 def test_split_by_users_keeps_each_user_on_one_side(spark: SparkSession) -> None:
