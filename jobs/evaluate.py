@@ -38,10 +38,10 @@ from model.evaluation import (
     METHODS,
     Predictions,
     comparison_table,
+    decay_check,
     fit_baselines,
     labels_within,
     permutation_importance,
-    decay_check,
     principal_components,
     spearman_by_sessions,
     visits_calibration,
@@ -182,7 +182,7 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
     """(expected-visits calibration by decile over the next 2 and 4 windows, the decay check by
     decile of interest half-life, their headline metrics), from the observed future windows."""
     params, future = evaluated.model_outputs["decay_params"], evaluated.future_sessions
-    n_future = future.shape[1] if future.ndim == 2 else 0
+    n_future = future.shape[1]
     tables, metrics = [], {}
     for k in sorted({min(2, n_future), min(4, n_future)} - {0}):
         known = (future[:, :k] >= 0).all(axis=1)
@@ -328,9 +328,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
 
     importance = permutation_importance(predict, subset, main.labels[longest][explained], seed=conf.seed)
     at_risk = np.argsort(model_p, kind="stable")[: conf.explain_users]
-    spec = scorer.feature_spec
-    names, effects = drivers(predict, {k: v[at_risk] for k, v in main.inputs.items()}, typical_user(scorer.metadata),
-                             [*spec["window_features"], *spec["static_features"]])  # fmt: skip
+    names, effects = drivers(predict, {k: v[at_risk] for k, v in main.inputs.items()}, typical_user(scorer.metadata), scorer.feature_spec)
     explained_users = pd.DataFrame({
         "user_id": main.user_ids[at_risk], f"p_active_{longest}d": model_p[at_risk],
         "interest_half_life_days": outputs["interest_half_life_days"][at_risk],

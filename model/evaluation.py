@@ -15,6 +15,7 @@ import pandas as pd
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES
 from model.baselines import BuyTillYouDie, HazardModel, recency_rule
 from model.metrics import binary_metrics
+from model.scoring import feature_groups
 
 # Method name -> whether its scores are P(active within h). The recency rule, expected sessions
 # and P(alive) only rank users, so the probability metrics are left out for them.
@@ -82,29 +83,6 @@ def comparison_table(labels: dict[int, np.ndarray], predictions: Predictions) ->
     return pd.DataFrame(rows)
 
 
-def feature_groups(n_windows: int) -> dict[str, Callable[[dict, np.ndarray], dict]]:
-    """For every window and static feature, a function (inputs, replacement) -> inputs with that
-    feature taken from ``replacement`` (same shapes), so one feature can be shuffled or reset."""
-
-    def window(i: int) -> Callable[[dict, dict], dict]:
-        def swap(inputs: dict, other: dict) -> dict:
-            x = inputs["x"].copy()
-            x[:, :, i] = other["x"][:, :, i]
-            return {**inputs, "x": x}
-
-        return swap
-
-    def static(i: int) -> Callable[[dict, dict], dict]:
-        def swap(inputs: dict, other: dict) -> dict:
-            values = inputs["static"].copy()
-            values[:, i] = other["static"][:, i]
-            return {**inputs, "static": values}
-
-        return swap
-
-    return {**{f: window(i) for i, f in enumerate(WINDOW_FEATURES)}, **{f: static(i) for i, f in enumerate(STATIC_FEATURES)}}
-
-
 def permutation_importance(
     predict: Callable[[dict], np.ndarray], inputs: dict, labels: np.ndarray, rounds: int = 2, seed: int = 0
 ) -> pd.DataFrame:
@@ -114,7 +92,7 @@ def permutation_importance(
     rng = np.random.default_rng(seed)
     base = roc_auc_score(labels, predict(inputs))
     rows = []
-    for name, swap in feature_groups(inputs["x"].shape[1]).items():
+    for name, swap in feature_groups(WINDOW_FEATURES, STATIC_FEATURES).items():
         drops = []
         for _ in range(rounds):
             order = rng.permutation(len(labels))

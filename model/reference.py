@@ -86,11 +86,11 @@ def fit_decay_mle(
     order = np.argsort(counts, kind="stable")
     start = 0
     while start < len(order):
-        # Sorted by count, so the chunk's last user is its widest: shrink until it fits.
-        rows = len(order) - start
-        while rows > 1 and rows * grid_points * max(1, counts[order[start + rows - 1]]) > chunk_elements:
-            rows = max(1, min(rows // 2, chunk_elements // (grid_points * max(1, counts[order[start + rows // 2 - 1]]))))
-        users = order[start : start + rows]
+        # Sorted by count, so a chunk's last user is its widest and its size, rows x widest x
+        # grid, only grows with more rows: take the longest run that fits (one user at least).
+        widest = np.maximum(counts[order[start:]], 1)
+        fits = np.arange(1, len(widest) + 1) * widest * grid_points <= chunk_elements
+        users = order[start : start + max(1, int(np.count_nonzero(fits)))]
         width = max(1, counts[users].max())
         t = np.zeros((len(users), width))
         valid = np.zeros((len(users), width), dtype=bool)

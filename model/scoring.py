@@ -7,7 +7,7 @@ batches, or many tasks with worker reuse, pays the load once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,29 +74,46 @@ def typical_user(metadata: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.expm1(np.asarray(norm["x_mean"], np.float32)), np.expm1(np.asarray(norm["static_mean"], np.float32))
 
 
+def feature_groups(window_features: Sequence[str], static_features: Sequence[str]) -> dict[str, Callable[[dict, dict], dict]]:
+    """For every window and static feature, a function (inputs, replacement) -> inputs with that
+    feature taken from ``replacement`` (same shapes), so one feature can be shuffled or reset."""
+
+    def window(i: int) -> Callable[[dict, dict], dict]:
+        def swap(inputs: dict, other: dict) -> dict:
+            x = inputs["x"].copy()
+            x[:, :, i] = other["x"][:, :, i]
+            return {**inputs, "x": x}
+
+        return swap
+
+    def static(i: int) -> Callable[[dict, dict], dict]:
+        def swap(inputs: dict, other: dict) -> dict:
+            values = inputs["static"].copy()
+            values[:, i] = other["static"][:, i]
+            return {**inputs, "static": values}
+
+        return swap
+
+    return {**{f: window(i) for i, f in enumerate(window_features)}, **{f: static(i) for i, f in enumerate(static_features)}}
+
+
 def drivers(
-    p_active: Callable[[dict], np.ndarray], inputs: dict, typical: tuple[np.ndarray, np.ndarray], names: list[str], top: int = 3
+    p_active: Callable[[dict], np.ndarray], inputs: dict, typical: tuple[np.ndarray, np.ndarray], feature_spec: dict, top: int = 3
 ) -> tuple[list[list[str]], list[list[float]]]:
     """Per user, the ``top`` features that lower P(active) most: how much P(active) would rise
     if that one feature (in every window the user has) were the typical user's. Features that
     would not raise it are left out, so a user with nothing holding them back gets none.
 
-    ``p_active(inputs)`` gives one probability per user; ``names`` are the window features then
-    the static ones, as :func:`typical_user` orders them.
+    ``p_active(inputs)`` gives one probability per user; ``feature_spec`` names the window and
+    static features (a model's ``feature_spec``), in the order of :func:`typical_user`.
     """
     base = p_active(inputs)
     typical_x, typical_static = typical
     real = inputs["mask"][..., None] > 0
-    effects = []
-    for i in range(inputs["x"].shape[2]):
-        x = inputs["x"].copy()
-        x[:, :, i] = np.where(real[:, :, 0], typical_x[i], 0.0)
-        effects.append(p_active({**inputs, "x": x}) - base)
-    for j in range(inputs["static"].shape[1]):
-        static = inputs["static"].copy()
-        static[:, j] = typical_static[j]
-        effects.append(p_active({**inputs, "static": static}) - base)
-    effects = np.stack(effects, axis=1)  # users x features
+    replacement = {"x": np.where(real, typical_x, 0.0), "static": np.broadcast_to(typical_static, inputs["static"].shape)}
+    groups = feature_groups(feature_spec["window_features"], feature_spec["static_features"])
+    names = list(groups)
+    effects = np.stack([p_active(swap(inputs, replacement)) - base for swap in groups.values()], axis=1)  # users x features
     order = np.argsort(-effects, axis=1, kind="stable")[:, :top]
     chosen = np.take_along_axis(effects, order, axis=1)
     names_out = [[names[f] for f, e in zip(row, eff) if e > 0] for row, eff in zip(order, chosen)]
@@ -126,10 +143,7 @@ def score_frame(
     longest = model_horizons.index(max(horizons))
     names, effects = [[]] * len(frame), [[]] * len(frame)
     if explain:
-        names, effects = drivers(
-            lambda changed: scorer.p_active(changed)[:, longest], inputs, typical_user(scorer.metadata),
-            [*spec["window_features"], *spec["static_features"]],
-        )  # fmt: skip
+        names, effects = drivers(lambda changed: scorer.p_active(changed)[:, longest], inputs, typical_user(scorer.metadata), spec)
     frame["drivers"], frame["driver_effects"] = names, effects
     if "z" in out:
         frame["z"] = list(out["z"].astype(np.float64))

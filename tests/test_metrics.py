@@ -133,7 +133,8 @@ def test_importance_and_explanations_find_the_feature_that_matters() -> None:
     assert (importance.iloc[1:]["auc_drop"].abs() < 1e-9).all()
     lapsed = np.argsort(-inputs["static"][:, recency])[:3]
     typical = (np.zeros(len(WINDOW_FEATURES), np.float32), np.median(inputs["static"], axis=0))
-    names, effects = drivers(predict, {k: v[lapsed] for k, v in inputs.items()}, typical, [*WINDOW_FEATURES, *STATIC_FEATURES])
+    spec = {"window_features": list(WINDOW_FEATURES), "static_features": list(STATIC_FEATURES)}
+    names, effects = drivers(predict, {k: v[lapsed] for k, v in inputs.items()}, typical, spec)
     # Only recency moves this model, and only upwards for the lapsed users: one driver each.
     assert names == [["recency_days"]] * 3
     expected = predict({**inputs, "static": np.repeat(typical[1][None], 600, 0)})[0] - predict(inputs)[lapsed]
