@@ -115,9 +115,10 @@ def drivers(
     names = list(groups)
     effects = np.stack([p_active(swap(inputs, replacement)) - base for swap in groups.values()], axis=1)  # users x features
     order = np.argsort(-effects, axis=1, kind="stable")[:, :top]
-    chosen = np.take_along_axis(effects, order, axis=1)
+    # Rounded first, so an effect too small to show (0.0000) is left out with the ones that are not positive.
+    chosen = np.round(np.take_along_axis(effects, order, axis=1), 4)
     names_out = [[names[f] for f, e in zip(row, eff) if e > 0] for row, eff in zip(order, chosen)]
-    effects_out = [[round(float(e), 4) for e in eff if e > 0] for eff in chosen]
+    effects_out = [[float(e) for e in eff if e > 0] for eff in chosen]
     return names_out, effects_out
 
 
