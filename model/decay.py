@@ -125,6 +125,19 @@ def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days:
     return _poisson_nll(expected, tf.maximum(counts, 0.0), counts >= 0)
 
 
+def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.Tensor:
+    """Weights [B] of each row's count likelihood: 1 / (1 + sessions per window in the user's
+    last ``last_windows`` input windows).
+
+    A user with ten visits a week adds a gradient of tens of visits per step, a fading one a
+    fraction of a visit, so unweighted the busy users set the fit and the fading ones, whose decay
+    the model is for, are left over- or under-predicted. The weights depend on the inputs only, so
+    the weighted likelihood still has the true rates at its optimum.
+    """
+    recent = tf.reduce_mean(tf.cast(recent_sessions[:, -last_windows:], tf.float32), axis=1)
+    return 1.0 / (1.0 + tf.maximum(recent, 0.0))
+
+
 def _bisect(function, low: tf.Tensor, high: tf.Tensor, steps: int = 40) -> tf.Tensor:  # noqa: ANN001
     """The d in [low, high] where the decreasing ``function(d)`` [B] crosses zero, per user."""
     for _ in range(steps):

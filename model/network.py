@@ -3,10 +3,11 @@
     x(1..T) -> log1p, normalise -> GRU (masked) -> h(1..T), h(T)
     per step:   P(t) = sigmoid(W . [x(t), h(t-1)] + b), supervised with "active in the next window"
     VAE:        [h(T), static] -> mean, log-variance -> z (reparameterised) -> GRU decoder -> x_hat
-    decay head: [h(T), static, z] -> level_k, tau_k, floor -> rate(d), Lambda(d), S(d)
+    decay head: [h(T), static, mean of z] -> level_k, tau_k, floor -> rate(d), Lambda(d), S(d)
 
     loss = survival NLL (censored time to the next visit)
-         + count_weight * Poisson NLL of the visits in each of the next windows (masked past the data)
+         + count_weight * Poisson NLL of the visits in each of the next windows (masked past the data,
+           each row weighted by decay.count_row_weights)
          + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
 
 The time to the next visit mostly says which users are still away; how fast one user's own
@@ -132,7 +133,9 @@ class InterestDecayModel(tf.keras.Model):
             z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean)) if training else z_mean
             repeated = tf.repeat(z[:, None, :], self.shape_spec.n_windows, axis=1)
             out.update(z_mean=z_mean, z_log_var=z_log_var, z=z, x_hat=self.reconstruct(self.decoder(repeated, training=training)))
-            head_input = tf.concat([encoded, z], axis=-1)
+            # The head reads the posterior mean: a sampled z would teach it rates that are right
+            # on average over the noise, and too low at scoring time (the rate is convex in z).
+            head_input = tf.concat([encoded, z_mean], axis=-1)
         # Under a mixed-precision policy the layers compute in bfloat16; the losses and the
         # decay maths stay in float32.
         out = {k: tf.cast(v, tf.float32) for k, v in out.items()}
@@ -157,7 +160,8 @@ class InterestDecayModel(tf.keras.Model):
         parts["count_nll"] = tf.constant(0.0)
         if "future_sessions" in targets:
             future = decay.window_count_nll(out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k)
-            parts["count_nll"] = tf.reduce_mean(future)
+            weight = decay.count_row_weights(inputs["x"][:, :, SESSIONS_FEATURE])
+            parts["count_nll"] = tf.reduce_sum(future * weight) / tf.reduce_sum(weight)
         if self.shape_spec.use_vae:
             squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
             parts["recon"] = tf.reduce_sum(squared * real) / tf.maximum(tf.reduce_sum(real), 1.0)
