@@ -115,6 +115,12 @@ def test_window_counts_likelihood_matches_a_hand_count() -> None:
     assert decay.window_count_nll(params, counts, 7.0, 1).numpy()[0] == pytest.approx(expected, rel=1e-5)
 
 
+def test_count_rows_are_weighted_by_their_recent_sessions_only() -> None:
+    # Sessions per window over 6 windows; only the last 4 count: means 0, 2 and 10.
+    sessions = tf.constant([[9.0, 9.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 3.0, 2.0, 2.0], [0.0, 0.0, 10.0, 10.0, 10.0, 10.0]])
+    np.testing.assert_allclose(decay.count_row_weights(sessions).numpy(), [1.0, 1 / 3, 1 / 11], rtol=1e-6)
+
+
 def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
     inputs, targets = _toy(3000)
     val_inputs, val_targets = _toy(1000, seed=1)
