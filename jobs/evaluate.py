@@ -112,8 +112,8 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     scorer = load_scorer(model_path)
     outputs = scorer(inputs)
     by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
-    by_method.update(fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed))
-    predictions = Predictions(list(horizons), by_method)
+    baselines, failures = fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed)
+    predictions = Predictions(list(horizons), {**by_method, **baselines}, failures)
     days_to_return = np.where(targets["censored"] > 0.5, np.inf, targets["days_to_next"]).astype(np.float64)
     return Evaluated(
         as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs, days_to_return,
@@ -151,13 +151,26 @@ def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int) -> pd.
     with a 95% paired-bootstrap interval (same users resampled for both)."""
     gains = []
     for row in evaluated.table.itertuples():
-        if row.method == "model":
+        if row.method == "model" or row.status != "ok":
             gains.append({"difference": np.nan, "low": np.nan, "high": np.nan})
             continue
         labels, h = evaluated.labels[row.horizon_days], row.horizon_days
         gains.append(paired_bootstrap_auc(labels, evaluated.predictions.at("model", h), evaluated.predictions.at(row.method, h), rounds, seed))
     gains = pd.DataFrame(gains, index=evaluated.table.index)
     return evaluated.table.assign(model_auc_gain=gains["difference"], model_auc_gain_low=gains["low"], model_auc_gain_high=gains["high"])
+
+
+def _headline(table_h: pd.DataFrame, h: int) -> dict[str, object]:
+    """The model's AUC at horizon ``h`` against the best baseline that did not fail."""
+    model = table_h.loc["model"]
+    headline = {f"model_auc_{h}d": model["roc_auc"], f"predicted_returners_{h}d": model["predicted_returners"],
+                f"actual_returners_{h}d": model["actual_returners"]}  # fmt: skip
+    judged = table_h.drop(index="model").query("status == 'ok'")["roc_auc"].dropna()
+    if judged.empty:
+        return headline
+    best = table_h.loc[judged.idxmax()]
+    return {**headline, f"best_baseline_{h}d": best.name, f"best_baseline_auc_{h}d": best["roc_auc"], f"auc_gain_{h}d": best["model_auc_gain"],
+            f"auc_gain_low_{h}d": best["model_auc_gain_low"], f"auc_gain_high_{h}d": best["model_auc_gain_high"]}  # fmt: skip
 
 
 def cross_validation_summary(folds: pd.DataFrame) -> pd.DataFrame:
@@ -303,13 +316,9 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     metrics: dict[str, object] = {}
     main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
     for h in horizons:
-        table_h = main.table[main.table["horizon_days"] == h].set_index("method")
-        best = table_h.drop(index="model")["roc_auc"].idxmax()
-        metrics.update({f"model_auc_{h}d": table_h.loc["model", "roc_auc"], f"best_baseline_{h}d": best,
-                        f"best_baseline_auc_{h}d": table_h.loc[best, "roc_auc"], f"auc_gain_{h}d": table_h.loc[best, "model_auc_gain"],
-                        f"auc_gain_low_{h}d": table_h.loc[best, "model_auc_gain_low"], f"auc_gain_high_{h}d": table_h.loc[best, "model_auc_gain_high"],
-                        f"predicted_returners_{h}d": table_h.loc["model", "predicted_returners"],
-                        f"actual_returners_{h}d": table_h.loc["model", "actual_returners"]})  # fmt: skip
+        metrics.update(_headline(main.table[main.table["horizon_days"] == h].set_index("method"), h))
+    if main.predictions.failures:
+        metrics["failed_baselines"] = ", ".join(main.predictions.failures)
     metrics.update(visit_metrics)
     metrics.update({f"tier_{t}_users": int((tiers == t).sum()) for t in ("high", "medium", "low")})
     truth_tau = _truth_tau(spark, settings, main.user_ids)
@@ -338,14 +347,15 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     run_folder = Path(absolute_path(settings.lakehouse)) / "_reports" / f"evaluate-{as_of}-{summary.run_id}"
     facts = {"evaluation as-of date": as_of, "model": model_version, "model trained until": until_text or "(not set)",
              "out of time": out_of_time, "users evaluated": len(model_p), "horizons (days)": horizons,
+             "failed baselines": "; ".join(f"{m}: {why}" for m, why in main.predictions.failures.items()) or "none",
              "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
              **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}}  # fmt: skip
     report = write_report(
         ReportData(
             title=f"interest-decay evaluation at {as_of}", facts=facts, comparison=main.table,
             cross_validation=cross_validation_summary(folds), horizon=longest, labels=main.labels[longest],
-            predictions={m: main.predictions.at(m, longest) for m, p in METHODS.items() if p or m == "recency_rule"},
-            probability_methods=[m for m, p in METHODS.items() if p], curve_days=curve_days, survival=survival, tiers=tiers,
+            predictions={m: main.predictions.at(m, longest) for m, p in METHODS.items() if (p or m == "recency_rule") and m in main.predictions.by_method},
+            probability_methods=[m for m, p in METHODS.items() if p and m in main.predictions.by_method], curve_days=curve_days, survival=survival, tiers=tiers,
             half_life_days=outputs["interest_half_life_days"],
             latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
             importance=importance, explained_users=explained_users, days_to_return=main.days_to_return, truth_tau_days=truth_tau, notes=notes,

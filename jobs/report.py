@@ -225,7 +225,7 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     facts = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in data.facts.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
-    shown = ["method", "horizon_days", "roc_auc", "pr_auc", "brier", "ece", "precision_top_10", "recall_top_10", "lift_top_10",
+    shown = ["method", "horizon_days", "status", "failure", "roc_auc", "pr_auc", "brier", "ece", "precision_top_10", "recall_top_10", "lift_top_10",
              "predicted_returners", "actual_returners", "model_auc_gain", "model_auc_gain_low", "model_auc_gain_high"]  # fmt: skip
     cv = data.cross_validation
     body = [
@@ -234,7 +234,8 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
                  + "<p>Every metric on the same users, labels and date. Brier, calibration error and predicted returners "
                    "are left blank for the scores that rank but are no P(active within h): the recency rule, expected "
                    "sessions and P(alive). model_auc_gain: the model's AUC minus the row's, with a 95% paired-bootstrap "
-                   "interval.</p>"),
+                   "interval. A baseline that failed (its fit raised, or it gave NaN or infinity) keeps its row with the reason "
+                   "and no metrics; the model is judged against the others.</p>"),
         _section("cross-validation", "Rolling-origin cross-validation",
                  _table(cv) if len(cv) else "<p>No earlier origin had enough history and fully observed labels.</p>"),
         _section("roc", "ROC curves", _image(_roc(data, folder), "ROC curves")),

@@ -11,8 +11,11 @@ Inputs are the numpy dicts of :func:`model.data.arrays` (``static`` in STATIC_FE
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
+import warnings
 
 import numpy as np
 
@@ -38,21 +41,55 @@ def frequency_recency_age(inputs: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
     return frequency, np.where(frequency > 0, recency, 0.0), age
 
 
+# Tried in turn until a fit converges with finite parameters: a log where most users visit once
+# gives the likelihood flat directions that an unpenalised fit can run off along.
+PENALIZERS = (0.001, 0.01, 0.1)
+
+
 class BuyTillYouDie:
     """BG/NBD (``"bgnbd"``) or Pareto/NBD (``"pareto_nbd"``) from lifetimes, with P(active within h)."""
 
-    def __init__(self, kind: str, penalizer: float = 0.001) -> None:
-        from lifetimes import BetaGeoFitter, ParetoNBDFitter
-
+    def __init__(self, kind: str, penalizers: tuple[float, ...] = PENALIZERS) -> None:
         if kind not in ("bgnbd", "pareto_nbd"):
             raise ValueError(f"kind must be 'bgnbd' or 'pareto_nbd', got {kind!r}")
-        self.kind = kind
-        self.fitter = BetaGeoFitter(penalizer_coef=penalizer) if kind == "bgnbd" else ParetoNBDFitter(penalizer_coef=penalizer)
+        if not penalizers or min(penalizers) < 0:
+            raise ValueError(f"penalizers must be one or more non-negative numbers, got {penalizers!r}")
+        self.kind, self.penalizers = kind, tuple(penalizers)
+        self.penalizer: float | None = None
+
+    def _fitter(self, penalizer: float):  # noqa: ANN202 - a lifetimes fitter
+        from lifetimes import BetaGeoFitter, ParetoNBDFitter
+
+        return BetaGeoFitter(penalizer_coef=penalizer) if self.kind == "bgnbd" else ParetoNBDFitter(penalizer_coef=penalizer)
 
     def fit(self, inputs: dict) -> BuyTillYouDie:
+        """Fit on every user's (frequency, recency, age), raising the penalizer until the fit
+        converges to finite parameters; RuntimeError naming each attempt if none does."""
         frequency, recency, age = frequency_recency_age(inputs)
-        self.fitter.fit(frequency, recency, age)
-        return self
+        # Pareto/NBD's default start is random (lifetimes draws it unseeded); one fixed start
+        # keeps the baseline the same from run to run. Its parameters are on lifetimes' scaled
+        # time (the oldest user's age is 1), where 1 is a sane order of magnitude.
+        start = {"initial_params": np.ones(4)} if self.kind == "pareto_nbd" else {}
+        attempts = []
+        for penalizer in self.penalizers:
+            fitter = self._fitter(penalizer)
+            try:
+                # lifetimes prints the optimiser's state on a failed fit and warns on every
+                # overflow it meets on the way; the outcome is checked below instead.
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    fitter.fit(frequency, recency, age, **start)
+                    alive = np.asarray(fitter.conditional_probability_alive(frequency, recency, age), dtype=np.float64)
+            except Exception as exc:  # noqa: BLE001 - lifetimes raises several kinds; each attempt is reported
+                attempts.append(f"penalizer {penalizer}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                continue
+            if not np.isfinite(fitter.params_.to_numpy(dtype=np.float64)).all() or not np.isfinite(alive).all():
+                attempts.append(f"penalizer {penalizer}: parameters or P(alive) not finite")
+                continue
+            self.fitter, self.penalizer = fitter, penalizer
+            log.info("%s: fitted on %d users with penalizer %s", self.kind, len(frequency), penalizer)
+            return self
+        raise RuntimeError(f"{self.kind} did not fit on {len(frequency)} users: " + "; ".join(attempts))
 
     def p_active_within(self, inputs: dict, horizons_days: list[int]) -> np.ndarray:
         """P(at least one session in (now, now + h]) per user and horizon."""

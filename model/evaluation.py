@@ -6,8 +6,9 @@ the rolling origins and the writing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,8 @@ from features.windows import STATIC_FEATURES, WINDOW_FEATURES
 from model.baselines import BuyTillYouDie, HazardModel, recency_rule
 from model.metrics import binary_metrics
 from model.scoring import feature_groups
+
+log = logging.getLogger(__name__)
 
 # Method name -> whether its scores are P(active within h). The recency rule, expected sessions
 # and P(alive) only rank users, so the probability metrics are left out for them.
@@ -43,43 +46,93 @@ def labels_within(targets: dict, horizons_days: list[int]) -> dict[int, np.ndarr
 
 @dataclass
 class Predictions:
-    """P(active within h) of every method: users x horizons, columns in ``horizons_days`` order."""
+    """P(active within h) of every method: users x horizons, columns in ``horizons_days`` order;
+    ``failures`` names each method that has none, with the reason."""
 
     horizons_days: list[int]
     by_method: dict[str, np.ndarray]
+    failures: dict[str, str] = field(default_factory=dict)
 
     def at(self, method: str, horizon: int) -> np.ndarray:
         return self.by_method[method][:, self.horizons_days.index(horizon)]
 
 
+class BaselineFailed(Exception):
+    """A baseline gave no usable scores (its fit raised, or it returned NaN or infinity)."""
+
+
+def _usable(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as float64 if every one is finite, else :class:`BaselineFailed` saying how many are not."""
+    scores = np.asarray(scores, dtype=np.float64)
+    bad = ~np.isfinite(scores).reshape(len(scores), -1).all(axis=1)
+    if bad.any():
+        raise BaselineFailed(f"returned NaN or infinity for {int(bad.sum())} of {len(scores)} users")
+    return scores
+
+
+def _reason(exc: Exception) -> str:
+    """One line a person can read: the exception's kind and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return str(exc).strip() if isinstance(exc, BaselineFailed) else f"{type(exc).__name__}: {text[0] if text else 'no message'}"
+
+
+def _attempt(name: str, score: Callable[[], np.ndarray], predictions: dict, failures: dict) -> None:
+    """Run one baseline; its scores go to ``predictions``, or its reason to ``failures``.
+
+    Any exception is caught on purpose: a baseline is someone else's numerics on this shop's
+    data (lifetimes' fits can diverge on one-visit-heavy logs), and one baseline's failure must
+    not throw away the judgement of the model and the others."""
+    try:
+        predictions[name] = _usable(score())
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        failures[name] = _reason(exc)
+        log.warning("baseline %s failed and is reported as such: %s", name, failures[name])
+
+
 def fit_baselines(
     history_inputs: dict, history_targets: dict, inputs: dict, horizons_days: list[int], period_days: float, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Every baseline fitted on what was known at the evaluation date, predicting ``inputs``.
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every baseline fitted on what was known at the evaluation date, predicting ``inputs``:
+    (scores by method, reason by failed method).
 
     BG/NBD and Pareto/NBD are fitted on the evaluated users' own histories (as they are meant
     to be) and give three scores each: P(active within h), expected sessions and P(alive); the
     hazard models learn from ``history`` rows (earlier as-of dates, labels censored at the
-    evaluation date)."""
-    rule = recency_rule(inputs)
-    predictions = {"recency_rule": np.repeat(rule[:, None], len(horizons_days), axis=1)}
+    evaluation date). A baseline whose fit fails, or whose scores are not all finite, is left
+    out of the scores and named in the failures."""
+    n_horizons = len(horizons_days)
+    predictions: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    _attempt("recency_rule", lambda: np.repeat(recency_rule(inputs)[:, None], n_horizons, axis=1), predictions, failures)
     for kind in ("logistic_rfm", "lightgbm"):
-        predictions[kind] = HazardModel(kind, period_days, horizons_days, seed).fit(history_inputs, history_targets).p_active_within(inputs, horizons_days)
+        model = HazardModel(kind, period_days, horizons_days, seed)
+        _attempt(kind, lambda: model.fit(history_inputs, history_targets).p_active_within(inputs, horizons_days), predictions, failures)
     for kind in ("bgnbd", "pareto_nbd"):
-        fitted = BuyTillYouDie(kind).fit(inputs)
-        predictions[kind] = fitted.p_active_within(inputs, horizons_days)
-        predictions[f"{kind}_expected_sessions"] = fitted.expected_sessions(inputs, horizons_days)
-        predictions[f"{kind}_p_alive"] = np.repeat(fitted.p_alive(inputs)[:, None], len(horizons_days), axis=1)
-    return {name: predictions[name] for name in METHODS if name in predictions}
+        try:
+            fitted = BuyTillYouDie(kind).fit(inputs)
+        except Exception as exc:  # noqa: BLE001 - as in _attempt
+            for method in (kind, f"{kind}_expected_sessions", f"{kind}_p_alive"):
+                failures[method] = _reason(exc)
+            log.warning("baseline %s failed and is reported as such: %s", kind, failures[kind])
+            continue
+        _attempt(kind, lambda: fitted.p_active_within(inputs, horizons_days), predictions, failures)
+        _attempt(f"{kind}_expected_sessions", lambda: fitted.expected_sessions(inputs, horizons_days), predictions, failures)
+        _attempt(f"{kind}_p_alive", lambda: np.repeat(fitted.p_alive(inputs)[:, None], n_horizons, axis=1), predictions, failures)
+    return {name: predictions[name] for name in METHODS if name in predictions}, failures
 
 
 def comparison_table(labels: dict[int, np.ndarray], predictions: Predictions) -> pd.DataFrame:
-    """One row per method and horizon with every metric of :func:`model.metrics.binary_metrics`."""
+    """One row per method and horizon with every metric of :func:`model.metrics.binary_metrics`,
+    ``status`` "ok"; a failed method keeps its rows, with ``status`` "failed", its reason in
+    ``failure`` and no metrics."""
     rows = []
     for h in predictions.horizons_days:
-        for method in predictions.by_method:
-            metrics = binary_metrics(labels[h], predictions.at(method, h), is_probability=METHODS[method])
-            rows.append({"method": method, "horizon_days": h, **metrics})
+        for method in METHODS:
+            if method in predictions.by_method:
+                metrics = binary_metrics(labels[h], predictions.at(method, h), is_probability=METHODS[method])
+                rows.append({"method": method, "horizon_days": h, "status": "ok", "failure": "", **metrics})
+            elif method in predictions.failures:
+                rows.append({"method": method, "horizon_days": h, "status": "failed", "failure": predictions.failures[method]})
     return pd.DataFrame(rows)
 
 

@@ -25,10 +25,12 @@ def _report_data(with_latent: bool) -> ReportData:
     n = 300
     labels = (rng.random(n) < 0.4).astype(float)
     predictions = {m: np.clip(0.4 + 0.3 * (labels - 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99) for m in METHODS}
-    comparison = pd.DataFrame([{"method": m, "horizon_days": 30, "roc_auc": 0.7, "pr_auc": 0.6, "brier": 0.2, "ece": 0.05,
+    comparison = pd.DataFrame([{"method": m, "horizon_days": 30, "status": "ok", "failure": "", "roc_auc": 0.7, "pr_auc": 0.6, "brier": 0.2, "ece": 0.05,
                                 "precision_top_10": 0.5, "recall_top_10": 0.1, "lift_top_10": 1.3, "predicted_returners": 120.0,
                                 "actual_returners": 118.0, "model_auc_gain": 0.01, "model_auc_gain_low": 0.0,
                                 "model_auc_gain_high": 0.02} for m in METHODS])  # fmt: skip
+    failed = comparison["method"] == "pareto_nbd_p_alive"
+    comparison.loc[failed, ["status", "failure", "roc_auc"]] = ["failed", "RuntimeError: pareto_nbd did not fit on 300 users", np.nan]
     days = np.linspace(0, 90, 31)
     return ReportData(
         title="test report", facts={"users evaluated": n}, comparison=comparison,
@@ -61,11 +63,12 @@ def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None
         assert picture.shape[0] > 300 and picture.shape[1] > 400
         assert picture[..., :3].std() > 0.01  # something was drawn
     assert "too little history" in page and "recency_days (+0.200)" in page
+    assert "RuntimeError: pareto_nbd did not fit on 300 users" in page
 
 
 def _settings(root: Path, *overrides: str) -> Settings:
     return shop_settings(root, "generator.users=1500", "train.mode=single", "train.epochs=6", "evaluate.folds=1", "evaluate.fold_epochs=1",
-                         "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", *overrides)  # fmt: skip
+                         "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", "train.validation=users", *overrides)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,7 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     model_30d = table.where("fold = 'out_of_time' AND method = 'model' AND horizon_days = 30").first()
     assert model_30d["users"] == summary.counts["users"] > 1000
     assert 0.6 < model_30d["roc_auc"] < 1.0 and 0 < model_30d["brier"] < 0.25
+    assert {r["status"] for r in table.collect()} == {"ok"} and "failed baselines" not in summary.metrics
     gains = table.where("fold = 'out_of_time' AND horizon_days = 30").toPandas().set_index("method")
     assert gains.loc["model", ["model_auc_gain", "model_auc_gain_low"]].isna().all()
     recency = gains.loc["recency_rule"]

@@ -8,7 +8,17 @@ from sklearn.metrics import roc_auc_score
 
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES
 from model.baselines import BuyTillYouDie, HazardModel, _within, person_periods, recency_rule
-from model.evaluation import decay_check, labels_within, permutation_importance, spearman_by_sessions, visits_calibration
+from model.evaluation import (
+    METHODS,
+    Predictions,
+    comparison_table,
+    decay_check,
+    fit_baselines,
+    labels_within,
+    permutation_importance,
+    spearman_by_sessions,
+    visits_calibration,
+)
 from model.scoring import drivers, risk_tier, tier_thresholds
 from model.metrics import binary_metrics, gains_curve, paired_bootstrap_auc
 
@@ -112,6 +122,51 @@ def test_buy_till_you_die_baselines(kind: str) -> None:
     assert (p >= 0).all() and (p <= 1).all() and (p[:, 1] >= p[:, 0]).all()
     assert roc_auc_score(labels[7], p[:, 0]) > 0.85
     assert roc_auc_score(labels[7], recency_rule(inputs)) > 0.85
+
+
+def _one_visit_heavy_shop(n: int, seed: int) -> tuple[dict, dict]:
+    """60% of the users visited once; a few of the others are bots with thousands of sessions."""
+    rng = np.random.default_rng(seed)
+    once = rng.random(n) < 0.6
+    tenure = rng.uniform(1, 120, n)
+    sessions = np.where(once, 1, 1 + rng.poisson(rng.gamma(0.5, 1000, n))).astype(float)
+    recency = np.where(once, tenure, rng.uniform(0, tenure))
+    static = np.column_stack([tenure, recency, sessions, np.zeros(n), np.zeros(n)]).astype(np.float32)
+    x = np.zeros((n, 4, len(WINDOW_FEATURES)), np.float32)
+    days = np.where(once, rng.exponential(300, n), rng.exponential(5, n))
+    targets = {"days_to_next": np.minimum(days, 60.0), "censored": (days > 60).astype(float)}
+    return {"x": x, "mask": np.ones((n, 4), np.float32), "static": static}, targets
+
+
+def test_a_failed_baseline_is_named_and_the_others_are_still_judged() -> None:
+    inputs, targets = _one_visit_heavy_shop(1000, 0)
+    # The hazard models learn from history rows; here nobody in them came back, so they cannot fit.
+    history = {k: v[:500] for k, v in inputs.items()}
+    no_returns = {"days_to_next": np.full(500, 60.0), "censored": np.ones(500)}
+    scores, failures = fit_baselines(history, no_returns, inputs, [7, 30], 7.0)
+    assert set(scores) | set(failures) == set(METHODS) - {"model"} and not set(scores) & set(failures)
+    for kind in ("logistic_rfm", "lightgbm"):
+        assert failures[kind] == f"ValueError: {kind}: the training rows have no returns to learn from"
+    assert "recency_rule" in scores and all(np.isfinite(v).all() and v.shape == (1000, 2) for v in scores.values())
+    assert all(reason for reason in failures.values())
+
+    labels = labels_within(targets, [7, 30])
+    rng = np.random.default_rng(1)
+    model = np.column_stack([np.clip(0.5 * labels[h] + rng.uniform(0, 0.5, 1000), 0, 1) for h in (7, 30)])
+    table = comparison_table(labels, Predictions([7, 30], {"model": model, **scores}, failures)).set_index(["method", "horizon_days"])
+    assert len(table) == len(METHODS) * 2
+    failed = table.loc["lightgbm", 30]
+    assert failed["status"] == "failed" and "no returns" in failed["failure"] and np.isnan(failed["roc_auc"])
+    assert table.loc["model", 30]["status"] == "ok" and table.loc["model", 30]["failure"] == ""
+    assert table.loc["model", 30]["roc_auc"] > 0.8 and table.loc["recency_rule", 30]["roc_auc"] > 0.5
+
+
+def test_buy_till_you_die_says_why_it_did_not_fit() -> None:
+    # Pareto/NBD's P(alive) overflows for the bots' thousands of sessions, whatever the penalizer.
+    inputs, _ = _one_visit_heavy_shop(300, 0)
+    expected = r"pareto_nbd did not fit on 300 users: penalizer 0.001: parameters or P\(alive\) not finite; penalizer 0.1: .+"
+    with pytest.raises(RuntimeError, match=expected):
+        BuyTillYouDie("pareto_nbd", penalizers=(0.001, 0.1)).fit(inputs)
 
 
 def test_baseline_kinds_are_checked() -> None:
