@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from jobs.config import ConfigError, Settings, load_settings
@@ -53,6 +55,10 @@ def _settings(conf: Path | None, overrides: list[str] | None, **flags: object) -
         settings = load_settings(conf, list(overrides or []) + extra)
     except ConfigError as exc:
         raise _fail(exc) from None
+    if settings.log_level == "DEBUG":  # everything, Spark's own log included
+        settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"quiet_logs": False})})
+    else:  # TensorFlow's start-up notices (oneDNN, CPU instructions), before a stage imports it
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
     handler.addFilter(_drop_py4j_retry_notice)
     logging.basicConfig(level=settings.log_level, format="%(message)s", handlers=[handler], force=True)
@@ -67,9 +73,36 @@ def _drop_py4j_retry_notice(record: logging.LogRecord) -> bool:
     return not (record.getMessage() == "Exception while sending command." and "py4j" in record.pathname)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
+def _fail(exc: Exception, stage: str | None = None) -> typer.Exit:
+    """Print one line for a person (the stage, what went wrong and, in our own errors, the fix)
+    and return the exit to raise. The traceback goes to the DEBUG log (``--set log_level=DEBUG``)."""
+    # A config error is printed whole: it lists every bad key, one per line.
+    where, message = (f" in {stage}", one_line_error(exc)) if stage else ("", str(exc))
+    console.print(f"[bold red]error{where}:[/] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(code=2)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """An error as one line: our own errors (ValueError, FileNotFoundError) say what to do and are
+    printed as they are; Spark's and the JVM's keep their first line and their kind, and point at
+    the traceback; anything else is named with its type."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    java = exc.java_exception if isinstance(exc, Py4JJavaError) else None
+    if java is not None:
+        # "Job aborted due to stage failure" wraps what went wrong; the deepest cause says it.
+        while java.getCause() is not None:
+            java = java.getCause()
+        text = f"{java.getClass().getSimpleName()}: {java.getMessage()}"
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or ["(no message)"]
+    if isinstance(exc, (ValueError, FileNotFoundError)) and not isinstance(exc, PySparkException):
+        return " ".join(lines)
+    first = lines[0]
+    kind = "Spark" if isinstance(exc, (PySparkException, Py4JJavaError)) else type(exc).__name__
+    return f"{kind}: {first} (the full traceback: --set log_level=DEBUG)"
 
 
 def _stage(name: str) -> Callable[..., RunSummary]:
@@ -79,12 +112,13 @@ def _stage(name: str) -> Callable[..., RunSummary]:
 
 
 def _run_stage(settings: Settings, stage: Callable[..., RunSummary], **kwargs: object) -> RunSummary:
+    name = stage.__module__.rsplit(".", 1)[-1]
     try:
         with spark_session(settings.spark) as spark:
             return stage(spark, settings, **kwargs)
-    except (ValueError, FileNotFoundError) as exc:
-        log.debug("stage failed", exc_info=True)
-        raise _fail(exc) from None
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line and exit code 2
+        log.debug("%s failed", name, exc_info=True)
+        raise _fail(exc, name) from None
 
 
 @app.command()
@@ -235,6 +269,7 @@ def run_pipeline(
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
         timings.add_column(column)
+    name = "run"
     try:
         with spark_session(settings.spark) as spark:
             for number, (name, stage, kwargs) in enumerate(stages, start=1):
@@ -245,8 +280,9 @@ def run_pipeline(
                 console.print(f"[green]done[/] {name} in {elapsed:.1f} s")
                 timings.add_row(name, f"{elapsed:.1f}", ", ".join(f"{k}={v}" for k, v in summary.counts.items() if "." not in k))
                 report = summary.outputs.get("report")
-    except (ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    except Exception as exc:  # noqa: BLE001 - as in _run_stage
+        log.debug("%s failed", name, exc_info=True)
+        raise _fail(exc, name) from None
     console.print(timings)
     console.print(
         f"results under {settings.lakehouse}: scores (one row per user), sequences, user_windows, sessions, "

@@ -22,6 +22,8 @@ from jobs.config import SparkSettings
 
 log = logging.getLogger(__name__)
 
+# Spark's log4j2 configuration when spark.quiet_logs is on (see SparkSettings.quiet_logs).
+QUIET_LOG4J = Path(__file__).resolve().parent / "log4j2-quiet.properties"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 JARS_DIR_ENV = "INTEREST_DECAY_JARS_DIR"
@@ -89,6 +91,9 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
             )
         conf["spark.jars"] = ",".join(str(j) for j in local_delta_jars(settings.jars_dir))
     conf.update({key: _spark_value(value) for key, value in settings.conf.items()})
+    if settings.quiet_logs and not submitted and "log4j" not in conf.get("spark.driver.extraJavaOptions", ""):
+        options = conf.get("spark.driver.extraJavaOptions", "")
+        conf["spark.driver.extraJavaOptions"] = f"{options} -Dlog4j2.configurationFile=file:{QUIET_LOG4J}".strip()
 
     master = submitted.get("spark.master", settings.master)
     if master.startswith("local"):
@@ -103,7 +108,8 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         if key not in submitted:
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    if not settings.quiet_logs:
+        spark.sparkContext.setLogLevel("WARN")
     log.info("spark session: master=%s, version=%s", spark.sparkContext.master, spark.version)
     return spark
 

@@ -60,6 +60,30 @@ def test_a_bad_input_path_is_a_clear_error(spark: SparkSession, tmp_path: Path) 
     assert "cannot tell the format" in result.output
 
 
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error")]
+
+
+def test_a_stage_error_is_one_line_naming_the_stage_and_the_fix(spark: SparkSession, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["score", "--conf", LOCAL, "--set", f"lakehouse={tmp_path / 'empty'}"])
+    assert result.exit_code == 2
+    assert _error_lines(result.output) == [f"error in score: no sequences table at {tmp_path / 'empty'}/sequences: "
+                                           "run `interest-decay features --as-of DATE` first"]  # fmt: skip
+    assert "Traceback" not in result.output
+
+
+def test_a_spark_error_is_one_line_too_and_the_traceback_is_there_on_debug(spark: SparkSession, tmp_path: Path) -> None:
+    broken = tmp_path / "events.parquet"
+    broken.write_bytes(b"this is not parquet")
+    command = ["ingest", "--conf", LOCAL, "--set", f"lakehouse={tmp_path / 'lake'}", "--input", str(broken), "--preset", "generator"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = _error_lines(result.output)
+    assert line.startswith("error in ingest: Spark: ") and line.endswith("(the full traceback: --set log_level=DEBUG)")
+    debug = CliRunner().invoke(app, [*command, "--set", "log_level=DEBUG"])
+    assert debug.exit_code == 2 and "Traceback" in debug.output
+
+
 @pytest.mark.slow
 def test_console_script_runs_the_whole_pipeline(tmp_path: Path) -> None:
     """The README's pipeline command in its own process (spark-submit runs: tests/test_cluster.py)."""
