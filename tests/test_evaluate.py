@@ -67,6 +67,9 @@ def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None
 
 
 def _settings(root: Path, *overrides: str) -> Settings:
+    # Validated on a share of the users, as the identifiable and CDNOW profiles are: every as-of
+    # date up to `until` trains, so the faded users asked about at the evaluation date are in the
+    # training and the expected visits are calibrated within the 30% checked below.
     return shop_settings(root, "generator.users=1500", "train.mode=single", "train.epochs=6", "evaluate.folds=1", "evaluate.fold_epochs=1",
                          "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", "train.validation=users", *overrides)  # fmt: skip
 
