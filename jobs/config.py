@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -294,7 +295,14 @@ class Settings(_Strict):
 
 
 def absolute_path(path: str) -> str:
-    """A local path made absolute; URIs (``s3a://``, ``dbfs:/``, ``file:/``) are left as they are."""
+    """A local path made absolute; a ``file:`` URI becomes the local path it names (so Spark,
+    Delta and the local artifacts all see one spelling of it); other URIs (``s3a://``,
+    ``dbfs:/``, ``abfss://``) are left as they are."""
+    if path.startswith("file:"):
+        parsed = urlparse(path)
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"a file: URI names no host (file:///absolute/path), got {path!r}")
+        return str(Path(unquote(parsed.path)).resolve())
     if re.match(r"^[A-Za-z][\w+.-]*:", path):
         return path
     return str(Path(path).resolve())

@@ -42,8 +42,10 @@ def test_a_config_error_exits_2_and_names_the_key(tmp_path: Path) -> None:
     assert "generator.userz: unknown key" in result.output
 
 
-def test_generate_then_ingest_in_process(spark: SparkSession, tmp_path: Path) -> None:
-    common = ["--conf", LOCAL, "--set", f"lakehouse={tmp_path / 'lake'}"]
+@pytest.mark.parametrize("spelling", ["path", "file_uri"])
+def test_generate_then_ingest_in_process(spark: SparkSession, tmp_path: Path, spelling: str) -> None:
+    lakehouse = tmp_path / "lake" if spelling == "path" else f"file://{tmp_path / 'lake'}"
+    common = ["--conf", LOCAL, "--set", f"lakehouse={lakehouse}"]
     generated = CliRunner().invoke(app, ["generate", *common, "--users", "40", "--days", "30", "--output", str(tmp_path / "raw")])
     assert generated.exit_code == 0, generated.output
     (gen,) = _summaries(generated.stdout)
@@ -51,6 +53,9 @@ def test_generate_then_ingest_in_process(spark: SparkSession, tmp_path: Path) ->
     assert ingested.exit_code == 0, ingested.output
     (ing,) = _summaries(ingested.stdout)
     assert ing["counts"]["read"] == ing["counts"]["written"] == gen["counts"]["events"]
+    # Either spelling is the same table, at the same local folder.
+    assert ing["outputs"]["events"] == str(tmp_path / "lake" / "events")
+    assert spark.read.format("delta").load(str(tmp_path / "lake" / "events")).count() == gen["counts"]["events"]
     assert spark.sparkContext._jsc is not None  # the shared session is still alive
 
 

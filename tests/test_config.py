@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, Settings, SourceMapping, load_settings
+from jobs.config import ConfigError, Settings, SourceMapping, absolute_path, load_settings
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -112,3 +112,14 @@ def test_table_paths_are_absolute_for_local_lakehouses_and_untouched_for_uris(tm
 def test_a_validation_date_with_a_users_split_is_refused() -> None:
     with pytest.raises(ConfigError, match="train.*validation_as_of goes with validation: as_of_date"):
         load_settings(None, ["train.validation=users", "train.validation_as_of=2026-03-01"])
+
+
+def test_a_file_uri_lakehouse_is_the_local_folder_it_names(tmp_path: Path) -> None:
+    # One spelling for Spark, Delta and the local artifacts: Delta refuses a table whose path it
+    # sees as both file:///x and file:/x.
+    assert absolute_path(f"file://{tmp_path}/lake") == str(tmp_path / "lake")
+    assert absolute_path(f"file:{tmp_path}/lake") == str(tmp_path / "lake")
+    assert absolute_path(f"file://localhost{tmp_path}/a%20b") == str(tmp_path / "a b")
+    assert absolute_path("s3a://bucket/lake") == "s3a://bucket/lake" and absolute_path("dbfs:/lake") == "dbfs:/lake"
+    with pytest.raises(ValueError, match="names no host"):
+        absolute_path("file://server/lake")
