@@ -75,15 +75,43 @@ def detect_format(path: str, mapping: SourceMapping, fmt: str = "auto") -> str:
     return suffixes.pop()
 
 
+# Without these an event means nothing; every other canonical column may be absent from a source.
+REQUIRED_EVENT_COLUMNS = ("user_id", "event_time", "event_type")
+
+
+def absent_source_columns(mapping: SourceMapping, available: list[str], path: str) -> list[str]:
+    """The mapping's source columns that ``available`` lacks, to be read as nulls.
+
+    A source whose file lacks an optional column (product_id, category, price, event_id) still
+    loads, with nulls there; one that lacks every source name of a required column raises
+    ValueError naming it, before anything is written."""
+    required = [c for c in REQUIRED_EVENT_COLUMNS if not (c == "event_type" and mapping.constant_event_type)]
+    absent: list[str] = []
+    for canonical, spec in mapping.columns.items():
+        names = spec.split("|")
+        if canonical in required and not any(name in available for name in names):
+            raise ValueError(
+                f"{path}: the required column {canonical} (source column {' or '.join(names)}) is missing; "
+                f"the input has {available}: fix the file or the source mapping (ingest.source.columns)"
+            )
+        absent += [name for name in names if name not in available and name not in absent]
+    if absent:
+        log.warning("%s: source column(s) %s are absent and read as empty", path, absent)
+    extra = [name for name in available if name not in source_columns(mapping) and name != CORRUPT]
+    if extra:
+        log.info("%s: column(s) %s are not in the source mapping and are not read", path, extra)
+    return absent
+
+
 def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -> DataFrame:
-    """Every source column as a string, plus ``_corrupt_record``, ``_source_file`` and ``_row``."""
+    """Every source column as a string (null where the input lacks an optional one), plus
+    ``_corrupt_record``, ``_source_file`` and ``_row``."""
     columns = source_columns(mapping)
     strings = T.StructType([T.StructField(c, T.StringType()) for c in columns])
+    absent: list[str] = []
     if fmt == "csv":
         header = spark.read.option("header", mapping.header).option("sep", mapping.delimiter).csv(path).columns
-        absent = [c for c in columns if c not in header]
-        if absent:
-            raise ValueError(f"source columns {absent} are not in the input {path} (its header has {header})")
+        absent = absent_source_columns(mapping, header, path)
         schema = T.StructType([T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())])
         frame = (
             spark.read.schema(schema)
@@ -98,16 +126,14 @@ def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -
         frame = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).json(path)
     elif fmt == "parquet":
         frame = spark.read.parquet(path)
-        absent = [c for c in columns if c not in frame.columns]
-        if absent:
-            raise ValueError(f"{path}: columns {absent} are missing (the files have {frame.columns})")
-        frame = frame.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns], F.lit(None).cast("string").alias(CORRUPT))
+        absent = absent_source_columns(mapping, frame.columns, path)
+        frame = frame.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns if c not in absent], F.lit(None).cast("string").alias(CORRUPT))
     elif fmt == "text":
         frame = _read_whitespace_text(spark, path, columns, mapping.header)
     else:
         raise ValueError(f"format must be csv, json, parquet or text, got {fmt!r}")
     return frame.select(
-        *[F.col(f"`{c}`") for c in columns],
+        *[F.lit(None).cast("string").alias(c) if c in absent else F.col(f"`{c}`") for c in columns],
         F.col(CORRUPT),
         F.col("_metadata.file_path").alias("_source_file"),
         F.monotonically_increasing_id().alias("_row"),

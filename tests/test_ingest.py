@@ -258,7 +258,27 @@ def test_unknown_format_and_missing_columns_are_clear_errors(spark: SparkSession
     with pytest.raises(ValueError, match="cannot tell the format"):
         ingest.run(spark, settings, input_path=odd, preset="generator")
     wrong = _write(tmp_path / "wrong.csv", ["a,b", "1,2"])
-    with pytest.raises(ValueError, match=r"source columns .* are not in the input"):
+    with pytest.raises(ValueError, match=r"the required column user_id \(source column user_id\) is missing; the input has \['a', 'b'\]"):
         ingest.run(spark, settings, input_path=wrong, preset="generator")
     with pytest.raises(ValueError, match="preset must be one of"):
         ingest.run(spark, settings, input_path=wrong, preset="amazon")
+
+
+def test_schema_drift_extra_and_missing_optional_columns_load_a_missing_required_one_is_refused(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    settings = _fixed_now(settings)
+    # An extra column the mapping does not read, and no category or price: both still load.
+    drifted = _write(tmp_path / "drift" / "a.csv", ["event_id,user_id,event_time,event_type,product_id,referrer",
+                                                    "d1,u1,2026-05-01T10:00:00Z,view,p1,mail", "d2,u2,2026-05-02T10:00:00Z,cart,p2,"])  # fmt: skip
+    summary = ingest.run(spark, settings, input_path=drifted, preset="generator")
+    assert summary.counts["read"] == summary.counts["written"] == 2
+    events = spark.read.format("delta").load(settings.table_path("events")).select("user_id", "event_type", "product_id", "category", "price")
+    expected = spark.createDataFrame([("u1", "view", "p1", None, None), ("u2", "cart", "p2", None, None)], events.schema)
+    assertDataFrameEqual(events, expected)
+    # A file without event_time is refused before anything is written.
+    no_time = _write(tmp_path / "drift2" / "b.csv", ["event_id,user_id,event_type", "d3,u3,view"])
+    before = spark.read.format("delta").load(settings.table_path("events")).count()
+    with pytest.raises(ValueError, match=r"the required column event_time \(source column event_time\) is missing"):
+        ingest.run(spark, settings, input_path=no_time, preset="generator")
+    assert spark.read.format("delta").load(settings.table_path("events")).count() == before
