@@ -38,9 +38,9 @@ class SparkSettings(_Strict):
     delta_jars: Literal["local", "provided"] = "local"
     jars_dir: str | None = None
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    # When this process starts the JVM: Spark's own log at ERROR without failed tasks' stack
-    # traces (the stage's one-line error says what failed). false, or log_level: DEBUG, keeps
-    # Spark's defaults. spark-submit and Databricks keep their own logging either way.
+    # When this process starts the JVM: Spark's own log at WARN without its start-up notices and
+    # failed tasks' stack traces (the stage's one-line error says what failed). false, or
+    # log_level: DEBUG, keeps Spark's defaults. spark-submit and Databricks keep their own logging either way.
     quiet_logs: bool = True
 
 

@@ -41,6 +41,12 @@ def frequency_recency_age(inputs: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
     return frequency, np.where(frequency > 0, recency, 0.0), age
 
 
+def describe_failure(exc: BaseException) -> str:
+    """An exception as one readable line: its kind and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+
+
 # Tried in turn until a fit converges with finite parameters: a log where most users visit once
 # gives the likelihood flat directions that an unpenalised fit can run off along.
 PENALIZERS = (0.001, 0.01, 0.1)
@@ -81,7 +87,7 @@ class BuyTillYouDie:
                     fitter.fit(frequency, recency, age, **start)
                     alive = np.asarray(fitter.conditional_probability_alive(frequency, recency, age), dtype=np.float64)
             except Exception as exc:  # noqa: BLE001 - lifetimes raises several kinds; each attempt is reported
-                attempts.append(f"penalizer {penalizer}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                attempts.append(f"penalizer {penalizer}: {describe_failure(exc)}")
                 continue
             if not np.isfinite(fitter.params_.to_numpy(dtype=np.float64)).all() or not np.isfinite(alive).all():
                 attempts.append(f"penalizer {penalizer}: parameters or P(alive) not finite")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES
-from model.baselines import BuyTillYouDie, HazardModel, recency_rule
+from model.baselines import BuyTillYouDie, HazardModel, describe_failure, recency_rule
 from model.metrics import binary_metrics
 from model.scoring import feature_groups
 
@@ -71,9 +71,8 @@ def _usable(scores: np.ndarray) -> np.ndarray:
 
 
 def _reason(exc: Exception) -> str:
-    """One line a person can read: the exception's kind and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return str(exc).strip() if isinstance(exc, BaselineFailed) else f"{type(exc).__name__}: {text[0] if text else 'no message'}"
+    """Why a baseline failed, in one line (our own BaselineFailed says it without its kind)."""
+    return str(exc) if isinstance(exc, BaselineFailed) else describe_failure(exc)
 
 
 def _attempt(name: str, score: Callable[[], np.ndarray], predictions: dict, failures: dict) -> None:
