@@ -267,6 +267,18 @@ class EvaluateSettings(_Strict):
     seed: int = 0
 
 
+class StorageSettings(_Strict):
+    """How artifacts other than Delta tables reach the lakehouse (see jobs.storage)."""
+
+    # Local folder for staged uploads and fetched copies of models; empty: $INTEREST_DECAY_CACHE
+    # /artifacts or ~/.cache/interest-decay/artifacts.
+    cache_dir: str = ""
+    # Options for the lakehouse's fsspec filesystem, e.g. {client_kwargs: {endpoint_url: ...}} for
+    # s3fs. Credentials and an S3 endpoint are better left to the environment (AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), which Spark and Python then share.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class Settings(_Strict):
     """Everything one run of any stage needs."""
 
@@ -280,6 +292,7 @@ class Settings(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     horizons_days: list[int] = Field(default_factory=lambda: [7, 14, 30], min_length=1)
 
     @field_validator("horizons_days")

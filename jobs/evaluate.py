@@ -28,10 +28,11 @@ from pyspark.sql import functions as F
 
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at
 from jobs import train as train_job
-from jobs.config import Settings, absolute_path
+from jobs.config import Settings
 from jobs.report import ReportData, write_report
 from jobs.runs import RunSummary, record_run, tracking_uri
-from jobs.score import check_model_fits, resolve_model
+from jobs.storage import Storage
+from jobs.score import check_model_fits, local_model, resolve_model
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns
 from model.evaluation import (
@@ -136,7 +137,7 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
         )  # fmt: skip
         try:
             trained = train_job.run(view.sparkSession, fold, stage="train_fold")
-            evaluated = evaluate_at(view, settings, origin, trained.outputs["model"], horizons)
+            evaluated = evaluate_at(view, settings, origin, local_model(settings, trained.outputs["model"]), horizons)
         except ValueError as exc:
             notes.append(f"origin {origin} skipped: {exc}")
             log.warning("rolling origin %s skipped: %s", origin, exc)
@@ -266,7 +267,7 @@ def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as
     return path
 
 
-def _log_mlflow(settings: Settings, summary: RunSummary, report: Path, model_version: str) -> str:
+def _log_mlflow(settings: Settings, summary: RunSummary, report_folder: Path, model_version: str) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(settings))
@@ -275,7 +276,7 @@ def _log_mlflow(settings: Settings, summary: RunSummary, report: Path, model_ver
         mlflow.set_tag("model_run_id", model_version)
         mlflow.log_params({k: v for k, v in summary.inputs.items() if k != "model"})
         mlflow.log_metrics({k: v for k, v in summary.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
-        mlflow.log_artifacts(str(report.parent), artifact_path="report")
+        mlflow.log_artifacts(str(report_folder), artifact_path="report")
         return active.info.run_id
 
 
@@ -287,14 +288,15 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         raise ValueError(f"no sequences table at {view_path}: run `interest-decay features` first")
     view = spark.read.format("delta").option("versionAsOf", latest_version(spark, view_path)).load(view_path)
     horizons = sorted(conf.horizons_days or settings.horizons_days)
-    model_path, model_version = resolve_model(spark, settings, model)
+    model_uri, model_version = resolve_model(spark, settings, model)
+    model_path = local_model(settings, model_uri)
     metadata = read_metadata(model_path)
     check_model_fits(settings, metadata, model_version)
     until_text = metadata.get("training", {}).get("until") or ""
     until = dt.date.fromisoformat(until_text) if until_text else None
     as_of = as_of or conf.as_of or evaluation_date(view, horizons, until)
     out_of_time = until is not None and as_of >= until
-    summary = RunSummary("evaluate", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_path,
+    summary = RunSummary("evaluate", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_uri,
                                              "horizons_days": ",".join(map(str, horizons)), "model_trained_until": until_text,
                                              "out_of_time": out_of_time})  # fmt: skip
     if not out_of_time:
@@ -344,32 +346,32 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         **{f"driver_{i + 1}": [f"{n[i]} (+{e[i]:.3f})" if len(n) > i else "" for n, e in zip(names, effects)] for i in range(3)},
     })  # fmt: skip
 
-    run_folder = Path(absolute_path(settings.lakehouse)) / "_reports" / f"evaluate-{as_of}-{summary.run_id}"
+    storage = Storage.for_settings(settings)
+    report_uri = storage.uri("_reports", f"evaluate-{as_of}-{summary.run_id}")
     facts = {"evaluation as-of date": as_of, "model": model_version, "model trained until": until_text or "(not set)",
              "out of time": out_of_time, "users evaluated": len(model_p), "horizons (days)": horizons,
              "failed baselines": "; ".join(f"{m}: {why}" for m, why in main.predictions.failures.items()) or "none",
              "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
              **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}}  # fmt: skip
-    report = write_report(
-        ReportData(
-            title=f"interest-decay evaluation at {as_of}", facts=facts, comparison=main.table,
-            cross_validation=cross_validation_summary(folds), horizon=longest, labels=main.labels[longest],
-            predictions={m: main.predictions.at(m, longest) for m, p in METHODS.items() if (p or m == "recency_rule") and m in main.predictions.by_method},
-            probability_methods=[m for m, p in METHODS.items() if p and m in main.predictions.by_method], curve_days=curve_days, survival=survival, tiers=tiers,
-            half_life_days=outputs["interest_half_life_days"],
-            latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
-            importance=importance, explained_users=explained_users, days_to_return=main.days_to_return, truth_tau_days=truth_tau, notes=notes,
-            visits_calibration=calibration, decay_check=decay, truth_by_sessions=truth_table,
-        ),
-        run_folder,
+    report_data = ReportData(
+        title=f"interest-decay evaluation at {as_of}", facts=facts, comparison=main.table,
+        cross_validation=cross_validation_summary(folds), horizon=longest, labels=main.labels[longest],
+        predictions={m: main.predictions.at(m, longest) for m, p in METHODS.items() if (p or m == "recency_rule") and m in main.predictions.by_method},
+        probability_methods=[m for m, p in METHODS.items() if p and m in main.predictions.by_method], curve_days=curve_days, survival=survival, tiers=tiers,
+        half_life_days=outputs["interest_half_life_days"],
+        latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
+        importance=importance, explained_users=explained_users, days_to_return=main.days_to_return, truth_tau_days=truth_tau, notes=notes,
+        visits_calibration=calibration, decay_check=decay, truth_by_sessions=truth_table,
     )  # fmt: skip
+    with storage.publishing(report_uri) as report_folder:
+        write_report(report_data, report_folder)
     rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
     table_path = _write_table(spark, settings, rows, as_of, model_version)
     summary.counts = {"users": len(model_p), "methods": len(METHODS), "horizons": len(horizons),
                       "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0}  # fmt: skip
     summary.metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-    summary.outputs = {"report": str(report), EVALUATIONS_TABLE: table_path}
-    summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, report, model_version)
+    summary.outputs = {"report": f"{report_uri}/index.html", EVALUATIONS_TABLE: table_path}
+    summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, storage.fetch(report_uri), model_version)
     summary.finish()
     record_run(spark, settings.lakehouse, summary)
     return summary

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
 
-import glob
 import logging
 import os
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -34,6 +33,7 @@ from features.events import (
 )
 from jobs.config import IngestSettings, Settings, SourceMapping
 from jobs.runs import RunSummary, record_run
+from jobs.storage import list_input_files
 from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new, latest_version
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,7 @@ def detect_format(path: str, mapping: SourceMapping, fmt: str = "auto") -> str:
         return fmt
     if mapping.delimiter == "whitespace":
         return "text"
-    local = path.removeprefix("file://")
-    candidates = [Path(local)] if Path(local).is_file() else []
-    if Path(local).is_dir():
-        candidates = [p for p in sorted(Path(local).rglob("*")) if p.is_file() and not p.name.startswith(("_", "."))]
-    elif not candidates:
-        candidates = [Path(p) for p in sorted(glob.glob(local)) if Path(p).is_file()]
-    suffixes = {_SUFFIX_FORMATS.get(p.suffix.lower()) for p in candidates} - {None}
+    suffixes = {_SUFFIX_FORMATS.get(PurePosixPath(f).suffix.lower()) for f in list_input_files(path)} - {None}
     if len(suffixes) != 1:
         raise ValueError(
             f"cannot tell the format of {path!r} from its file names (found {sorted(suffixes) or 'none'}); "

@@ -18,13 +18,24 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from jobs.config import Settings, absolute_path
+from jobs.storage import Storage, python_uri
 
 RUNS_TABLE = "_runs"
 
 
 def tracking_uri(settings: Settings) -> str:
-    """MLflow tracking URI: $MLFLOW_TRACKING_URI, else a file store inside the lakehouse."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"file://{absolute_path(settings.lakehouse)}/_mlflow"
+    """MLflow tracking URI: $MLFLOW_TRACKING_URI, else a file store inside a local lakehouse.
+
+    MLflow's file store needs a local folder, so with the lakehouse on an object store (and no
+    tracking server named) the runs are tracked under the local artifact cache instead; the
+    models, reports and ``_runs`` records stay in the lakehouse either way.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    storage = Storage.for_settings(settings)
+    if storage.is_local:
+        return f"file://{python_uri(storage.root)}/_mlflow"
+    return f"file://{storage.cache_dir}/mlflow"
 
 RUNS_SCHEMA = T.StructType(
     [

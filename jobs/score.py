@@ -16,8 +16,6 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
-
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -25,6 +23,7 @@ from pyspark.sql import functions as F
 from features.windows import STATIC_FEATURES, view_spec
 from jobs.config import Settings
 from jobs.runs import RUNS_TABLE, RunSummary, record_run, tracking_uri
+from jobs.storage import Storage
 from jobs.tables import table_exists
 from model.data import flat_columns
 from model.scoring import feature_mismatch, read_metadata, score_batches, score_columns
@@ -62,9 +61,14 @@ def resolve_model(spark: SparkSession, settings: Settings, model: str | None) ->
             run_id = choice.removeprefix("runs:/").strip("/")
         # The slice is named after the training run, however the model was referred to.
         return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=uri), run_id
-    if not Path(choice).is_dir():
+    if not Storage.for_settings(settings).exists(choice):
         raise ValueError(f"model folder {choice} does not exist")
-    return choice, Path(choice).name
+    return choice, choice.rstrip("/").rsplit("/", 1)[-1]
+
+
+def local_model(settings: Settings, model_uri: str) -> str:
+    """A local folder holding the model at ``model_uri`` (fetched once from an object store)."""
+    return str(Storage.for_settings(settings).fetch(model_uri))
 
 
 def check_model_fits(settings: Settings, metadata: dict, model_version: str) -> None:
@@ -76,12 +80,13 @@ def check_model_fits(settings: Settings, metadata: dict, model_version: str) -> 
         raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
 
 
-def score_udf(model_path: str, horizons: list[int], explain: bool = True):  # noqa: ANN201
-    """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out."""
+def score_udf(storage: Storage, model_uri: str, horizons: list[int], explain: bool = True):  # noqa: ANN201
+    """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out. Each
+    executor fetches the model from ``storage`` once into its local cache."""
 
     @F.pandas_udf(", ".join(f"{name} {kind}" for name, kind in score_columns(horizons)))
     def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(model_path, horizons, batches, explain)
+        yield from score_batches(str(storage.fetch(model_uri)), horizons, batches, explain)
 
     return score
 
@@ -122,16 +127,16 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     view = spark.read.format("delta").load(view_path)
     as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
     rows = view.where(F.col("as_of_date") == F.lit(as_of))
-    model_path, model_version = resolve_model(spark, settings, model)
-    metadata = read_metadata(model_path)
+    model_uri, model_version = resolve_model(spark, settings, model)
+    metadata = read_metadata(local_model(settings, model_uri))
     check_model_fits(settings, metadata, model_version)
-    summary = RunSummary("score", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_path})
+    summary = RunSummary("score", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_uri})
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
     horizons = list(settings.horizons_days)
     model_scores = (
         rows.selectExpr(*flat_columns(horizons))
-        .select("user_id", "static", score_udf(model_path, horizons, settings.score.drivers)("x_flat", "mask", "static").alias("s"))
+        .select("user_id", "static", score_udf(Storage.for_settings(settings), model_uri, horizons, settings.score.drivers)("x_flat", "mask", "static").alias("s"))
         .select("user_id", "static", "s.*")
         .persist()  # the tiers' quantiles and the write read it: the model runs once
     )

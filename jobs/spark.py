@@ -60,6 +60,54 @@ def local_delta_jars(jars_dir: str | Path | None = None) -> list[Path]:
     return jars
 
 
+_DEFAULT_SOURCES = ("core-default.xml", "Set by Spark to default values")
+
+
+def local_object_store_jars(jars_dir: str | Path | None = None) -> list[Path]:
+    """hadoop-aws and its AWS SDK bundle from ``jars_dir`` when setup fetched them (for ``s3a://``)."""
+    folder = Path(jars_dir) if jars_dir else default_jars_dir()
+    return sorted(folder.glob("hadoop-aws-*.jar")) + sorted(folder.glob("aws-java-sdk-bundle-*.jar"))
+
+
+def configure_object_store(spark: SparkSession) -> None:
+    """Point Hadoop's ``s3a://`` at the same store and credentials Python's filesystems use.
+
+    Reads the standard AWS variables of this process: AWS_ENDPOINT_URL (an S3-compatible server
+    such as MinIO; path-style addressing, TLS as its scheme says) and AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN). A key set by the Spark conf
+    (``spark.hadoop.fs.s3a.*``) or a Hadoop site file is left as it is. Nothing is set when the variables are absent,
+    so instance profiles and cluster-wide settings keep working.
+    """
+    wanted: dict[str, str] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    if endpoint:
+        wanted["fs.s3a.endpoint"] = endpoint
+        wanted["fs.s3a.path.style.access"] = "true"
+        wanted["fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https:")).lower()
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        wanted["fs.s3a.access.key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        wanted["fs.s3a.secret.key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            wanted["fs.s3a.session.token"] = os.environ["AWS_SESSION_TOKEN"]
+            wanted["fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+    if os.environ.get("AWS_REGION"):
+        wanted["fs.s3a.endpoint.region"] = os.environ["AWS_REGION"]
+    if not wanted:
+        return
+    try:
+        hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    except Exception:  # noqa: BLE001 - Spark Connect and shared Databricks clusters expose no JVM
+        log.debug("no Hadoop configuration to set s3a options on")
+        return
+    for key, value in wanted.items():
+        # Defaults (Hadoop's core-default.xml, Spark's own s3a endpoint) give way; a site file or
+        # spark.hadoop.* wins.
+        sources = hadoop.getPropertySources(key)
+        if sources is None or all(str(source) in _DEFAULT_SOURCES for source in sources):
+            hadoop.set(key, value)
+    log.debug("s3a options from the environment: %s", sorted(wanted))
+
+
 def _submitted_conf() -> dict[str, str]:
     """Settings given to spark-submit, when this process was started by spark-submit."""
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -74,6 +122,7 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         raise TypeError(f"settings must be SparkSettings, got {type(settings).__name__}")
     active = SparkSession.getActiveSession()
     if active is not None:
+        configure_object_store(active)
         return active
 
     submitted = _submitted_conf()
@@ -89,7 +138,8 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
                 "started by spark-submit without Delta Lake: pass --packages io.delta:delta-spark_2.12:3.2.1 "
                 "(or --jars with the jars in .jars/), or set spark.delta_jars: provided"
             )
-        conf["spark.jars"] = ",".join(str(j) for j in local_delta_jars(settings.jars_dir))
+        jars = local_delta_jars(settings.jars_dir) + local_object_store_jars(settings.jars_dir)
+        conf["spark.jars"] = ",".join(str(j) for j in jars)
     conf.update({key: _spark_value(value) for key, value in settings.conf.items()})
     if settings.quiet_logs and not submitted and "log4j" not in conf.get("spark.driver.extraJavaOptions", ""):
         options = conf.get("spark.driver.extraJavaOptions", "")
@@ -108,6 +158,7 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         if key not in submitted:
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    configure_object_store(spark)
     if not settings.quiet_logs:
         spark.sparkContext.setLogLevel("WARN")
     log.info("spark session: master=%s, version=%s", spark.sparkContext.master, spark.version)

@@ -21,21 +21,25 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at, split_by_users, view_spec
-from jobs.config import Settings, TrainSettings, absolute_path
+from jobs.config import Settings, TrainSettings
 from jobs.runs import RunSummary, record_run, tracking_uri
+from jobs.storage import Storage
 from jobs.tables import latest_version, table_exists
 from model.data import arrays, flat_columns, recency_score
-from model.export import Scorer
 from model.network import fit_normalisation
 from model.training import auc_by_horizon
+
+if TYPE_CHECKING:
+    from model.distributed import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,37 @@ def register(run_id: str, name: str, alias: str | None) -> str:
     return str(version)
 
 
+@dataclass(frozen=True)
+class RunArtifacts:
+    """Where one training run's artifacts go in the store. Every process that trains (each
+    Horovod rank, or the driver alone) calls :meth:`train` on its copy: checkpoints are restored
+    from the store first, the chief uploads new ones and the TensorBoard logs after every epoch,
+    and the chief publishes the SavedModel when training ends."""
+
+    storage: Storage
+    checkpoints: str
+    tensorboard: str
+    model: str
+
+    def train(self, body: Callable[..., dict], plan: RunPlan, *args: object) -> dict:
+        """Run ``body(plan, *args)`` with the plan's folders local; publish the chief's model."""
+        with (
+            self.storage.working_folder(self.checkpoints) as checkpoints,
+            self.storage.working_folder(self.tensorboard) as tensorboard,
+            self.storage.staging_folder(self.model) as model_dir,
+        ):
+            def after_epoch(epoch: int, logs: dict) -> None:
+                checkpoints.sync()
+                tensorboard.sync()
+
+            local = replace(plan, checkpoint_dir=str(checkpoints.local), tensorboard_dir=str(tensorboard.local),
+                            model_dir=str(model_dir), on_epoch_end=after_epoch)  # fmt: skip
+            result = body(local, *args)
+            if result["rank"] == 0:
+                self.storage.publish(model_dir, self.model)
+        return result
+
+
 def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str = "train") -> RunSummary:
     """Train, save the model as a SavedModel, log it to MLflow, and summarise.
 
@@ -117,14 +152,15 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     val_sample = arrays(_sample(val_df, conf.val_sample_rows, n_val, conf.seed).toPandas(), **shape, horizons_days=horizons)
 
     fingerprint = _fingerprint(settings, version, validation)
-    checkpoints = Path(absolute_path(settings.lakehouse)) / "_checkpoints" / fingerprint
-    if fresh and checkpoints.exists():
-        shutil.rmtree(checkpoints)
+    storage = Storage.for_settings(settings)
+    checkpoints = storage.uri("_checkpoints", fingerprint)
+    if fresh:
+        storage.remove(checkpoints)
     feature_spec = view_spec(settings.features.n_windows, settings.features.window_days, horizons)
     mlflow.set_tracking_uri(tracking_uri(settings))
     mlflow.set_experiment(conf.experiment)
     with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
-        model_dir = Path(absolute_path(settings.lakehouse)) / "_models" / active.info.run_id
+        artifacts = RunArtifacts(storage, checkpoints, storage.uri("_tensorboard", active.info.run_id), storage.uri("_models", active.info.run_id))
         plan = RunPlan(
             shape={**shape, "window_days": settings.features.window_days, "horizons_days": list(horizons),
                    "hidden_units": conf.hidden_units, "latent_dim": conf.latent_dim, "n_components": conf.n_components,
@@ -137,25 +173,25 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
             batch_size=conf.batch_size,
             learning_rate=conf.learning_rate,
             patience=conf.patience,
-            checkpoint_dir=str(checkpoints),
-            model_dir=str(model_dir),
-            tensorboard_dir=str(Path(absolute_path(settings.lakehouse)) / "_tensorboard" / active.info.run_id),
+            checkpoint_dir=artifacts.checkpoints,
+            model_dir=artifacts.model,
+            tensorboard_dir=artifacts.tensorboard,
             mlflow_tracking_uri=tracking_uri(settings),
             mlflow_run_id=active.info.run_id,
             mixed_precision=conf.mixed_precision,
             seed=conf.seed,
             average_from_epoch=conf.average_from_epoch,
+            training_facts={"until": str(conf.until or ""), "validation": validation, "sequences_version": version},
         )  # fmt: skip
         mlflow.log_params({**conf.model_dump(mode="json"), "validated_by": validation, "train_rows": n_train, "val_rows": n_val, "fingerprint": fingerprint})
         if conf.mode == "horovod":
-            results = _train_horovod(spark, settings, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank)
+            results = _train_horovod(spark, settings, artifacts, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank)
         else:
             train = arrays(train_df.toPandas(), **shape, horizons_days=horizons)
             val = arrays(val_df.toPandas(), **shape, horizons_days=horizons)
-            results = [train_in_process(plan, train, val, val_sample)]
+            results = [artifacts.train(train_in_process, plan, train, val, val_sample)]
         chief = results[0]
-        Scorer(model_dir).annotate(until=str(conf.until or ""), validation=validation, sequences_version=version)
-        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        mlflow.log_artifacts(str(storage.fetch(artifacts.model)), artifact_path="model")
         registered = f"{conf.registered_model}/{register(active.info.run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(norm.to_dict(), "normalisation.json")
@@ -178,7 +214,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
-    summary.outputs = {"model": str(model_dir), "mlflow_run_id": active.info.run_id,
+    summary.outputs = {"model": artifacts.model, "mlflow_run_id": active.info.run_id,
                        "registered_model": registered, "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
     summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
     summary.finish()
@@ -186,21 +222,22 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     return summary
 
 
-def _train_horovod(spark, settings, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank) -> list[dict]:  # noqa: ANN001
+def _train_horovod(spark, settings, artifacts, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank) -> list[dict]:  # noqa: ANN001
     """Materialise both splits with petastorm and run ``train_on_rank`` on ``num_proc`` Horovod ranks."""
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     num_proc = settings.train.num_proc
-    cache = Path(absolute_path(settings.lakehouse)) / "_petastorm"
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{cache}")
+    cache = artifacts.storage.uri("_petastorm")
+    # petastorm wants a URL with a scheme; the ranks read it with fsspec (s3fs for s3a://).
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache if "://" in cache else f"file://{cache}")
     # Several files per rank, so every shard gets row groups to read.
     train_converter = make_spark_converter(train_df.repartition(4 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024)
     val_converter = make_spark_converter(val_df.repartition(2 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024)
     try:
         return horovod.spark.run(
-            train_on_rank,
-            args=(plan, train_converter, val_converter, val_sample, n_train, n_val),
+            artifacts.train,
+            args=(train_on_rank, plan, train_converter, val_converter, val_sample, n_train, n_val),
             num_proc=num_proc,
             verbose=0,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::FutureWarning"},

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -38,6 +39,10 @@ class RunPlan:
     mixed_precision: bool = False
     seed: int = 0
     average_from_epoch: int | None = None
+    # Facts about the training run kept in the model's metadata (until, validation, view version).
+    training_facts: dict = field(default_factory=dict)
+    # Called by the chief after each epoch's checkpoint (epoch, logs): uploads checkpoints and logs.
+    on_epoch_end: Callable[[int, dict], None] | None = None
 
 
 def _normalisation(plan: RunPlan) -> Normalisation:
@@ -111,7 +116,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     to_model = _batch_reader(plan.shape["n_windows"], plan.shape["n_window_features"], plan.shape["n_static"])
     model = build_model(plan, plan.learning_rate * hvd.size(), hvd.DistributedOptimizer)
     chief = hvd.rank() == 0
-    listener = _mlflow_listener(plan) if chief else None
+    listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn] if chief else []
     started = time.perf_counter()
     with train_converter.make_tf_dataset(
         batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=2
@@ -130,7 +135,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
             patience=plan.patience,
             is_chief=chief,
             first_callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()],
-            epoch_listeners=[listener] if listener else [],
+            epoch_listeners=listeners,
             tensorboard_dir=plan.tensorboard_dir if chief else None,
             average_from_epoch=plan.average_from_epoch,
         )
@@ -138,7 +143,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     # The learned parameters only: loss trackers are per-rank running means and may differ.
     weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for w in model.trainable_weights))
     if chief:
-        save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec)
+        save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec, plan.training_facts)
     return {"rank": hvd.rank(), "size": hvd.size(), "fit": asdict(result), "seconds": seconds, "weights_digest": weights_digest}
 
 
@@ -151,7 +156,7 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
 
     tf.random.set_seed(plan.seed)
     model = build_model(plan, plan.learning_rate)
-    listener = _mlflow_listener(plan)
+    listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn]
     n_rows = len(train[1]["censored"])
     started = time.perf_counter()
     result = fit(
@@ -163,10 +168,10 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
         validation_data=tf.data.Dataset.from_tensor_slices(val).batch(plan.batch_size * 4),
         val_sample=val_sample,
         patience=plan.patience,
-        epoch_listeners=[listener] if listener else [],
+        epoch_listeners=listeners,
         tensorboard_dir=plan.tensorboard_dir,
         average_from_epoch=plan.average_from_epoch,
     )
     seconds = time.perf_counter() - started
-    save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec)
+    save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec, plan.training_facts)
     return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds}

@@ -52,8 +52,9 @@ class _Serving(tf.Module):
         return out
 
 
-def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation, feature_spec: dict) -> Path:
-    """Write the SavedModel and its metadata to ``path``; returns it."""
+def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation, feature_spec: dict, training: dict | None = None) -> Path:
+    """Write the SavedModel and its metadata to ``path``; returns it. ``training``: facts about
+    how the model was trained (for example ``until``), kept in the metadata."""
     path = Path(path)
     serving = _Serving(model)
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
@@ -63,6 +64,7 @@ def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation,
         "decay_curve_days": list(DECAY_CURVE_DAYS),
         "decay_params_layout": decay.PARAMS_LAYOUT,
         "normalisation": norm.to_dict(),
+        "training": dict(training or {}),
     }
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return path
@@ -114,8 +116,3 @@ class Scorer:
         """Expected visits within each of ``days`` (Lambda), users x days, from ``decay_params``."""
         k = self.metadata["model_shape"]["n_components"]
         return decay.cumulative_rate(tf.constant(decay_params), tf.constant([days], tf.float32), k).numpy()
-
-    def annotate(self, **training: object) -> None:
-        """Record facts about how the model was trained (for example ``until``) in its metadata."""
-        self.metadata.setdefault("training", {}).update(training)
-        (self.path / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))

@@ -4,7 +4,8 @@
 #     hash (plus Python and Horovod versions), linked as .venv: a second run, even in a fresh
 #     clone, finds it ready and takes seconds;
 #   - Horovod compiled against that TensorFlow with Gloo (pip caches the wheel), then checked;
-#   - the Delta Lake jars fetched with Maven into $CACHE/jars, linked as .jars;
+#   - the Delta Lake jars, and hadoop-aws with its AWS SDK bundle (for a lakehouse on s3a://),
+#     fetched with Maven into $CACHE/jars, linked as .jars;
 #   - this checkout installed into the venv (editable, no dependencies).
 set -euo pipefail
 
@@ -14,6 +15,9 @@ python=${PYTHON:-python3.11}
 cache=${INTEREST_DECAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/interest-decay}
 delta_version=3.2.1
 horovod_version=0.28.1
+# Spark 3.5.3 is built on Hadoop 3.3.4; hadoop-aws must match it, and 1.12.262 is the SDK it was built with.
+hadoop_version=3.3.4
+aws_sdk_version=1.12.262
 pip_version=24.3.1
 started=$SECONDS
 
@@ -54,17 +58,20 @@ else
 fi
 ln -sfn "$venv" .venv
 
-jars="$cache/jars/delta-$delta_version"
-if [ -f "$jars/delta-spark_2.12-$delta_version.jar" ] && [ -f "$jars/delta-storage-$delta_version.jar" ]; then
-  say "Delta jars $delta_version are ready"
+jars="$cache/jars/delta-$delta_version-hadoop-aws-$hadoop_version"
+artifacts=("io.delta:delta-spark_2.12:$delta_version" "io.delta:delta-storage:$delta_version"
+           "org.apache.hadoop:hadoop-aws:$hadoop_version" "com.amazonaws:aws-java-sdk-bundle:$aws_sdk_version")
+if [ -f "$jars/.complete" ]; then
+  say "jars are ready (Delta $delta_version, hadoop-aws $hadoop_version)"
 else
-  say "fetching Delta $delta_version jars with Maven"
+  say "fetching the Delta $delta_version and hadoop-aws $hadoop_version jars with Maven (about 290 MB, once)"
   command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven >/dev/null; }
   tmp="$jars.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
-  for artifact in "io.delta:delta-spark_2.12:$delta_version" "io.delta:delta-storage:$delta_version"; do
+  for artifact in "${artifacts[@]}"; do
     mvn -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$tmp"
   done
+  touch "$tmp/.complete"
   rm -rf "$jars" && mv "$tmp" "$jars"
 fi
 ln -sfn "$jars" .jars

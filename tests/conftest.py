@@ -8,7 +8,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from jobs.config import Settings, load_settings
-from jobs.spark import build_spark_session
+from jobs.spark import build_spark_session, configure_object_store
+from object_store import S3Server, s3_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,3 +42,12 @@ def settings(tmp_path: Path) -> Settings:
         REPO / "conf" / "local.yaml",
         [f"lakehouse={tmp_path / 'lakehouse'}", f"generator.output={tmp_path / 'generated'}", "generator.output_files=2"],
     )
+
+
+@pytest.fixture(scope="session")
+def s3(spark: SparkSession) -> S3Server:
+    """One local S3 server for the suite (Hadoop caches its s3a clients per bucket, so one
+    endpoint), with the shared session's s3a pointed at it."""
+    with s3_server() as server:
+        configure_object_store(spark)
+        yield server

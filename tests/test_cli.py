@@ -11,6 +11,8 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
 from jobs.cli import app
+from jobs.storage import Storage
+from object_store import S3Server
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = str(REPO / "conf" / "local.yaml")
@@ -90,13 +92,16 @@ def test_a_spark_error_is_one_line_too_and_the_traceback_is_there_on_debug(spark
 
 
 @pytest.mark.slow
-def test_console_script_runs_the_whole_pipeline(tmp_path: Path) -> None:
-    """The README's pipeline command in its own process (spark-submit runs: tests/test_cluster.py)."""
+def test_console_script_runs_the_whole_pipeline_on_s3(spark: SparkSession, s3: S3Server, tmp_path: Path) -> None:
+    """The README's pipeline command in its own process, with the lakehouse and the raw files on
+    an S3 server (s3a:// for Spark, s3fs for the models and reports); spark-submit and a
+    file:/// lakehouse: tests/test_cluster.py."""
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {**os.environ, **s3.env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     overrides = [
-        "--set", f"lakehouse={tmp_path / 'lake'}",
-        "--set", f"generator.output={tmp_path / 'raw'}",
+        "--set", f"lakehouse={s3.uri('cli-lake')}",
+        "--set", f"generator.output={s3.uri('cli-raw')}",
+        "--set", f"storage.cache_dir={tmp_path / 'cache'}",
         "--set", "spark.master=local[2]",
         "--set", "spark.conf.spark.driver.memory=1g",
         "--set", "train.epochs=1",
@@ -116,3 +121,11 @@ def test_console_script_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert evaluated["inputs"]["out_of_time"] is True and evaluated["counts"]["methods"] == 10
     assert "[7/7] evaluate" in run.stderr
     assert f"evaluation report: {evaluated['outputs']['report']}" in run.stderr.replace("\n", "")
+    # Every artifact is in the bucket, none in the working folder.
+    storage = Storage(s3.uri("cli-lake"), str(tmp_path / "cache"))
+    assert trained["outputs"]["model"] == storage.uri("_models", trained["outputs"]["mlflow_run_id"])
+    assert storage.is_published(trained["outputs"]["model"]) and storage.exists(trained["outputs"]["checkpoints"] + "/checkpoint")
+    assert evaluated["outputs"]["report"].startswith(s3.uri("cli-lake", "_reports")) and storage.exists(evaluated["outputs"]["report"])
+    assert spark.read.format("delta").load(scored["outputs"]["scores"]).count() == scored["counts"]["scored"]
+    # Outside the bucket only the local cache (fetched copies, MLflow's file store) holds files.
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0] != "cache"] == []

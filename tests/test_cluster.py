@@ -1,6 +1,7 @@
 """The whole pipeline through spark-submit against a real standalone cluster (a master and two
 workers started from pyspark's own scripts): executors in their own JVMs, Python UDFs shipped to
-them, Horovod ranks inside executor tasks, Delta from --jars."""
+them, Horovod ranks inside executor tasks, Delta from --jars. The lakehouse is given as a
+file:/// URI, as a shared filesystem would be named on a real cluster."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_the_pipeline_through_spark_submit_on_a_standalone_cluster(tmp_path: Pat
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     overrides = [
-        "--set", f"lakehouse={tmp_path / 'lake'}", "--set", f"generator.output={tmp_path / 'raw'}",
+        "--set", f"lakehouse=file://{tmp_path / 'lake'}", "--set", f"generator.output={tmp_path / 'raw'}",
         "--set", "train.epochs=1", "--set", "train.num_proc=2", "--set", "evaluate.folds=0",
     ]  # fmt: skip
     jars = ",".join(str(j) for j in local_delta_jars())
