@@ -1,11 +1,11 @@
 # The two commands of the README:
 #   make demo   sets everything up (first time: ~15 min, then seconds) and runs the pipeline
 #               end to end on generated sample data
-#   make test   sets up if needed and runs the test suite
+#   make test   sets up if needed, checks lint and format, and runs the test suite
 SHELL := /bin/bash
 USERS ?= 20000
 
-.PHONY: setup demo identifiable cdnow test lock clean
+.PHONY: setup demo identifiable cdnow lint test lock clean
 
 setup:
 	bash scripts/setup.sh
@@ -29,7 +29,12 @@ cdnow: setup
 	.venv/bin/interest-decay score --conf conf/cdnow.yaml
 	.venv/bin/interest-decay evaluate --conf conf/cdnow.yaml
 
-test: setup
+# Lint and format check (ruff, configured in pyproject.toml); `make test` runs it first.
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lock:

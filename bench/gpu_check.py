@@ -25,7 +25,6 @@ from model.network import InterestDecayModel, ModelShape, fit_normalisation
 from model.training import as_dataset, fit, steps_for
 
 
-
 def synthetic_view(rows: int, n_windows: int = 12, n_features: int = 12, seed: int = 0) -> tuple[dict, dict]:
     """Arrays shaped like the sequences view, with a return time that depends on recent activity."""
     rng = np.random.default_rng(seed)
@@ -49,7 +48,13 @@ def run_once(inputs: dict, targets: dict, epochs: int, batch_size: int, mixed_pr
     rows = len(targets["censored"])
     with tempfile.TemporaryDirectory() as checkpoints:
         started = time.perf_counter()
-        result = fit(model, as_dataset(inputs, targets, batch_size), epochs=epochs, steps_per_epoch=steps_for(rows, batch_size), checkpoint_dir=checkpoints)
+        result = fit(
+            model,
+            as_dataset(inputs, targets, batch_size),
+            epochs=epochs,
+            steps_per_epoch=steps_for(rows, batch_size),
+            checkpoint_dir=checkpoints,
+        )
         seconds = time.perf_counter() - started
     return {
         "bench": "gpu_check",

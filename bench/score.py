@@ -30,7 +30,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from results_file import record
 
-from jobs import features, generate, ingest, score, train
+from jobs import build_features as features
+from jobs import generate, ingest, score, train
 from jobs.config import Settings, load_settings
 from jobs.spark import spark_session
 from model.data import arrays, flat_columns
@@ -60,7 +61,10 @@ def copy_view(spark: SparkSession, base: Settings, target: Settings, users: int)
     as_of = view.agg(F.max("as_of_date")).first()[0]
     rows = view.where(F.col("as_of_date") == as_of)
     copies = max(1, round(users / rows.count()))
-    for table, source in (("sequences", rows), ("category_interest", spark.read.format("delta").load(base.table_path("category_interest")))):
+    for table, source in (
+        ("sequences", rows),
+        ("category_interest", spark.read.format("delta").load(base.table_path("category_interest"))),
+    ):
         source = source.where(F.col("as_of_date") == as_of).crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
         renamed = source.withColumn("user_id", F.concat_ws("~", "user_id", F.col("copy").cast("string"))).drop("copy")
         renamed.write.format("delta").partitionBy("as_of_date").save(target.table_path(table))

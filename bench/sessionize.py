@@ -24,7 +24,7 @@ import typer
 from results_file import record
 
 from features.sessions import sessionize
-from jobs import features as features_job
+from jobs import build_features as features_job
 from jobs import generate, ingest
 from jobs import sessionize as sessionize_job
 from jobs.config import load_settings

@@ -20,7 +20,8 @@ from typing import Annotated
 import typer
 from results_file import record
 
-from jobs import features, generate, ingest, train
+from jobs import build_features as features
+from jobs import generate, ingest, train
 from jobs.config import load_settings
 from jobs.spark import spark_session
 
@@ -37,9 +38,15 @@ def main(
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         settings = load_settings(
             CONF,
-            [f"lakehouse={scratch}/lake", f"generator.output={scratch}/raw", f"generator.users={users}",
-             f"train.epochs={epochs}", f"train.patience={epochs + 1}", f"train.num_proc={num_proc}"],
-        )  # fmt: skip
+            [
+                f"lakehouse={scratch}/lake",
+                f"generator.output={scratch}/raw",
+                f"generator.users={users}",
+                f"train.epochs={epochs}",
+                f"train.patience={epochs + 1}",
+                f"train.num_proc={num_proc}",
+            ],
+        )
         with spark_session(settings.spark) as spark:
             generated = generate.run(spark, settings)
             ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")

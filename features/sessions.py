@@ -88,9 +88,7 @@ def sessionize(events: DataFrame, gap_minutes: float = 30.0) -> DataFrame:
         *[F.sum(c).cast("int").alias(c) for c in ("n_events", "n_views", "n_carts", "n_removals", "n_purchases")],
         F.round(F.coalesce(F.sum("revenue"), F.lit(0.0)), 2).alias("revenue"),
         F.count("category").cast("int").alias("n_categories"),
-        F.min_by("category", F.when(F.col("category").isNotNull(), F.struct(-F.col("n_events"), F.col("category")))).alias(
-            "top_category"
-        ),
+        F.min_by("category", F.when(F.col("category").isNotNull(), F.struct(-F.col("n_events"), F.col("category")))).alias("top_category"),
     )
     return (
         sessions.withColumn("session_id", session_id(F.col("user_id"), F.col("session_start")))
@@ -134,6 +132,6 @@ def session_offsets(events: DataFrame, as_of: dt.datetime, gap_minutes: float = 
     per_user = starts.groupBy("user_id").agg(F.min("start_us").alias("first_us"), F.sort_array(F.collect_list("start_us")).alias("starts"))
     return per_user.select(
         "user_id",
-        ((F.lit(int(as_of.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000)) - F.col("first_us")) / day_us).alias("span_days"),
+        ((F.lit(int(as_of.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)) - F.col("first_us")) / day_us).alias("span_days"),
         F.transform(F.slice("starts", 2, 1 << 30), lambda s: (s - F.col("first_us")) / day_us).alias("offsets_days"),
     )

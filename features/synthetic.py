@@ -19,17 +19,36 @@ identical for a seed whatever the partitioning, and nothing is collected to the 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.config import GeneratorSettings
+if TYPE_CHECKING:  # the settings arrive as an argument; features/ never imports jobs/
+    from jobs.config import GeneratorSettings
 
 CATEGORY_NAMES = (
-    "electronics", "appliances", "computers", "apparel", "footwear", "furniture", "kids", "sport",
-    "beauty", "books", "garden", "auto", "music", "toys", "food", "jewelry", "pets", "health",
-    "travel", "stationery",
-)  # fmt: skip
+    "electronics",
+    "appliances",
+    "computers",
+    "apparel",
+    "footwear",
+    "furniture",
+    "kids",
+    "sport",
+    "beauty",
+    "books",
+    "garden",
+    "auto",
+    "music",
+    "toys",
+    "food",
+    "jewelry",
+    "pets",
+    "health",
+    "travel",
+    "stationery",
+)
 MAX_SESSIONS_PER_USER = 2_000
 _TWO_53 = float(1 << 53)
 
@@ -81,9 +100,7 @@ def user_truth(user_index: DataFrame, params: GeneratorSettings) -> DataFrame:
     )
     users = users.select(
         "*",
-        F.when(F.col("reengages"), F.col("join_day") + uniform(seed, "user_index", 41) * (days - F.col("join_day"))).alias(
-            "reengage_day"
-        ),
+        F.when(F.col("reengages"), F.col("join_day") + uniform(seed, "user_index", 41) * (days - F.col("join_day"))).alias("reengage_day"),
         F.when(F.col("reengages"), F.col("initial_rate_per_day") * (0.4 + 0.6 * uniform(seed, "user_index", 42)))
         .otherwise(0.0)
         .alias("reengage_rate_per_day"),
@@ -125,9 +142,7 @@ def _poisson(seed: int, mean: Column) -> Column:
 def synthetic_events(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
     """Events (generator preset columns) for the users of ``truth`` (from :func:`user_truth`)."""
     seed, days = params.seed, float(params.days)
-    sessions = truth.where(F.col("n_sessions") > 0).select(
-        "*", F.explode(F.sequence(F.lit(1), F.col("n_sessions"))).alias("session_no")
-    )
+    sessions = truth.where(F.col("n_sessions") > 0).select("*", F.explode(F.sequence(F.lit(1), F.col("n_sessions"))).alias("session_no"))
     # Which part of the intensity this session came from, then its time by inverse CDF.
     pick = uniform(seed, "user_index", "session_no", 80) * F.col("expected_sessions")
     v = uniform(seed, "user_index", "session_no", 81)
@@ -169,9 +184,7 @@ def synthetic_events(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
     carted = uniform(seed, "draw", 90) < params.cart_probability
     removed = carted & (uniform(seed, "draw", 91) < params.remove_probability)
     bought = carted & ~removed & (uniform(seed, "draw", 92) < params.purchase_probability)
-    types = F.array_compact(
-        F.array(F.lit("view"), F.when(carted, "cart"), F.when(removed, "remove_from_cart"), F.when(bought, "purchase"))
-    )
+    types = F.array_compact(F.array(F.lit("view"), F.when(carted, "cart"), F.when(removed, "remove_from_cart"), F.when(bought, "purchase")))
     # Popular products are drawn more often (u^2 skews towards index 0).
     product_rank = F.floor(F.pow(uniform(seed, "draw", 93), 2) * params.products_per_category).cast("long")
     product_id = F.col("category_index").cast("long") * 100_000 + product_rank

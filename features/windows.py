@@ -14,42 +14,14 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from contract import WINDOW_FEATURES
 from features.sessions import number_sessions
-
-# The per-window features, in the order of the inner arrays of the view's ``x``.
-WINDOW_FEATURES = (
-    "sessions",
-    "active_days",
-    "views",
-    "carts",
-    "purchases",
-    "revenue",
-    "cart_to_purchase_rate",
-    "mean_session_minutes",
-    "category_entropy",
-    "top_category_share",
-    "days_since_last_event",
-    "tenure_days",
-)
-# Per user at the as-of date, in the order of the view's ``static``.
-STATIC_FEATURES = ("tenure_days", "recency_days", "total_sessions", "total_purchases", "total_revenue")
 
 _DAY_S = 86_400
 
 
-def view_spec(n_windows: int, window_days: int, horizons_days: list[int]) -> dict:
-    """What the ``sequences`` view holds: saved with a trained model, checked before scoring."""
-    return {
-        "window_features": list(WINDOW_FEATURES),
-        "static_features": list(STATIC_FEATURES),
-        "n_windows": n_windows,
-        "window_days": window_days,
-        "horizons_days": list(horizons_days),
-    }
-
-
 def _epoch_s(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
 def window_index(time: Column, origin: dt.date, window_days: int) -> Column:
@@ -204,7 +176,12 @@ def sequences(
         "user_id",
         F.col("window_end").alias("as_of_date"),
         recent.alias("recent"),
-        F.array(*[F.col(c).cast("float") for c in ("tenure_days", "days_since_last_event", "total_sessions", "total_purchases", "total_revenue")]).alias("static"),
+        F.array(
+            *[
+                F.col(c).cast("float")
+                for c in ("tenure_days", "days_since_last_event", "total_sessions", "total_purchases", "total_revenue")
+            ]
+        ).alias("static"),
         next_start.alias("next_session_start"),
         following.alias("following"),
         F.datediff("window_end", "window_start").alias("window_length"),
@@ -259,19 +236,26 @@ def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int], window
     observed = F.least(F.datediff(F.lit(cutoff), F.col("as_of_date")).cast("double"), F.when(F.col("censored"), F.col("days_to_next")))
     back = ~F.col("censored") & (F.col("days_to_next") < observed)
     labels = [
-        F.when(back & (F.col("days_to_next") < h), 1).when(observed >= h, 0).cast(view.schema[f"active_{h}d"].dataType).alias(f"active_{h}d")
+        F.when(back & (F.col("days_to_next") < h), 1)
+        .when(observed >= h, 0)
+        .cast(view.schema[f"active_{h}d"].dataType)
+        .alias(f"active_{h}d")
         for h in horizons_days
     ]
     days_before_cutoff = F.datediff(F.lit(cutoff), F.col("as_of_date"))
     future = F.transform("future_sessions", lambda n, i: F.when((i + 1) * window_days <= days_before_cutoff, n).otherwise(-1))
     replaced = {"days_to_next", "censored", "future_sessions", *(f"active_{h}d" for h in horizons_days)}
-    return view.where(F.col("as_of_date") < F.lit(cutoff)).select(
-        *[c for c in view.columns if c not in replaced],
-        *labels,
-        F.when(back, F.col("days_to_next")).otherwise(observed).alias("days_to_next"),
-        (~back).alias("censored"),
-        future.alias("future_sessions"),
-    ).select(*view.columns)
+    return (
+        view.where(F.col("as_of_date") < F.lit(cutoff))
+        .select(
+            *[c for c in view.columns if c not in replaced],
+            *labels,
+            F.when(back, F.col("days_to_next")).otherwise(observed).alias("days_to_next"),
+            (~back).alias("censored"),
+            future.alias("future_sessions"),
+        )
+        .select(*view.columns)
+    )
 
 
 def split_by_users(view: DataFrame, fraction: float, seed: int = 0) -> tuple[DataFrame, DataFrame]:
@@ -323,6 +307,8 @@ def category_interest(
     entry = F.struct(
         "rank", "category", F.round("recent_share", 4).alias("recent_share"), F.round("earlier_share", 4).alias("earlier_share")
     )
-    return shares.groupBy("user_id").agg(F.array_sort(F.collect_list(entry)).alias("top_categories")).select(
-        "user_id", F.lit(as_of).alias("as_of_date"), "top_categories"
+    return (
+        shares.groupBy("user_id")
+        .agg(F.array_sort(F.collect_list(entry)).alias("top_categories"))
+        .select("user_id", F.lit(as_of).alias("as_of_date"), "top_categories")
     )

@@ -105,14 +105,20 @@ def one_line_error(exc: BaseException) -> str:
     return f"{kind}: {first} (the full traceback: --set log_level=DEBUG)"
 
 
+# Each stage's module under jobs/ is named after the stage, except "features": a script
+# jobs/features.py run by spark-submit would shadow the features package on sys.path.
+STAGE_MODULES = {"features": "build_features"}
+
+
 def _stage(name: str) -> Callable[..., RunSummary]:
-    """The ``run`` function of jobs/<name>.py, imported only when that stage runs (TensorFlow and
-    MLflow take seconds to import, and most stages need neither)."""
-    return importlib.import_module(f"jobs.{name}").run
+    """The ``run`` function of the stage's module in jobs/, imported only when that stage runs
+    (TensorFlow and MLflow take seconds to import, and most stages need neither)."""
+    return importlib.import_module(f"jobs.{STAGE_MODULES.get(name, name)}").run
 
 
 def _run_stage(settings: Settings, stage: Callable[..., RunSummary], **kwargs: object) -> RunSummary:
-    name = stage.__module__.rsplit(".", 1)[-1]
+    module = stage.__module__.rsplit(".", 1)[-1]
+    name = next((s for s, m in STAGE_MODULES.items() if m == module), module)
     try:
         with spark_session(settings.spark) as spark:
             return stage(spark, settings, **kwargs)
@@ -135,7 +141,9 @@ def generate(
     Writes raw event files (CSV or Parquet, generator.format) in the `generator` preset's columns
     to <output>/events and the true per-user parameters to the Delta table <lakehouse>/truth.
     """
-    settings = _settings(conf, set_, **{"generator.users": users, "generator.days": days, "generator.seed": seed, "generator.output": output})
+    settings = _settings(
+        conf, set_, **{"generator.users": users, "generator.days": days, "generator.seed": seed, "generator.output": output}
+    )
     _run_stage(settings, _stage("generate"))
 
 
@@ -233,9 +241,13 @@ def evaluate(
     set_: SetOption = None,
     as_of: Annotated[
         Optional[datetime],
-        typer.Option("--as-of", formats=["%Y-%m-%d"], help="Evaluation date (default: the model's train.until, else the latest fully observed)."),
+        typer.Option(
+            "--as-of", formats=["%Y-%m-%d"], help="Evaluation date (default: the model's train.until, else the latest fully observed)."
+        ),
     ] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model folder, runs:/<id> or models:/<name>@<alias> (default: the newest trained).")] = None,
+    model: Annotated[
+        Optional[str], typer.Option(help="Model folder, runs:/<id> or models:/<name>@<alias> (default: the newest trained).")
+    ] = None,
 ) -> None:
     """Judge the model against the recency rule, logistic RFM, BG/NBD, Pareto/NBD and LightGBM.
 
@@ -292,8 +304,8 @@ def run_pipeline(
 
 
 def run_stage_script(stage: str) -> None:
-    """Entry point of ``spark-submit jobs/<stage>.py ...``: the CLI stage with the same options."""
-    app(args=[stage, *sys.argv[1:]], prog_name=f"jobs/{stage}.py")
+    """Entry point of ``spark-submit jobs/<module>.py ...``: the CLI stage with the same options."""
+    app(args=[stage, *sys.argv[1:]], prog_name=f"jobs/{STAGE_MODULES.get(stage, stage)}.py")
 
 
 def main() -> None:

@@ -16,8 +16,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
-CANONICAL_COLUMNS = ("event_id", "user_id", "event_time", "event_type", "product_id", "category", "price")
+from contract import SourceMapping
 
 
 class ConfigError(ValueError):
@@ -74,42 +73,6 @@ class GeneratorSettings(_Strict):
     remove_probability: float = Field(0.2, ge=0, le=1)
     purchase_probability: float = Field(0.4, ge=0, le=1)
     output_files: int = Field(8, gt=0)
-
-
-class SourceMapping(_Strict):
-    """How one raw source maps onto the canonical event columns."""
-
-    # canonical name -> source column; "a|b" takes a, or b where a is empty. user_id and
-    # event_time are required.
-    columns: dict[str, str]
-    # source event type (lower-cased) -> canonical type; identity for types not listed.
-    event_types: dict[str, str] = Field(default_factory=dict)
-    # For sources whose every row is one kind of event (CDNOW: purchases).
-    constant_event_type: str | None = None
-    # Tried in order after ISO-8601; also "epoch_seconds" and "epoch_millis".
-    timestamp_formats: list[str] = Field(default_factory=list)
-    # "," or another single character, or "whitespace" for fixed-width-ish text (CDNOW_master.txt).
-    delimiter: str = ","
-    header: bool = True
-
-    @field_validator("columns")
-    @classmethod
-    def _known_columns(cls, columns: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(columns) - set(CANONICAL_COLUMNS))
-        if unknown:
-            raise ValueError(f"unknown canonical column(s) {unknown}; expected some of {list(CANONICAL_COLUMNS)}")
-        missing = sorted({"user_id", "event_time"} - set(columns))
-        if missing:
-            raise ValueError(f"the mapping must name a source column for {missing}")
-        return columns
-
-    @field_validator("event_types")
-    @classmethod
-    def _known_targets(cls, event_types: dict[str, str]) -> dict[str, str]:
-        bad = sorted(v for v in event_types.values() if v not in EVENT_TYPES)
-        if bad:
-            raise ValueError(f"event types {bad} are not among {list(EVENT_TYPES)}")
-        return {k.lower(): v for k, v in event_types.items()}
 
 
 class IngestSettings(_Strict):

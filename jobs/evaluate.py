@@ -14,10 +14,9 @@ and an MLflow run with the same metrics and the report.
 
 from __future__ import annotations
 
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
-
 import datetime as dt
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +24,17 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from rich.progress import track
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at
+from contract import STATIC_FEATURES, WINDOW_FEATURES
+from features.windows import censor_at
 from jobs import train as train_job
 from jobs.config import Settings
 from jobs.report import ReportData, write_report
 from jobs.runs import RunSummary, record_run, tracking_uri
-from jobs.storage import Storage
 from jobs.score import check_model_fits, local_model, resolve_model
-from jobs.tables import latest_version, table_exists
+from jobs.storage import Storage
+from jobs.tables import latest_version, require_table, table_exists, write_slice
 from model.data import arrays, flat_columns
 from model.evaluation import (
     METHODS,
@@ -102,24 +103,38 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     """Every method on the users of ``as_of``: the model at ``model_path`` and the baselines
     fitted on what was known then."""
     conf = settings.evaluate
-    rows = _sample(view.where(F.col("as_of_date") == F.lit(as_of)), conf.max_users, conf.seed).selectExpr(*flat_columns(settings.horizons_days)).toPandas()
+    rows = (
+        _sample(view.where(F.col("as_of_date") == F.lit(as_of)), conf.max_users, conf.seed)
+        .selectExpr(*flat_columns(settings.horizons_days))
+        .toPandas()
+    )
     if rows.empty:
         raise ValueError(f"the view has no users at {as_of}")
     inputs, targets = _arrays(rows, settings)
     labels = labels_within(targets, horizons)
     history = _sample(censor_at(view, as_of, settings.horizons_days, settings.features.window_days), conf.baseline_rows, conf.seed)
-    history_inputs, history_targets = _arrays(history.selectExpr(*flat_columns(settings.horizons_days)).toPandas(), settings)
+    history_frame = history.selectExpr(*flat_columns(settings.horizons_days)).toPandas()
+    history_inputs, history_targets = _arrays(history_frame, settings)
     log.info("evaluating %d users at %s; baselines learn from %d earlier rows", len(rows), as_of, len(history_targets["censored"]))
     scorer = load_scorer(model_path)
     outputs = scorer(inputs)
     by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
-    baselines, failures = fit_baselines(history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed)
+    baselines, failures = fit_baselines(
+        history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed, history_frame["user_id"].to_numpy()
+    )
     predictions = Predictions(list(horizons), {**by_method, **baselines}, failures)
     days_to_return = np.where(targets["censored"] > 0.5, np.inf, targets["days_to_next"]).astype(np.float64)
     return Evaluated(
-        as_of, rows["user_id"].to_numpy(), inputs, labels, predictions, comparison_table(labels, predictions), outputs, days_to_return,
+        as_of,
+        rows["user_id"].to_numpy(),
+        inputs,
+        labels,
+        predictions,
+        comparison_table(labels, predictions),
+        outputs,
+        days_to_return,
         targets["future_sessions"],
-    )  # fmt: skip
+    )
 
 
 def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int]) -> tuple[pd.DataFrame, list[str]]:
@@ -131,10 +146,20 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
     for k in range(1, conf.folds + 1):
         origin = as_of - dt.timedelta(days=k * step)
         fold = settings.model_copy(
-            update={"train": settings.train.model_copy(update={
-                "until": origin, "mode": "single", "epochs": conf.fold_epochs, "alias": None, "registered_model": None,
-                "validation_as_of": None, "experiment": f"{settings.train.experiment}-folds"})}
-        )  # fmt: skip
+            update={
+                "train": settings.train.model_copy(
+                    update={
+                        "until": origin,
+                        "mode": "single",
+                        "epochs": conf.fold_epochs,
+                        "alias": None,
+                        "registered_model": None,
+                        "validation_as_of": None,
+                        "experiment": f"{settings.train.experiment}-folds",
+                    }
+                )
+            }
+        )
         try:
             trained = train_job.run(view.sparkSession, fold, stage="train_fold")
             evaluated = evaluate_at(view, settings, origin, local_model(settings, trained.outputs["model"]), horizons)
@@ -151,12 +176,17 @@ def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int) -> pd.
     """The comparison table plus, on each baseline's row, the model's AUC minus the baseline's
     with a 95% paired-bootstrap interval (same users resampled for both)."""
     gains = []
-    for row in evaluated.table.itertuples():
+    rows = list(evaluated.table.itertuples())
+    for row in track(
+        rows, description=f"bootstrap of AUC gains ({rounds} rounds x {len(rows)} rows)", transient=True, disable=not sys.stderr.isatty()
+    ):
         if row.method == "model" or row.status != "ok":
             gains.append({"difference": np.nan, "low": np.nan, "high": np.nan})
             continue
         labels, h = evaluated.labels[row.horizon_days], row.horizon_days
-        gains.append(paired_bootstrap_auc(labels, evaluated.predictions.at("model", h), evaluated.predictions.at(row.method, h), rounds, seed))
+        gains.append(
+            paired_bootstrap_auc(labels, evaluated.predictions.at("model", h), evaluated.predictions.at(row.method, h), rounds, seed)
+        )
     gains = pd.DataFrame(gains, index=evaluated.table.index)
     return evaluated.table.assign(model_auc_gain=gains["difference"], model_auc_gain_low=gains["low"], model_auc_gain_high=gains["high"])
 
@@ -164,14 +194,23 @@ def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int) -> pd.
 def _headline(table_h: pd.DataFrame, h: int) -> dict[str, object]:
     """The model's AUC at horizon ``h`` against the best baseline that did not fail."""
     model = table_h.loc["model"]
-    headline = {f"model_auc_{h}d": model["roc_auc"], f"predicted_returners_{h}d": model["predicted_returners"],
-                f"actual_returners_{h}d": model["actual_returners"]}  # fmt: skip
+    headline = {
+        f"model_auc_{h}d": model["roc_auc"],
+        f"predicted_returners_{h}d": model["predicted_returners"],
+        f"actual_returners_{h}d": model["actual_returners"],
+    }
     judged = table_h.drop(index="model").query("status == 'ok'")["roc_auc"].dropna()
     if judged.empty:
         return headline
     best = table_h.loc[judged.idxmax()]
-    return {**headline, f"best_baseline_{h}d": best.name, f"best_baseline_auc_{h}d": best["roc_auc"], f"auc_gain_{h}d": best["model_auc_gain"],
-            f"auc_gain_low_{h}d": best["model_auc_gain_low"], f"auc_gain_high_{h}d": best["model_auc_gain_high"]}  # fmt: skip
+    return {
+        **headline,
+        f"best_baseline_{h}d": best.name,
+        f"best_baseline_auc_{h}d": best["roc_auc"],
+        f"auc_gain_{h}d": best["model_auc_gain"],
+        f"auc_gain_low_{h}d": best["model_auc_gain_low"],
+        f"auc_gain_high_{h}d": best["model_auc_gain_high"],
+    }
 
 
 def cross_validation_summary(folds: pd.DataFrame) -> pd.DataFrame:
@@ -219,7 +258,9 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
         decay = decay.assign(first_days=f"0-{half * window_days}", second_days=f"{half * window_days}-{n_future * window_days}")
         from scipy.stats import spearmanr
 
-        metrics["decay_check_ratio_spearman"] = float(spearmanr(decay["predicted_ratio"], decay["observed_ratio"], nan_policy="omit").statistic)
+        metrics["decay_check_ratio_spearman"] = float(
+            spearmanr(decay["predicted_ratio"], decay["observed_ratio"], nan_policy="omit").statistic
+        )
         metrics["decay_check_ratio_mean_abs_error"] = float((decay["predicted_ratio"] - decay["observed_ratio"]).abs().mean())
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), decay, metrics
 
@@ -239,14 +280,21 @@ def truth_comparison(spark: SparkSession, settings: Settings, evaluated: Evaluat
     has_history = offsets["span_days"].notna().to_numpy()
     reference = np.full(len(evaluated.user_ids), np.nan)
     if has_history.any():
-        fit = fit_decay_mle([np.asarray(o, np.float64) for o in offsets["offsets_days"][has_history]], offsets["span_days"][has_history].to_numpy())
+        fit = fit_decay_mle(
+            [np.asarray(o, np.float64) for o in offsets["offsets_days"][has_history]], offsets["span_days"][has_history].to_numpy()
+        )
         reference[has_history] = fit.interest_half_life_days
     outputs = evaluated.model_outputs
     past_sessions = evaluated.inputs["static"][:, STATIC_FEATURES.index("total_sessions")]
     table = spearman_by_sessions(
-        {"model": outputs["interest_half_life_days"], "reference_mle": reference, "return_median (contrast)": outputs["return_median_days"]},
-        truth_tau * np.log(2.0), past_sessions,
-    )  # fmt: skip
+        {
+            "model": outputs["interest_half_life_days"],
+            "reference_mle": reference,
+            "return_median (contrast)": outputs["return_median_days"],
+        },
+        truth_tau * np.log(2.0),
+        past_sessions,
+    )
     overall = table.iloc[0]
     metrics = {
         "interest_half_life_spearman_vs_truth": overall["model"],
@@ -258,12 +306,11 @@ def truth_comparison(spark: SparkSession, settings: Settings, evaluated: Evaluat
 
 def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as_of: dt.date, model_version: str) -> str:
     path = settings.table_path(EVALUATIONS_TABLE)
-    frame = spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
+    frame = (
+        spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
+    )
     # mergeSchema: a newer version may add metric columns to a table older runs wrote.
-    writer = frame.write.format("delta").partitionBy("as_of_date").option("mergeSchema", "true")
-    if table_exists(spark, path):
-        writer = writer.mode("overwrite").option("replaceWhere", f"as_of_date = '{as_of}' AND model_version = '{model_version}'")
-    writer.save(path)
+    write_slice(spark, frame, path, f"as_of_date = '{as_of}' AND model_version = '{model_version}'", merge_schema=True)
     return path
 
 
@@ -284,8 +331,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     """Evaluate out of time and over rolling origins; write the table, the report and the MLflow run."""
     conf = settings.evaluate
     view_path = settings.table_path("sequences")
-    if not table_exists(spark, view_path):
-        raise ValueError(f"no sequences table at {view_path}: run `interest-decay features` first")
+    require_table(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", latest_version(spark, view_path)).load(view_path)
     horizons = sorted(conf.horizons_days or settings.horizons_days)
     model_uri, model_version = resolve_model(spark, settings, model)
@@ -296,11 +342,21 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     until = dt.date.fromisoformat(until_text) if until_text else None
     as_of = as_of or conf.as_of or evaluation_date(view, horizons, until)
     out_of_time = until is not None and as_of >= until
-    summary = RunSummary("evaluate", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_uri,
-                                             "horizons_days": ",".join(map(str, horizons)), "model_trained_until": until_text,
-                                             "out_of_time": out_of_time})  # fmt: skip
+    summary = RunSummary(
+        "evaluate",
+        inputs={
+            "as_of_date": str(as_of),
+            "model_version": model_version,
+            "model": model_uri,
+            "horizons_days": ",".join(map(str, horizons)),
+            "model_trained_until": until_text,
+            "out_of_time": out_of_time,
+        },
+    )
     if not out_of_time:
-        log.warning("the model was not trained with train.until <= %s: it may have seen these labels (not an out-of-time evaluation)", as_of)
+        log.warning(
+            "the model was not trained with train.until <= %s: it may have seen these labels (not an out-of-time evaluation)", as_of
+        )
 
     main = evaluate_at(view, settings, as_of, model_path, horizons)
     folds, notes = rolling_origins(view, settings, as_of, horizons) if conf.folds else (pd.DataFrame(), [])
@@ -313,7 +369,9 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     tiers = risk_tier(tier_p, *thresholds)
     calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days)
     curve_days = np.linspace(0.0, max(longest, 90), 61)
-    survival = np.concatenate([np.ones((len(model_p), 1)), 1.0 - scorer.p_active_from(outputs["decay_params"], list(curve_days[1:]))], axis=1)
+    survival = np.concatenate(
+        [np.ones((len(model_p), 1)), 1.0 - scorer.p_active_from(outputs["decay_params"], list(curve_days[1:]))], axis=1
+    )
 
     metrics: dict[str, object] = {}
     main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
@@ -340,35 +398,66 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     importance = permutation_importance(predict, subset, main.labels[longest][explained], seed=conf.seed)
     at_risk = np.argsort(model_p, kind="stable")[: conf.explain_users]
     names, effects = drivers(predict, {k: v[at_risk] for k, v in main.inputs.items()}, typical_user(scorer.metadata), scorer.feature_spec)
-    explained_users = pd.DataFrame({
-        "user_id": main.user_ids[at_risk], f"p_active_{longest}d": model_p[at_risk],
-        "interest_half_life_days": outputs["interest_half_life_days"][at_risk],
-        **{f"driver_{i + 1}": [f"{n[i]} (+{e[i]:.3f})" if len(n) > i else "" for n, e in zip(names, effects)] for i in range(3)},
-    })  # fmt: skip
+    explained_users = pd.DataFrame(
+        {
+            "user_id": main.user_ids[at_risk],
+            f"p_active_{longest}d": model_p[at_risk],
+            "interest_half_life_days": outputs["interest_half_life_days"][at_risk],
+            **{
+                f"driver_{i + 1}": [f"{n[i]} (+{e[i]:.3f})" if len(n) > i else "" for n, e in zip(names, effects, strict=False)]
+                for i in range(3)
+            },
+        }
+    )
 
     storage = Storage.for_settings(settings)
     report_uri = storage.uri("_reports", f"evaluate-{as_of}-{summary.run_id}")
-    facts = {"evaluation as-of date": as_of, "model": model_version, "model trained until": until_text or "(not set)",
-             "out of time": out_of_time, "users evaluated": len(model_p), "horizons (days)": horizons,
-             "failed baselines": "; ".join(f"{m}: {why}" for m, why in main.predictions.failures.items()) or "none",
-             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
-             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}}  # fmt: skip
+    facts = {
+        "evaluation as-of date": as_of,
+        "model": model_version,
+        "model trained until": until_text or "(not set)",
+        "out of time": out_of_time,
+        "users evaluated": len(model_p),
+        "horizons (days)": horizons,
+        "failed baselines": "; ".join(f"{m}: {why}" for m, why in main.predictions.failures.items()) or "none",
+        "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
+    }
     report_data = ReportData(
-        title=f"interest-decay evaluation at {as_of}", facts=facts, comparison=main.table,
-        cross_validation=cross_validation_summary(folds), horizon=longest, labels=main.labels[longest],
-        predictions={m: main.predictions.at(m, longest) for m, p in METHODS.items() if (p or m == "recency_rule") and m in main.predictions.by_method},
-        probability_methods=[m for m, p in METHODS.items() if p and m in main.predictions.by_method], curve_days=curve_days, survival=survival, tiers=tiers,
+        title=f"interest-decay evaluation at {as_of}",
+        facts=facts,
+        comparison=main.table,
+        cross_validation=cross_validation_summary(folds),
+        horizon=longest,
+        labels=main.labels[longest],
+        predictions={
+            m: main.predictions.at(m, longest) for m, p in METHODS.items() if (p or m == "recency_rule") and m in main.predictions.by_method
+        },
+        probability_methods=[m for m, p in METHODS.items() if p and m in main.predictions.by_method],
+        curve_days=curve_days,
+        survival=survival,
+        tiers=tiers,
         half_life_days=outputs["interest_half_life_days"],
         latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
-        importance=importance, explained_users=explained_users, days_to_return=main.days_to_return, truth_tau_days=truth_tau, notes=notes,
-        visits_calibration=calibration, decay_check=decay, truth_by_sessions=truth_table,
-    )  # fmt: skip
+        importance=importance,
+        explained_users=explained_users,
+        days_to_return=main.days_to_return,
+        truth_tau_days=truth_tau,
+        notes=notes,
+        visits_calibration=calibration,
+        decay_check=decay,
+        truth_by_sessions=truth_table,
+    )
     with storage.publishing(report_uri) as report_folder:
         write_report(report_data, report_folder)
     rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
     table_path = _write_table(spark, settings, rows, as_of, model_version)
-    summary.counts = {"users": len(model_p), "methods": len(METHODS), "horizons": len(horizons),
-                      "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0}  # fmt: skip
+    summary.counts = {
+        "users": len(model_p),
+        "methods": len(METHODS),
+        "horizons": len(horizons),
+        "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0,
+    }
     summary.metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     summary.outputs = {"report": f"{report_uri}/index.html", EVALUATIONS_TABLE: table_path}
     summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, storage.fetch(report_uri), model_version)

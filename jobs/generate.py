@@ -1,11 +1,9 @@
 """Generate a synthetic shop: raw event files in the generator preset and the truth table.
 
-    spark-submit jobs/generate.py --conf conf/local.yaml --users 100000 --days 120
+spark-submit jobs/generate.py --conf conf/local.yaml --users 100000 --days 120
 """
 
 from __future__ import annotations
-
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
 
 import logging
 

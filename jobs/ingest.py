@@ -9,8 +9,6 @@ reconciles the three: ``read = new + already_ingested + quarantined``.
 
 from __future__ import annotations
 
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
-
 import logging
 import os
 from pathlib import PurePosixPath
@@ -20,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from contract import REQUIRED_EVENT_COLUMNS, SourceMapping
 from features.events import (
     PRESETS,
     classify_against_table,
@@ -31,7 +30,7 @@ from features.events import (
     source_columns,
     validate_events,
 )
-from jobs.config import IngestSettings, Settings, SourceMapping
+from jobs.config import IngestSettings, Settings
 from jobs.runs import RunSummary, record_run
 from jobs.storage import list_input_files
 from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new, latest_version
@@ -67,10 +66,6 @@ def detect_format(path: str, mapping: SourceMapping, fmt: str = "auto") -> str:
             "set ingest.format to csv, json, parquet or text"
         )
     return suffixes.pop()
-
-
-# Without these an event means nothing; every other canonical column may be absent from a source.
-REQUIRED_EVENT_COLUMNS = ("user_id", "event_time", "event_type")
 
 
 def absent_source_columns(mapping: SourceMapping, available: list[str], path: str) -> list[str]:
@@ -121,7 +116,9 @@ def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -
     elif fmt == "parquet":
         frame = spark.read.parquet(path)
         absent = absent_source_columns(mapping, frame.columns, path)
-        frame = frame.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns if c not in absent], F.lit(None).cast("string").alias(CORRUPT))
+        frame = frame.select(
+            *[F.col(f"`{c}`").cast("string").alias(c) for c in columns if c not in absent], F.lit(None).cast("string").alias(CORRUPT)
+        )
     elif fmt == "text":
         frame = _read_whitespace_text(spark, path, columns, mapping.header)
     else:

@@ -22,9 +22,24 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 from model.metrics import calibration_curve, gains_curve  # noqa: E402
 
 TIER_COLOURS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#2ca02c"}
-SECTIONS = ("summary", "comparison", "cross-validation", "roc", "precision-recall", "calibration", "gains",
-            "returners", "decay-curves", "half-life", "expected-visits", "decay-check", "tiers", "latent-space",
-            "importance", "users")  # fmt: skip
+SECTIONS = (
+    "summary",
+    "comparison",
+    "cross-validation",
+    "roc",
+    "precision-recall",
+    "calibration",
+    "gains",
+    "returners",
+    "decay-curves",
+    "half-life",
+    "expected-visits",
+    "decay-check",
+    "tiers",
+    "latent-space",
+    "importance",
+    "users",
+)
 
 
 @dataclass
@@ -93,7 +108,9 @@ def _calibration(data: ReportData, folder: Path) -> str:
         predicted, observed, _ = calibration_curve(data.labels, data.predictions[method])
         ax.plot(predicted, observed, "o-", ms=3, label=method, lw=2 if method == "model" else 1)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="predicted P(active)", ylabel="observed share active", title=f"Calibration, {data.horizon} days", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="predicted P(active)", ylabel="observed share active", title=f"Calibration, {data.horizon} days", xlim=(0, 1), ylim=(0, 1)
+    )
     ax.legend(fontsize=8)
     return _save(fig, folder, "calibration.png")
 
@@ -148,10 +165,18 @@ def _half_life(data: ReportData, folder: Path) -> str:
     fig, axes = plt.subplots(1, 2 if with_truth else 1, figsize=(11 if with_truth else 6, 4.5), squeeze=False)
     finite = np.isfinite(data.half_life_days)
     axes[0, 0].hist(data.half_life_days[finite], bins=50, color="#1f77b4")
-    axes[0, 0].set(xlabel="predicted interest half-life (days until the excess rate halves)", ylabel="users", title="Interest half-life distribution")
+    axes[0, 0].set(
+        xlabel="predicted interest half-life (days until the excess rate halves)", ylabel="users", title="Interest half-life distribution"
+    )
     if with_truth:
         axes[0, 1].scatter(data.truth_tau_days * np.log(2), data.half_life_days, s=2, alpha=0.3)
-        axes[0, 1].set(xscale="log", yscale="log", xlabel="true interest half-life (generator: tau ln 2)", ylabel="predicted", title="Predicted vs true interest half-life")
+        axes[0, 1].set(
+            xscale="log",
+            yscale="log",
+            xlabel="true interest half-life (generator: tau ln 2)",
+            ylabel="predicted",
+            title="Predicted vs true interest half-life",
+        )
     return _save(fig, folder, "half_life.png")
 
 
@@ -160,7 +185,7 @@ def _visits(data: ReportData, folder: Path) -> str | None:
         return None
     spans = sorted(data.visits_calibration["days"].unique())
     fig, axes = plt.subplots(1, len(spans), figsize=(5.5 * len(spans), 4.5), squeeze=False)
-    for ax, days in zip(axes[0], spans):
+    for ax, days in zip(axes[0], spans, strict=False):
         table = data.visits_calibration[data.visits_calibration["days"] == days]
         ax.plot(table["predicted"], table["observed"], "o-", label="deciles of the prediction")
         top = float(max(table["predicted"].max(), table["observed"].max())) * 1.05
@@ -177,8 +202,12 @@ def _decay_check(data: ReportData, folder: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(table["median_half_life_days"], table["predicted_ratio"], "o-", label="predicted (decay curve)")
     ax.plot(table["median_half_life_days"], table["observed_ratio"], "s--", label="observed")
-    ax.set(xscale="log", xlabel="predicted interest half-life (decile median, days)", ylabel="visits later / visits sooner",
-           title=f"Decay check: days {table['second_days'].iloc[0]} over days {table['first_days'].iloc[0]}")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="predicted interest half-life (decile median, days)",
+        ylabel="visits later / visits sooner",
+        title=f"Decay check: days {table['second_days'].iloc[0]} over days {table['first_days'].iloc[0]}",
+    )
     ax.legend(fontsize=8)
     return _save(fig, folder, "decay_check.png")
 
@@ -225,57 +254,118 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     facts = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in data.facts.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
-    shown = ["method", "horizon_days", "status", "failure", "roc_auc", "pr_auc", "brier", "ece", "precision_top_10", "recall_top_10", "lift_top_10",
-             "predicted_returners", "actual_returners", "model_auc_gain", "model_auc_gain_low", "model_auc_gain_high"]  # fmt: skip
+    shown = [
+        "method",
+        "horizon_days",
+        "status",
+        "failure",
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "ece",
+        "precision_top_10",
+        "recall_top_10",
+        "lift_top_10",
+        "predicted_returners",
+        "actual_returners",
+        "model_auc_gain",
+        "model_auc_gain_low",
+        "model_auc_gain_high",
+    ]
     cv = data.cross_validation
     body = [
         _section("summary", "Summary", f"<table class='facts'>{facts}</table><ul>{notes}</ul>"),
-        _section("comparison", "Model vs baselines (out of time)", _table(data.comparison[shown])
-                 + "<p>Every metric on the same users, labels and date. Brier, calibration error and predicted returners "
-                   "are left blank for the scores that rank but are no P(active within h): the recency rule, expected "
-                   "sessions and P(alive). model_auc_gain: the model's AUC minus the row's, with a 95% paired-bootstrap "
-                   "interval. A baseline that failed (its fit raised, or it gave NaN or infinity) keeps its row with the reason "
-                   "and no metrics; the model is judged against the others.</p>"),
-        _section("cross-validation", "Rolling-origin cross-validation",
-                 _table(cv) if len(cv) else "<p>No earlier origin had enough history and fully observed labels.</p>"),
+        _section(
+            "comparison",
+            "Model vs baselines (out of time)",
+            _table(data.comparison[shown])
+            + "<p>Every metric on the same users, labels and date. Brier, calibration error and predicted returners "
+            "are left blank for the scores that rank but are no P(active within h): the recency rule, expected "
+            "sessions and P(alive). model_auc_gain: the model's AUC minus the row's, with a 95% paired-bootstrap "
+            "interval. A baseline that failed (its fit raised, or it gave NaN or infinity) keeps its row with the reason "
+            "and no metrics; the model is judged against the others.</p>",
+        ),
+        _section(
+            "cross-validation",
+            "Rolling-origin cross-validation",
+            _table(cv) if len(cv) else "<p>No earlier origin had enough history and fully observed labels.</p>",
+        ),
         _section("roc", "ROC curves", _image(_roc(data, folder), "ROC curves")),
         _section("precision-recall", "Precision-recall curves", _image(_pr(data, folder), "precision-recall curves")),
         _section("calibration", "Calibration", _image(_calibration(data, folder), "calibration")),
         _section("gains", "Gains and lift", _image(_gains(data, folder), "gains and lift")),
         _section("returners", "Returning users over time", _image(_returners(data, folder), "returning users")),
         _section("decay-curves", "Decay curves", _image(_decay_curves(data, folder), "decay curves")),
-        _section("half-life", "Interest half-life", _image(_half_life(data, folder), "half-life")
-                 + ("<p>Spearman correlation with the generator's true half-life (tau ln 2), overall and by the sessions each "
-                    "user had before the as-of date; reference_mle is the generator's own process fitted to each user by "
-                    "maximum likelihood from the same history: what the data allow.</p>" + _table(data.truth_by_sessions)
-                    if len(data.truth_by_sessions) else "")),
-        _section("expected-visits", "Expected visits, calibration by decile",
-                 _image(_visits(data, folder), "expected visits", "No future windows observed after the as-of date.")
-                 + _optional_table(data.visits_calibration)),
-        _section("decay-check", "Decay check (no truth needed)",
-                 _image(_decay_check(data, folder), "decay check", "Too few users with their future windows observed.")
-                 + "<p>Users in deciles of their predicted interest half-life: visits in the second half of the span over "
-                   "visits in the first half, as the decay curves predict and as observed (pooled over the decile). A decay "
-                   "that is right predicts the observed ratio in every decile; where little interest is left above the "
-                   "baseline both approach 1, and a decile with few visits is noisy.</p>" + _optional_table(data.decay_check)),
-        _section("tiers", "Risk tiers", _table(pd.DataFrame(
-            [{"tier": t, "users": int((data.tiers == t).sum()), "share": float((data.tiers == t).mean()) if len(data.tiers) else 0.0}
-             for t in TIER_COLOURS]))),
+        _section(
+            "half-life",
+            "Interest half-life",
+            _image(_half_life(data, folder), "half-life")
+            + (
+                "<p>Spearman correlation with the generator's true half-life (tau ln 2), overall and by the sessions each "
+                "user had before the as-of date; reference_mle is the generator's own process fitted to each user by "
+                "maximum likelihood from the same history: what the data allow.</p>" + _table(data.truth_by_sessions)
+                if len(data.truth_by_sessions)
+                else ""
+            ),
+        ),
+        _section(
+            "expected-visits",
+            "Expected visits, calibration by decile",
+            _image(_visits(data, folder), "expected visits", "No future windows observed after the as-of date.")
+            + _optional_table(data.visits_calibration),
+        ),
+        _section(
+            "decay-check",
+            "Decay check (no truth needed)",
+            _image(_decay_check(data, folder), "decay check", "Too few users with their future windows observed.")
+            + "<p>Users in deciles of their predicted interest half-life: visits in the second half of the span over "
+            "visits in the first half, as the decay curves predict and as observed (pooled over the decile). A decay "
+            "that is right predicts the observed ratio in every decile; where little interest is left above the "
+            "baseline both approach 1, and a decile with few visits is noisy.</p>" + _optional_table(data.decay_check),
+        ),
+        _section(
+            "tiers",
+            "Risk tiers",
+            _table(
+                pd.DataFrame(
+                    [
+                        {
+                            "tier": t,
+                            "users": int((data.tiers == t).sum()),
+                            "share": float((data.tiers == t).mean()) if len(data.tiers) else 0.0,
+                        }
+                        for t in TIER_COLOURS
+                    ]
+                )
+            ),
+        ),
         _section("latent-space", "Latent space", _image(_latent(data, folder), "latent space")),
-        _section("importance", "What drives the risk (all users)", _image(_importance(data, folder), "importance") + _table(data.importance, 4)),
-        _section("users", "Why these users are at risk", _table(data.explained_users, 3)
-                 + "<p>Each driver: how much P(active) would rise if that one feature were the typical user's.</p>"),
-    ]  # fmt: skip
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table.t{border-collapse:collapse;font-size:13px}"
-             "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
-             "table.facts th{text-align:left;padding-right:1em}")  # fmt: skip
+        _section(
+            "importance", "What drives the risk (all users)", _image(_importance(data, folder), "importance") + _table(data.importance, 4)
+        ),
+        _section(
+            "users",
+            "Why these users are at risk",
+            _table(data.explained_users, 3)
+            + "<p>Each driver: how much P(active) would rise if that one feature were the typical user's.</p>",
+        ),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table.t{border-collapse:collapse;font-size:13px}"
+        "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
+        "table.facts th{text-align:left;padding-right:1em}"
+    )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title><style>{style}</style></head>"
     page += f"<body><h1>{html.escape(data.title)}</h1>{''.join(body)}</body></html>"
     index = folder / "index.html"
     index.write_text(page)
     # The tables behind the figures, for a notebook or a spreadsheet.
-    for name, frame in (("comparison", data.comparison), ("expected_visits", data.visits_calibration),
-                        ("decay_check", data.decay_check), ("half_life_vs_truth", data.truth_by_sessions)):  # fmt: skip
+    for name, frame in (
+        ("comparison", data.comparison),
+        ("expected_visits", data.visits_calibration),
+        ("decay_check", data.decay_check),
+        ("half_life_vs_truth", data.truth_by_sessions),
+    ):
         if len(frame):
             frame.to_csv(folder / f"{name}.csv", index=False)
     return index

@@ -6,8 +6,6 @@ generate -> ingest -> sessionize -> features -> train -> score -> evaluate.
 
 from __future__ import annotations
 
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
-
 if __name__ == "__main__":
     from jobs.cli import run_stage_script
 

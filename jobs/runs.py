@@ -19,6 +19,7 @@ from pyspark.sql import types as T
 
 from jobs.config import Settings, absolute_path
 from jobs.storage import Storage, python_uri
+from jobs.tables import retry_on_conflict
 
 RUNS_TABLE = "_runs"
 
@@ -36,6 +37,7 @@ def tracking_uri(settings: Settings) -> str:
     if storage.is_local:
         return f"file://{python_uri(storage.root)}/_mlflow"
     return f"file://{storage.cache_dir}/mlflow"
+
 
 RUNS_SCHEMA = T.StructType(
     [
@@ -58,8 +60,8 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
-    run_id: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:8])
-    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    run_id: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:8])
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     _t0: float = field(default_factory=time.perf_counter, repr=False)
     seconds: float | None = None
 
@@ -96,10 +98,8 @@ def record_run(spark: SparkSession, lakehouse: str, summary: RunSummary) -> None
         {k: int(v) for k, v in summary.counts.items()},
         summary.to_json(),
     )
-    (
-        spark.createDataFrame([row], RUNS_SCHEMA)
-        .write.format("delta")
-        .mode("append")
-        .save(f"{absolute_path(lakehouse).rstrip('/')}/{RUNS_TABLE}")
-    )
+    path = f"{absolute_path(lakehouse).rstrip('/')}/{RUNS_TABLE}"
+    record = spark.createDataFrame([row], RUNS_SCHEMA)
+    # Appends never conflict with each other; two first runs creating the table at once can.
+    retry_on_conflict(lambda: record.write.format("delta").mode("append").save(path), f"recording the run in {path}")
     print(summary.to_json(), flush=True)

@@ -10,21 +10,20 @@ run killed part-way leaves the table as it was.
 
 from __future__ import annotations
 
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
-
 import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
+
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import STATIC_FEATURES, view_spec
+from contract import STATIC_FEATURES, view_spec
 from jobs.config import Settings
 from jobs.runs import RUNS_TABLE, RunSummary, record_run, tracking_uri
 from jobs.storage import Storage
-from jobs.tables import table_exists
+from jobs.tables import require_table, table_exists, write_slice
 from model.data import flat_columns
 from model.scoring import feature_mismatch, read_metadata, score_batches, score_columns
 
@@ -122,8 +121,7 @@ def with_tier_and_action(scores: DataFrame, settings: Settings, thresholds: tupl
 def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
     """Score every user of ``sequences`` at ``as_of`` (default: its latest as-of date)."""
     view_path, interest_path = settings.table_path("sequences"), settings.table_path("category_interest")
-    if not table_exists(spark, view_path):
-        raise ValueError(f"no sequences table at {view_path}: run `interest-decay features --as-of DATE` first")
+    require_table(spark, view_path)
     view = spark.read.format("delta").load(view_path)
     as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
     rows = view.where(F.col("as_of_date") == F.lit(as_of))
@@ -136,14 +134,20 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     horizons = list(settings.horizons_days)
     model_scores = (
         rows.selectExpr(*flat_columns(horizons))
-        .select("user_id", "static", score_udf(Storage.for_settings(settings), model_uri, horizons, settings.score.drivers)("x_flat", "mask", "static").alias("s"))
+        .select(
+            "user_id",
+            "static",
+            score_udf(Storage.for_settings(settings), model_uri, horizons, settings.score.drivers)("x_flat", "mask", "static").alias("s"),
+        )
         .select("user_id", "static", "s.*")
         .persist()  # the tiers' quantiles and the write read it: the model runs once
     )
     interest = (
         spark.read.format("delta").load(interest_path).where(F.col("as_of_date") == F.lit(as_of)).select("user_id", "top_categories")
         if table_exists(spark, interest_path)
-        else spark.createDataFrame([], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>")
+        else spark.createDataFrame(
+            [], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>"
+        )
     )
     log.info("scoring %s with model %s", as_of, model_version)
     scored = model_scores.join(interest, "user_id", "left").withColumn(
@@ -167,10 +171,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     scores_path = settings.table_path("scores")
     slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
     # mergeSchema: a newer version may add score columns to a table older runs wrote.
-    writer = final.write.format("delta").partitionBy("as_of_date").option("mergeSchema", "true")
-    if table_exists(spark, scores_path):
-        writer = writer.mode("overwrite").option("replaceWhere", slice_predicate)
-    writer.save(scores_path)
+    write_slice(spark, final, scores_path, slice_predicate, merge_schema=True)
     model_scores.unpersist()
 
     written = spark.read.format("delta").load(scores_path).where(slice_predicate)

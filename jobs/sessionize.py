@@ -11,8 +11,6 @@ watermark can never disagree, and a re-run with no new events changes nothing.
 
 from __future__ import annotations
 
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
-
 import logging
 
 from delta.tables import DeltaTable
@@ -23,7 +21,7 @@ from pyspark.sql import functions as F
 from features.sessions import SESSION_COLUMNS, recompute_from, sessionize
 from jobs.config import Settings
 from jobs.runs import RunSummary, record_run
-from jobs.tables import commit_metadata, last_commit_metadata, latest_version, table_exists
+from jobs.tables import commit_metadata, last_commit_metadata, latest_version, require_table
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +66,7 @@ def run(spark: SparkSession, settings: Settings, full: bool = False) -> RunSumma
     """Bring ``sessions`` up to date with ``events``; ``full`` forces a complete recompute."""
     events_path = settings.table_path("events")
     sessions_path = settings.table_path("sessions")
-    if not table_exists(spark, events_path):
-        raise ValueError(f"no events table at {events_path}: run `interest-decay ingest` first")
+    require_table(spark, events_path)
     gap = settings.sessions.gap_minutes
     version = latest_version(spark, events_path)
     state = last_commit_metadata(spark, sessions_path)

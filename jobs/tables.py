@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
+from delta import exceptions as delta_errors  # also makes PySpark raise Delta's conflicts as these classes
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+
+# What Delta raises when another writer committed to the same table first (optimistic concurrency).
+DELTA_CONFLICTS = (
+    delta_errors.DeltaConcurrentModificationException,
+    delta_errors.ConcurrentWriteException,
+    delta_errors.MetadataChangedException,
+    delta_errors.ProtocolChangedException,
+    delta_errors.ConcurrentAppendException,
+    delta_errors.ConcurrentDeleteReadException,
+    delta_errors.ConcurrentDeleteDeleteException,
+    delta_errors.ConcurrentTransactionException,
+)
 
 EVENTS_SCHEMA = T.StructType(
     [
@@ -64,6 +84,19 @@ def table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+# The stage that writes each table a stage may need, for the error that says what to run first.
+_WRITTEN_BY = {"events": "ingest", "sequences": "features", "sessions": "sessionize"}
+
+
+def require_table(spark: SparkSession, path: str) -> None:
+    """Raise ValueError, naming the stage to run first, when ``path`` holds no Delta table."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not table_exists(spark, path):
+        stage = _WRITTEN_BY.get(name)
+        hint = f": run `interest-decay {stage}` first" if stage else ""
+        raise ValueError(f"no {name} table at {path}{hint}")
+
+
 def insert_new(target: DeltaTable, rows: DataFrame, keys: list[str]) -> int:
     """MERGE ``rows`` into ``target``, inserting only those whose ``keys`` are not there yet.
 
@@ -99,10 +132,62 @@ def last_commit_metadata(spark: SparkSession, path: str) -> dict[str, object] | 
     """The metadata of the newest commit of ``path`` that has any, or None."""
     if not DeltaTable.isDeltaTable(spark, path):
         return None
-    row = DeltaTable.forPath(spark, path).history().where("userMetadata IS NOT NULL").orderBy(F.desc("version")).select("userMetadata").first()
+    row = (
+        DeltaTable.forPath(spark, path)
+        .history()
+        .where("userMetadata IS NOT NULL")
+        .orderBy(F.desc("version"))
+        .select("userMetadata")
+        .first()
+    )
     return json.loads(row["userMetadata"]) if row else None
 
 
 def latest_version(spark: SparkSession, path: str) -> int:
     """The newest version number of the Delta table at ``path``."""
     return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
+
+
+def retry_on_conflict(action: Callable[[], Result], what: str, attempts: int = 5, first_wait_seconds: float = 0.5) -> Result:
+    """``action()``, run again when a concurrent commit to the same table beat it (at most
+    ``attempts`` times, waiting longer each time, with jitter so two writers do not collide
+    again). ``action`` must decide everything from a fresh read of the table, since the table
+    changed under it. Other errors pass through at once."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except DELTA_CONFLICTS as exc:
+            reason = str(exc).splitlines()[0][:300]
+            if attempt == attempts:
+                raise RuntimeError(f"{what}: still conflicting with concurrent writers after {attempts} attempts ({reason})") from exc
+            wait = first_wait_seconds * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning(
+                "%s: a concurrent commit won (%s: %s); retrying in %.1f s (%d of %d)",
+                what,
+                type(exc).__name__,
+                reason,
+                wait,
+                attempt,
+                attempts,
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def write_slice(
+    spark: SparkSession, frame: DataFrame, path: str, predicate: str, partition_by: str = "as_of_date", merge_schema: bool = False
+) -> None:
+    """Replace the rows of the Delta table at ``path`` that match ``predicate`` with ``frame``
+    (``replaceWhere``), creating the table, partitioned by ``partition_by``, if it does not
+    exist. Re-running for the same slice replaces it rather than adding to it; writers of other
+    slices may commit at the same time (a lost race to create the table is retried)."""
+
+    def write() -> None:
+        writer = frame.write.format("delta").partitionBy(partition_by).option("mergeSchema", str(merge_schema).lower())
+        if table_exists(spark, path):
+            writer = writer.mode("overwrite").option("replaceWhere", predicate)
+        writer.save(path)
+
+    retry_on_conflict(write, f"writing {predicate} of {path}")

@@ -14,8 +14,6 @@ tracked in MLflow (``<lakehouse>/_mlflow`` unless MLFLOW_TRACKING_URI says other
 
 from __future__ import annotations
 
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
-
 import datetime as dt
 import hashlib
 import json
@@ -29,11 +27,12 @@ import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES, censor_at, split_by_users, view_spec
+from contract import STATIC_FEATURES, WINDOW_FEATURES, view_spec
+from features.windows import censor_at, split_by_users
 from jobs.config import Settings, TrainSettings
 from jobs.runs import RunSummary, record_run, tracking_uri
 from jobs.storage import Storage
-from jobs.tables import latest_version, table_exists
+from jobs.tables import latest_version, require_table
 from model.data import arrays, flat_columns, recency_score
 from model.network import fit_normalisation
 from model.training import auc_by_horizon
@@ -108,12 +107,18 @@ class RunArtifacts:
             self.storage.working_folder(self.tensorboard) as tensorboard,
             self.storage.staging_folder(self.model) as model_dir,
         ):
+
             def after_epoch(epoch: int, logs: dict) -> None:
                 checkpoints.sync()
                 tensorboard.sync()
 
-            local = replace(plan, checkpoint_dir=str(checkpoints.local), tensorboard_dir=str(tensorboard.local),
-                            model_dir=str(model_dir), on_epoch_end=after_epoch)  # fmt: skip
+            local = replace(
+                plan,
+                checkpoint_dir=str(checkpoints.local),
+                tensorboard_dir=str(tensorboard.local),
+                model_dir=str(model_dir),
+                on_epoch_end=after_epoch,
+            )
             result = body(local, *args)
             if result["rank"] == 0:
                 self.storage.publish(model_dir, self.model)
@@ -129,8 +134,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     from model.distributed import RunPlan, train_in_process, train_on_rank
 
     view_path = settings.table_path("sequences")
-    if not table_exists(spark, view_path):
-        raise ValueError(f"no sequences table at {view_path}: run `interest-decay features` first")
+    require_table(spark, view_path)
     conf, horizons = settings.train, settings.horizons_days
     version = latest_version(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
@@ -144,10 +148,18 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
         raise ValueError(f"the split by {validation} leaves {n_train} training and {n_val} validation rows")
     summary = RunSummary(
         stage,
-        inputs={"sequences": view_path, "sequences_version": version, "until": str(conf.until or ""), "validation": validation, "mode": conf.mode},
+        inputs={
+            "sequences": view_path,
+            "sequences_version": version,
+            "until": str(conf.until or ""),
+            "validation": validation,
+            "mode": conf.mode,
+        },
     )
     shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
-    sample_inputs, _ = arrays(_sample(train_df, conf.normalisation_sample_rows, n_train, conf.seed).toPandas(), **shape, horizons_days=horizons)
+    sample_inputs, _ = arrays(
+        _sample(train_df, conf.normalisation_sample_rows, n_train, conf.seed).toPandas(), **shape, horizons_days=horizons
+    )
     norm = fit_normalisation(sample_inputs["x"], sample_inputs["mask"], sample_inputs["static"])
     val_sample = arrays(_sample(val_df, conf.val_sample_rows, n_val, conf.seed).toPandas(), **shape, horizons_days=horizons)
 
@@ -160,14 +172,27 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     mlflow.set_tracking_uri(tracking_uri(settings))
     mlflow.set_experiment(conf.experiment)
     with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
-        artifacts = RunArtifacts(storage, checkpoints, storage.uri("_tensorboard", active.info.run_id), storage.uri("_models", active.info.run_id))
+        artifacts = RunArtifacts(
+            storage, checkpoints, storage.uri("_tensorboard", active.info.run_id), storage.uri("_models", active.info.run_id)
+        )
         plan = RunPlan(
-            shape={**shape, "window_days": settings.features.window_days, "horizons_days": list(horizons),
-                   "hidden_units": conf.hidden_units, "latent_dim": conf.latent_dim, "n_components": conf.n_components,
-                   "use_vae": conf.use_vae},
+            shape={
+                **shape,
+                "window_days": settings.features.window_days,
+                "horizons_days": list(horizons),
+                "hidden_units": conf.hidden_units,
+                "latent_dim": conf.latent_dim,
+                "n_components": conf.n_components,
+                "use_vae": conf.use_vae,
+            },
             feature_spec=feature_spec,
-            loss_weights={"step": conf.step_weight, "count": conf.count_weight, "recon": conf.recon_weight, "beta": conf.beta,
-                          "kl_warmup_epochs": conf.kl_warmup_epochs},
+            loss_weights={
+                "step": conf.step_weight,
+                "count": conf.count_weight,
+                "recon": conf.recon_weight,
+                "beta": conf.beta,
+                "kl_warmup_epochs": conf.kl_warmup_epochs,
+            },
             normalisation=norm.to_dict(),
             epochs=conf.epochs,
             batch_size=conf.batch_size,
@@ -182,26 +207,52 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
             seed=conf.seed,
             average_from_epoch=conf.average_from_epoch,
             training_facts={"until": str(conf.until or ""), "validation": validation, "sequences_version": version},
-        )  # fmt: skip
-        mlflow.log_params({**conf.model_dump(mode="json"), "validated_by": validation, "train_rows": n_train, "val_rows": n_val, "fingerprint": fingerprint})
+        )
+        mlflow.log_params(
+            {
+                **conf.model_dump(mode="json"),
+                "validated_by": validation,
+                "train_rows": n_train,
+                "val_rows": n_val,
+                "fingerprint": fingerprint,
+            }
+        )
         if conf.mode == "horovod":
-            results = _train_horovod(spark, settings, artifacts, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank)
+            results = _train_horovod(
+                spark,
+                conf.num_proc,
+                artifacts,
+                plan,
+                splits=(train_df, val_df),
+                rows=(n_train, n_val),
+                val_sample=val_sample,
+                rank_body=train_on_rank,
+            )
         else:
             train = arrays(train_df.toPandas(), **shape, horizons_days=horizons)
             val = arrays(val_df.toPandas(), **shape, horizons_days=horizons)
             results = [artifacts.train(train_in_process, plan, train, val, val_sample)]
         chief = results[0]
         mlflow.log_artifacts(str(storage.fetch(artifacts.model)), artifact_path="model")
-        registered = f"{conf.registered_model}/{register(active.info.run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
+        registered = (
+            f"{conf.registered_model}/{register(active.info.run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
+        )
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(norm.to_dict(), "normalisation.json")
         recency = auc_by_horizon(recency_score(val_sample[0]), val_sample[1], horizons)
-        mlflow.log_metrics({**{f"recency_auc_{h}d": v for h, v in recency.items()}, **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()}})
+        mlflow.log_metrics(
+            {**{f"recency_auc_{h}d": v for h, v in recency.items()}, **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()}}
+        )
 
     fit = chief["fit"]
     history = fit["history"]
-    summary.counts = {"train_rows": n_train, "val_rows": n_val, "epochs_run": fit["last_epoch"] - fit["first_epoch"],
-                      "last_epoch": fit["last_epoch"], "averaged_epochs": fit["averaged_epochs"]}
+    summary.counts = {
+        "train_rows": n_train,
+        "val_rows": n_val,
+        "epochs_run": fit["last_epoch"] - fit["first_epoch"],
+        "last_epoch": fit["last_epoch"],
+        "averaged_epochs": fit["averaged_epochs"],
+    }
     # The saved weights' validation AUCs replace the last epoch's (they differ when averaged).
     final = {**({k: v[-1] for k, v in history.items()} if history else {}), **fit["final_metrics"]}
     samples = n_train * (fit["last_epoch"] - fit["first_epoch"])
@@ -214,30 +265,48 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
-    summary.outputs = {"model": artifacts.model, "mlflow_run_id": active.info.run_id,
-                       "registered_model": registered, "mlflow_tracking_uri": tracking_uri(settings), "checkpoints": str(checkpoints)}
+    summary.outputs = {
+        "model": artifacts.model,
+        "mlflow_run_id": active.info.run_id,
+        "registered_model": registered,
+        "mlflow_tracking_uri": tracking_uri(settings),
+        "checkpoints": str(checkpoints),
+    }
     summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
     summary.finish()
     record_run(spark, settings.lakehouse, summary)
     return summary
 
 
-def _train_horovod(spark, settings, artifacts, plan, train_df, val_df, val_sample, n_train, n_val, train_on_rank) -> list[dict]:  # noqa: ANN001
-    """Materialise both splits with petastorm and run ``train_on_rank`` on ``num_proc`` Horovod ranks."""
+def _train_horovod(
+    spark: SparkSession,
+    num_proc: int,
+    artifacts: RunArtifacts,
+    plan: RunPlan,
+    *,
+    splits: tuple[DataFrame, DataFrame],
+    rows: tuple[int, int],
+    val_sample: tuple[dict, dict],
+    rank_body: Callable[..., dict],
+) -> list[dict]:
+    """Materialise the (training, validation) ``splits`` with petastorm and run ``rank_body`` on
+    ``num_proc`` Horovod ranks; the ranks' results, rank 0 first."""
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
-    num_proc = settings.train.num_proc
+    train_df, val_df = splits
     cache = artifacts.storage.uri("_petastorm")
     # petastorm wants a URL with a scheme; the ranks read it with fsspec (s3fs for s3a://).
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache if "://" in cache else f"file://{cache}")
     # Several files per rank, so every shard gets row groups to read.
-    train_converter = make_spark_converter(train_df.repartition(4 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024)
+    train_converter = make_spark_converter(
+        train_df.repartition(4 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024
+    )
     val_converter = make_spark_converter(val_df.repartition(2 * num_proc), dtype="float32", parquet_row_group_size_bytes=4 * 1024 * 1024)
     try:
         return horovod.spark.run(
             artifacts.train,
-            args=(train_on_rank, plan, train_converter, val_converter, val_sample, n_train, n_val),
+            args=(rank_body, plan, train_converter, val_converter, val_sample, *rows),
             num_proc=num_proc,
             verbose=0,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::FutureWarning"},

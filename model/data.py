@@ -41,7 +41,11 @@ def arrays(
     """
     if frame.empty:
         empty = np.zeros((0, n_windows), np.float32)
-        inputs = {"x": np.zeros((0, n_windows, n_window_features), np.float32), "mask": empty, "static": np.zeros((0, n_static), np.float32)}
+        inputs = {
+            "x": np.zeros((0, n_windows, n_window_features), np.float32),
+            "mask": empty,
+            "static": np.zeros((0, n_static), np.float32),
+        }
         targets = {c: np.zeros(0, np.float32) for c in ("days_to_next", "censored", *label_columns(horizons_days))}
         return inputs, {**targets, "future_sessions": np.zeros((0, 0), np.float32)}
     inputs = {

@@ -118,11 +118,14 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     chief = hvd.rank() == 0
     listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn] if chief else []
     started = time.perf_counter()
-    with train_converter.make_tf_dataset(
-        batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=2
-    ) as train_data, val_converter.make_tf_dataset(
-        batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=1
-    ) as val_data:
+    with (
+        train_converter.make_tf_dataset(
+            batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=2
+        ) as train_data,
+        val_converter.make_tf_dataset(
+            batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=1
+        ) as val_data,
+    ):
         result = fit(
             model,
             train_data.map(to_model),

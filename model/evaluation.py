@@ -7,13 +7,15 @@ the rolling origins and the writing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES
+from contract import STATIC_FEATURES, WINDOW_FEATURES
 from model.baselines import BuyTillYouDie, HazardModel, describe_failure, recency_rule
 from model.metrics import binary_metrics
 from model.scoring import feature_groups
@@ -23,10 +25,17 @@ log = logging.getLogger(__name__)
 # Method name -> whether its scores are P(active within h). The recency rule, expected sessions
 # and P(alive) only rank users, so the probability metrics are left out for them.
 METHODS = {
-    "model": True, "recency_rule": False, "logistic_rfm": True, "lightgbm": True,
-    "bgnbd": True, "bgnbd_expected_sessions": False, "bgnbd_p_alive": False,
-    "pareto_nbd": True, "pareto_nbd_expected_sessions": False, "pareto_nbd_p_alive": False,
-}  # fmt: skip
+    "model": True,
+    "recency_rule": False,
+    "logistic_rfm": True,
+    "lightgbm": True,
+    "bgnbd": True,
+    "bgnbd_expected_sessions": False,
+    "bgnbd_p_alive": False,
+    "pareto_nbd": True,
+    "pareto_nbd_expected_sessions": False,
+    "pareto_nbd_p_alive": False,
+}
 
 
 def labels_within(targets: dict, horizons_days: list[int]) -> dict[int, np.ndarray]:
@@ -39,7 +48,9 @@ def labels_within(targets: dict, horizons_days: list[int]) -> dict[int, np.ndarr
     for h in horizons_days:
         unknown = censored & (days < h)
         if unknown.any():
-            raise ValueError(f"the {h}-day label is not known yet for {int(unknown.sum())} users: the events end too soon after the as-of date")
+            raise ValueError(
+                f"the {h}-day label is not known yet for {int(unknown.sum())} users: the events end too soon after the as-of date"
+            )
         labels[h] = (~censored & (days < h)).astype(np.float64)
     return labels
 
@@ -81,15 +92,29 @@ def _attempt(name: str, score: Callable[[], np.ndarray], predictions: dict, fail
     Any exception is caught on purpose: a baseline is someone else's numerics on this shop's
     data (lifetimes' fits can diverge on one-visit-heavy logs), and one baseline's failure must
     not throw away the judgement of the model and the others."""
+    started = time.perf_counter()
     try:
         predictions[name] = _usable(score())
+        log.info("baseline %s: scored in %.1f s", name, time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         failures[name] = _reason(exc)
         log.warning("baseline %s failed and is reported as such: %s", name, failures[name])
 
 
+def _hazard_scores(
+    model: HazardModel, history_inputs: dict, history_targets: dict, customers: np.ndarray | None, inputs: dict, horizons_days: list[int]
+) -> np.ndarray:
+    return model.fit(history_inputs, history_targets, customers).p_active_within(inputs, horizons_days)
+
+
 def fit_baselines(
-    history_inputs: dict, history_targets: dict, inputs: dict, horizons_days: list[int], period_days: float, seed: int = 0
+    history_inputs: dict,
+    history_targets: dict,
+    inputs: dict,
+    horizons_days: list[int],
+    period_days: float,
+    seed: int = 0,
+    history_customers: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Every baseline fitted on what was known at the evaluation date, predicting ``inputs``:
     (scores by method, reason by failed method).
@@ -97,7 +122,8 @@ def fit_baselines(
     BG/NBD and Pareto/NBD are fitted on the evaluated users' own histories (as they are meant
     to be) and give three scores each: P(active within h), expected sessions and P(alive); the
     hazard models learn from ``history`` rows (earlier as-of dates, labels censored at the
-    evaluation date). A baseline whose fit fails, or whose scores are not all finite, is left
+    evaluation date; ``history_customers`` names each row's customer, for LightGBM's early
+    stopping on held-out customers). A baseline whose fit fails, or whose scores are not all finite, is left
     out of the scores and named in the failures."""
     n_horizons = len(horizons_days)
     predictions: dict[str, np.ndarray] = {}
@@ -105,7 +131,12 @@ def fit_baselines(
     _attempt("recency_rule", lambda: np.repeat(recency_rule(inputs)[:, None], n_horizons, axis=1), predictions, failures)
     for kind in ("logistic_rfm", "lightgbm"):
         model = HazardModel(kind, period_days, horizons_days, seed)
-        _attempt(kind, lambda: model.fit(history_inputs, history_targets).p_active_within(inputs, horizons_days), predictions, failures)
+        _attempt(
+            kind,
+            partial(_hazard_scores, model, history_inputs, history_targets, history_customers, inputs, horizons_days),
+            predictions,
+            failures,
+        )
     for kind in ("bgnbd", "pareto_nbd"):
         try:
             fitted = BuyTillYouDie(kind).fit(inputs)
@@ -114,9 +145,11 @@ def fit_baselines(
                 failures[method] = _reason(exc)
             log.warning("baseline %s failed and is reported as such: %s", kind, failures[kind])
             continue
-        _attempt(kind, lambda: fitted.p_active_within(inputs, horizons_days), predictions, failures)
-        _attempt(f"{kind}_expected_sessions", lambda: fitted.expected_sessions(inputs, horizons_days), predictions, failures)
-        _attempt(f"{kind}_p_alive", lambda: np.repeat(fitted.p_alive(inputs)[:, None], n_horizons, axis=1), predictions, failures)
+        _attempt(kind, lambda fitted=fitted: fitted.p_active_within(inputs, horizons_days), predictions, failures)
+        _attempt(f"{kind}_expected_sessions", lambda fitted=fitted: fitted.expected_sessions(inputs, horizons_days), predictions, failures)
+        _attempt(
+            f"{kind}_p_alive", lambda fitted=fitted: np.repeat(fitted.p_alive(inputs)[:, None], n_horizons, axis=1), predictions, failures
+        )
     return {name: predictions[name] for name in METHODS if name in predictions}, failures
 
 
@@ -174,29 +207,48 @@ def visits_calibration(expected: np.ndarray, observed: np.ndarray, n_bins: int =
     if len(expected) != len(observed):
         raise ValueError(f"expected has {len(expected)} users, observed {len(observed)}")
     frame = pd.DataFrame({"decile": _deciles(expected, n_bins) + 1, "predicted": expected, "observed": observed})
-    table = frame.groupby("decile").agg(
-        users=("predicted", "size"), predicted=("predicted", "mean"), observed=("observed", "mean"), observed_visits=("observed", "sum")
-    ).reset_index()
+    table = (
+        frame.groupby("decile")
+        .agg(
+            users=("predicted", "size"), predicted=("predicted", "mean"), observed=("observed", "mean"), observed_visits=("observed", "sum")
+        )
+        .reset_index()
+    )
     table["relative_error"] = (table["predicted"] - table["observed"]) / table["observed"].where(table["observed"] > 0)
     table["count_noise"] = 1.0 / np.sqrt(table["observed_visits"].where(table["observed_visits"] > 0))
     return table
 
 
-def decay_check(half_life: np.ndarray, predicted: tuple[np.ndarray, np.ndarray], observed: tuple[np.ndarray, np.ndarray], n_bins: int = 10) -> pd.DataFrame:
+def decay_check(
+    half_life: np.ndarray, predicted: tuple[np.ndarray, np.ndarray], observed: tuple[np.ndarray, np.ndarray], n_bins: int = 10
+) -> pd.DataFrame:
     """A check of the decay that needs no truth: by decile of the predicted interest half-life,
     the visits in the second half of a span over those in the first half, predicted (from the
     decay curve) and observed (pooled over the decile's users). A decay that is right predicts
     the observed ratio in every decile (both near 1 where little interest is left above the
     baseline)."""
-    frame = pd.DataFrame({
-        "decile": _deciles(half_life, n_bins) + 1, "half_life": half_life,
-        "predicted_first": predicted[0], "predicted_second": predicted[1], "observed_first": observed[0], "observed_second": observed[1],
-    })  # fmt: skip
-    table = frame.groupby("decile").agg(
-        users=("half_life", "size"), median_half_life_days=("half_life", "median"),
-        predicted_first=("predicted_first", "sum"), predicted_second=("predicted_second", "sum"),
-        observed_first=("observed_first", "sum"), observed_second=("observed_second", "sum"),
-    ).reset_index()  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "decile": _deciles(half_life, n_bins) + 1,
+            "half_life": half_life,
+            "predicted_first": predicted[0],
+            "predicted_second": predicted[1],
+            "observed_first": observed[0],
+            "observed_second": observed[1],
+        }
+    )
+    table = (
+        frame.groupby("decile")
+        .agg(
+            users=("half_life", "size"),
+            median_half_life_days=("half_life", "median"),
+            predicted_first=("predicted_first", "sum"),
+            predicted_second=("predicted_second", "sum"),
+            observed_first=("observed_first", "sum"),
+            observed_second=("observed_second", "sum"),
+        )
+        .reset_index()
+    )
     table["predicted_ratio"] = table["predicted_second"] / table["predicted_first"]
     table["observed_ratio"] = table["observed_second"] / table["observed_first"].where(table["observed_first"] > 0)
     return table[["decile", "users", "median_half_life_days", "predicted_ratio", "observed_ratio"]]

@@ -17,6 +17,7 @@ import tensorflow as tf
 from model import decay
 from model.network import InterestDecayModel, Normalisation
 from model.scoring import METADATA_FILE, read_metadata
+
 DECAY_CURVE_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
 
 

@@ -88,10 +88,10 @@ def fit_normalisation(x: np.ndarray, mask: np.ndarray, static: np.ndarray) -> No
 class InterestDecayModel(tf.keras.Model):
     """GRU encoder + VAE + parametric decay head, with its own training step."""
 
-    def __init__(self, shape: ModelShape, norm: Normalisation, weights: LossWeights = LossWeights(), **kwargs) -> None:
+    def __init__(self, shape: ModelShape, norm: Normalisation, weights: LossWeights | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.shape_spec = shape
-        self.loss_weights_spec = weights
+        self.loss_weights_spec = weights or LossWeights()
         self.x_norm = tf.keras.layers.Normalization(mean=norm.x_mean, variance=norm.x_var)
         self.static_norm = tf.keras.layers.Normalization(mean=norm.static_mean, variance=norm.static_var)
         self.encoder = tf.keras.layers.GRU(shape.hidden_units, return_sequences=True, return_state=True)
@@ -168,9 +168,7 @@ class InterestDecayModel(tf.keras.Model):
             kl = -0.5 * tf.reduce_sum(1 + out["z_log_var"] - tf.square(out["z_mean"]) - tf.exp(out["z_log_var"]), axis=-1)
             parts["kl"] = tf.reduce_mean(kl)
         w = self.loss_weights_spec
-        parts["loss"] = (
-            nll + w.count * parts["count_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
-        )  # fmt: skip
+        parts["loss"] = nll + w.count * parts["count_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
         return parts
 
     def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from contract import METADATA_FILE
+
 if TYPE_CHECKING:
     from model.export import Scorer
-
-METADATA_FILE = "interest_decay.json"
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -117,7 +117,7 @@ def drivers(
     order = np.argsort(-effects, axis=1, kind="stable")[:, :top]
     # Rounded first, so an effect too small to show (0.0000) is left out with the ones that are not positive.
     chosen = np.round(np.take_along_axis(effects, order, axis=1), 4)
-    names_out = [[names[f] for f, e in zip(row, eff) if e > 0] for row, eff in zip(order, chosen)]
+    names_out = [[names[f] for f, e in zip(row, eff, strict=False) if e > 0] for row, eff in zip(order, chosen, strict=False)]
     effects_out = [[float(e) for e in eff if e > 0] for eff in chosen]
     return names_out, effects_out
 

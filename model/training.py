@@ -81,14 +81,14 @@ class WeightAverage(tf.keras.callbacks.Callback):
             return
         self.count.assign_add(1)
         share = 1.0 / float(self.count.numpy())
-        for mean, weight in zip(self.mean, self.model.trainable_weights):
+        for mean, weight in zip(self.mean, self.model.trainable_weights, strict=False):
             mean.assign_add((weight - mean) * share)
 
     def apply(self, model: InterestDecayModel) -> int:
         """Set ``model``'s weights to the mean; the number of epochs in it (0 changes nothing)."""
         count = int(self.count.numpy())
         if count:
-            for mean, weight in zip(self.mean, model.trainable_weights):
+            for mean, weight in zip(self.mean, model.trainable_weights, strict=False):
                 weight.assign(mean)
         return count
 

@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from jobs.config import Settings, load_settings
 from jobs.spark import build_spark_session, configure_object_store
+
 from object_store import S3Server, s3_server
 
 REPO = Path(__file__).resolve().parent.parent

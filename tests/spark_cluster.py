@@ -50,8 +50,21 @@ def standalone_cluster(work_dir: Path, workers: int = 2, cores: int = 1, memory:
     try:
         start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port))
         for i in range(workers):
-            start(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(cores),
-                  "--memory", memory, "--webui-port", str(_free_port()), "--work-dir", str(work_dir / f"worker-{i}"))  # fmt: skip
+            start(
+                f"worker-{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(cores),
+                "--memory",
+                memory,
+                "--webui-port",
+                str(_free_port()),
+                "--work-dir",
+                str(work_dir / f"worker-{i}"),
+            )
         deadline = time.monotonic() + timeout_s
         while _alive_workers(ui_port) < workers:
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes):

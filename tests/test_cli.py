@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from jobs.storage import Storage
+
 from object_store import S3Server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,8 +75,9 @@ def _error_lines(output: str) -> list[str]:
 def test_a_stage_error_is_one_line_naming_the_stage_and_the_fix(spark: SparkSession, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["score", "--conf", LOCAL, "--set", f"lakehouse={tmp_path / 'empty'}"])
     assert result.exit_code == 2
-    assert _error_lines(result.output) == [f"error in score: no sequences table at {tmp_path / 'empty'}/sequences: "
-                                           "run `interest-decay features --as-of DATE` first"]  # fmt: skip
+    assert _error_lines(result.output) == [
+        f"error in score: no sequences table at {tmp_path / 'empty'}/sequences: run `interest-decay features` first"
+    ]
     assert "Traceback" not in result.output
 
 
@@ -93,24 +95,45 @@ def test_a_spark_error_is_one_line_too_and_the_traceback_is_there_on_debug(spark
 
 @pytest.mark.slow
 def test_console_script_runs_the_whole_pipeline_on_s3(spark: SparkSession, s3: S3Server, tmp_path: Path) -> None:
-    """The README's pipeline command in its own process, with the lakehouse and the raw files on
-    an S3 server (s3a:// for Spark, s3fs for the models and reports); spark-submit and a
-    file:/// lakehouse: tests/test_cluster.py."""
+    """The README's pipeline command in its own process with the cluster profile, the lakehouse
+    and the raw files on an S3 server (s3a:// for Spark, s3fs for the models and reports), the
+    endpoint and credentials from the environment; spark-submit with a file:/// lakehouse:
+    tests/test_cluster.py."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, **s3.env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     overrides = [
-        "--set", f"lakehouse={s3.uri('cli-lake')}",
-        "--set", f"generator.output={s3.uri('cli-raw')}",
-        "--set", f"storage.cache_dir={tmp_path / 'cache'}",
-        "--set", "spark.master=local[2]",
-        "--set", "spark.conf.spark.driver.memory=1g",
-        "--set", "train.epochs=1",
-        "--set", "evaluate.folds=0",
-    ]  # fmt: skip
+        "--set",
+        f"lakehouse={s3.uri('cli-lake')}",
+        "--set",
+        f"generator.output={s3.uri('cli-raw')}",
+        "--set",
+        f"storage.cache_dir={tmp_path / 'cache'}",
+        # What spark-submit would give on a cluster: a master, Delta, small shuffles for 300 users.
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        "spark.delta_jars=local",
+        "--set",
+        "spark.conf.spark.driver.memory=1g",
+        "--set",
+        "spark.conf.spark.sql.shuffle.partitions=4",
+        "--set",
+        "generator.output_files=2",
+        "--set",
+        "train.until=2026-03-30",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "evaluate.folds=0",
+    ]
     run = subprocess.run(
-        [str(bin_dir / "interest-decay"), "run", "--conf", LOCAL, "--users", "300", *overrides],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
+        [str(bin_dir / "interest-decay"), "run", "--conf", str(REPO / "conf" / "cluster.yaml"), "--users", "300", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     generated, ingested, sessionized, featured, trained, scored, evaluated = _summaries(run.stdout)
     assert ingested["counts"]["written"] == generated["counts"]["events"] > 0

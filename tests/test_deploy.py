@@ -14,7 +14,7 @@ import typer
 import yaml
 from databricks.bundles.jobs import Job
 
-from jobs.cli import app
+from jobs.cli import STAGE_MODULES, app
 from jobs.config import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +24,9 @@ STAGES = ["ingest", "sessionize", "features", "train", "score", "evaluate"]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(REPO)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(REPO)], check=True
+    )
     return next(out.glob("interest_decay-*.whl"))
 
 
@@ -33,7 +35,8 @@ def test_the_wheel_holds_every_package_and_the_console_script(wheel: Path) -> No
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
         metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
-    assert {f"jobs/{s}.py" for s in STAGES} | {"jobs/_submit.py", "features/windows.py", "model/baselines.py"} <= names
+    modules = {f"jobs/{STAGE_MODULES.get(s, s)}.py" for s in STAGES}
+    assert modules | {"contract/__init__.py", "jobs/storage.py", "features/windows.py", "model/baselines.py"} <= names
     assert "interest-decay = jobs.cli:main" in entry_points
     # pyspark only as an extra: a Databricks runtime's own Spark must not be replaced.
     assert re.search(r"^Requires-Dist: pyspark.*extra == \"spark\"", metadata, re.M)
@@ -59,7 +62,7 @@ def _bundle(target: str) -> dict:
 def test_the_bundle_job_validates_against_the_bundle_schema(target: str) -> None:
     bundle = _bundle(target)
     assert bundle["targets"]["dev"]["mode"] == "development" and bundle["targets"]["prod"]["mode"] == "production"
-    (name, spec), = bundle["resources"]["jobs"].items()
+    ((name, spec),) = bundle["resources"]["jobs"].items()
     job = Job.from_dict(spec)  # databricks-bundles' typed model: unknown or misspelt keys raise
     tasks = {t.task_key: t for t in job.tasks}
     assert list(tasks) == STAGES

@@ -17,6 +17,7 @@ from jobs import evaluate
 from jobs.config import Settings
 from jobs.report import SECTIONS, ReportData, write_report
 from model.evaluation import METHODS
+
 from shops import build_shop, shop_settings
 
 
@@ -25,30 +26,73 @@ def _report_data(with_latent: bool) -> ReportData:
     n = 300
     labels = (rng.random(n) < 0.4).astype(float)
     predictions = {m: np.clip(0.4 + 0.3 * (labels - 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99) for m in METHODS}
-    comparison = pd.DataFrame([{"method": m, "horizon_days": 30, "status": "ok", "failure": "", "roc_auc": 0.7, "pr_auc": 0.6, "brier": 0.2, "ece": 0.05,
-                                "precision_top_10": 0.5, "recall_top_10": 0.1, "lift_top_10": 1.3, "predicted_returners": 120.0,
-                                "actual_returners": 118.0, "model_auc_gain": 0.01, "model_auc_gain_low": 0.0,
-                                "model_auc_gain_high": 0.02} for m in METHODS])  # fmt: skip
+    comparison = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "horizon_days": 30,
+                "status": "ok",
+                "failure": "",
+                "roc_auc": 0.7,
+                "pr_auc": 0.6,
+                "brier": 0.2,
+                "ece": 0.05,
+                "precision_top_10": 0.5,
+                "recall_top_10": 0.1,
+                "lift_top_10": 1.3,
+                "predicted_returners": 120.0,
+                "actual_returners": 118.0,
+                "model_auc_gain": 0.01,
+                "model_auc_gain_low": 0.0,
+                "model_auc_gain_high": 0.02,
+            }
+            for m in METHODS
+        ]
+    )
     failed = comparison["method"] == "pareto_nbd_p_alive"
     comparison.loc[failed, ["status", "failure", "roc_auc"]] = ["failed", "RuntimeError: pareto_nbd did not fit on 300 users", np.nan]
     days = np.linspace(0, 90, 31)
     return ReportData(
-        title="test report", facts={"users evaluated": n}, comparison=comparison,
-        cross_validation=comparison[["method", "horizon_days", "roc_auc"]].assign(origins=2), horizon=30, labels=labels,
-        predictions=predictions, probability_methods=[m for m, p in METHODS.items() if p], curve_days=days,
-        survival=np.exp(-days[None, :] / rng.uniform(5, 50, (n, 1))), tiers=rng.choice(["high", "medium", "low"], n),
-        half_life_days=rng.uniform(2, 40, n), latent_2d=rng.normal(size=(n, 2)) if with_latent else None,
+        title="test report",
+        facts={"users evaluated": n},
+        comparison=comparison,
+        cross_validation=comparison[["method", "horizon_days", "roc_auc"]].assign(origins=2),
+        horizon=30,
+        labels=labels,
+        predictions=predictions,
+        probability_methods=[m for m, p in METHODS.items() if p],
+        curve_days=days,
+        survival=np.exp(-days[None, :] / rng.uniform(5, 50, (n, 1))),
+        tiers=rng.choice(["high", "medium", "low"], n),
+        half_life_days=rng.uniform(2, 40, n),
+        latent_2d=rng.normal(size=(n, 2)) if with_latent else None,
         importance=pd.DataFrame({"feature": ["recency_days", "sessions"], "auc_drop": [0.1, 0.01], "auc_drop_sd": [0.01, 0.005]}),
         explained_users=pd.DataFrame({"user_id": ["u1"], "p_active_30d": [0.1], "driver_1": ["recency_days (+0.200)"]}),
         days_to_return=np.where(labels > 0, rng.uniform(0, 30, n), np.inf),
-        truth_tau_days=rng.uniform(3, 60, n), notes=["origin 2026-01-19 skipped: too little history"],
-        visits_calibration=pd.DataFrame({"decile": np.tile(np.arange(1, 11), 2), "predicted": np.arange(20.0), "observed": np.arange(20.0) + 1,
-                                         "days": np.repeat([14, 28], 10)}),
-        decay_check=pd.DataFrame({"decile": np.arange(1, 11), "median_half_life_days": np.geomspace(1, 60, 10),
-                                  "predicted_ratio": np.linspace(0.1, 0.9, 10), "observed_ratio": np.linspace(0.15, 0.85, 10),
-                                  "first_days": "0-14", "second_days": "14-28"}),
-        truth_by_sessions=pd.DataFrame({"past_sessions": ["all", "1"], "users": [300, 20], "model": [0.8, 0.3], "reference_mle": [0.85, 0.2]}),
-    )  # fmt: skip
+        truth_tau_days=rng.uniform(3, 60, n),
+        notes=["origin 2026-01-19 skipped: too little history"],
+        visits_calibration=pd.DataFrame(
+            {
+                "decile": np.tile(np.arange(1, 11), 2),
+                "predicted": np.arange(20.0),
+                "observed": np.arange(20.0) + 1,
+                "days": np.repeat([14, 28], 10),
+            }
+        ),
+        decay_check=pd.DataFrame(
+            {
+                "decile": np.arange(1, 11),
+                "median_half_life_days": np.geomspace(1, 60, 10),
+                "predicted_ratio": np.linspace(0.1, 0.9, 10),
+                "observed_ratio": np.linspace(0.15, 0.85, 10),
+                "first_days": "0-14",
+                "second_days": "14-28",
+            }
+        ),
+        truth_by_sessions=pd.DataFrame(
+            {"past_sessions": ["all", "1"], "users": [300, 20], "model": [0.8, 0.3], "reference_mle": [0.85, 0.2]}
+        ),
+    )
 
 
 @pytest.mark.parametrize("with_latent", [True, False])
@@ -70,8 +114,18 @@ def _settings(root: Path, *overrides: str) -> Settings:
     # Validated on a share of the users, as the identifiable and CDNOW profiles are: every as-of
     # date up to `until` trains, so the faded users asked about at the evaluation date are in the
     # training and the expected visits are calibrated within the 30% checked below.
-    return shop_settings(root, "generator.users=1500", "train.mode=single", "train.epochs=6", "evaluate.folds=1", "evaluate.fold_epochs=1",
-                         "evaluate.bootstrap_rounds=50", "evaluate.baseline_rows=5000", "train.validation=users", *overrides)  # fmt: skip
+    return shop_settings(
+        root,
+        "generator.users=1500",
+        "train.mode=single",
+        "train.epochs=6",
+        "evaluate.folds=1",
+        "evaluate.fold_epochs=1",
+        "evaluate.bootstrap_rounds=50",
+        "evaluate.baseline_rows=5000",
+        "train.validation=users",
+        *overrides,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from contract import EVENT_TYPES
 from features.synthetic import synthetic_events, user_truth
 from jobs import generate
-from jobs.config import EVENT_TYPES, GeneratorSettings, Settings, load_settings
+from jobs.config import GeneratorSettings, Settings, load_settings
 
 PARAMS = GeneratorSettings(users=400, days=60, seed=7, start_date=dt.date(2026, 3, 1))
 

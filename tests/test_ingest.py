@@ -125,9 +125,13 @@ def test_an_event_seen_in_an_earlier_file_is_a_duplicate(spark: SparkSession, se
     ingest.run(spark, settings, input_path=first, preset="generator")
     summary = ingest.run(spark, settings, input_path=second, preset="generator")
     assert summary.counts == {
-        "read": 2, "written": 1, "already_ingested": 0, "quarantined": 1, "quarantine_rows_added": 1,
+        "read": 2,
+        "written": 1,
+        "already_ingested": 0,
+        "quarantined": 1,
+        "quarantine_rows_added": 1,
         "quarantined.duplicate_event": 1,
-    }  # fmt: skip
+    }
     assert _events(spark, settings).count() == 3
     assert _quarantine(spark, settings).where("reason = 'duplicate_event'").count() == 1
     # Re-running the second file quarantines the duplicate no second time.
@@ -195,9 +199,14 @@ def test_cdnow_preset_reads_the_master_file_format(spark: SparkSession, settings
     summary = ingest.run(spark, settings, input_path=str(source), preset="cdnow")
     assert summary.inputs["format"] == "text"
     assert summary.counts == {
-        "read": 5, "written": 3, "already_ingested": 0, "quarantined": 2, "quarantine_rows_added": 2,
-        "quarantined.duplicate_event": 1, "quarantined.malformed_line": 1,
-    }  # fmt: skip
+        "read": 5,
+        "written": 3,
+        "already_ingested": 0,
+        "quarantined": 2,
+        "quarantine_rows_added": 2,
+        "quarantined.duplicate_event": 1,
+        "quarantined.malformed_line": 1,
+    }
     expected = [
         ("00001", dt.datetime(1997, 1, 1), "purchase", None, None, 11.77),
         ("00002", dt.datetime(1997, 1, 12), "purchase", None, None, 12.0),
@@ -245,7 +254,9 @@ def test_pseudonymised_user_ids_are_keyed_hashes(
     assert key not in capsys.readouterr().out
 
 
-def test_pseudonymising_without_a_key_is_refused(spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pseudonymising_without_a_key_is_refused(
+    spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("INTEREST_DECAY_PSEUDONYM_KEY", raising=False)
     settings.ingest.pseudonymize_user_ids = True
     source = _write(tmp_path / "raw.csv", [HEADER, CORPUS[0][0]])
@@ -269,11 +280,19 @@ def test_schema_drift_extra_and_missing_optional_columns_load_a_missing_required
 ) -> None:
     settings = _fixed_now(settings)
     # An extra column the mapping does not read, and no category or price: both still load.
-    drifted = _write(tmp_path / "drift" / "a.csv", ["event_id,user_id,event_time,event_type,product_id,referrer",
-                                                    "d1,u1,2026-05-01T10:00:00Z,view,p1,mail", "d2,u2,2026-05-02T10:00:00Z,cart,p2,"])  # fmt: skip
+    drifted = _write(
+        tmp_path / "drift" / "a.csv",
+        [
+            "event_id,user_id,event_time,event_type,product_id,referrer",
+            "d1,u1,2026-05-01T10:00:00Z,view,p1,mail",
+            "d2,u2,2026-05-02T10:00:00Z,cart,p2,",
+        ],
+    )
     summary = ingest.run(spark, settings, input_path=drifted, preset="generator")
     assert summary.counts["read"] == summary.counts["written"] == 2
-    events = spark.read.format("delta").load(settings.table_path("events")).select("user_id", "event_type", "product_id", "category", "price")
+    events = (
+        spark.read.format("delta").load(settings.table_path("events")).select("user_id", "event_type", "product_id", "category", "price")
+    )
     expected = spark.createDataFrame([("u1", "view", "p1", None, None), ("u2", "cart", "p2", None, None)], events.schema)
     assertDataFrameEqual(events, expected)
     # A file without event_time is refused before anything is written.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.windows import STATIC_FEATURES, WINDOW_FEATURES
-from model.baselines import BuyTillYouDie, HazardModel, _within, person_periods, recency_rule
+from contract import STATIC_FEATURES, WINDOW_FEATURES
+from model.baselines import BuyTillYouDie, HazardModel, _within, held_out_customers, person_periods, recency_rule
 from model.evaluation import (
     METHODS,
     Predictions,
@@ -19,8 +19,8 @@ from model.evaluation import (
     spearman_by_sessions,
     visits_calibration,
 )
-from model.scoring import drivers, risk_tier, tier_thresholds
 from model.metrics import binary_metrics, gains_curve, paired_bootstrap_auc
+from model.scoring import drivers, risk_tier, tier_thresholds
 
 LABELS = np.array([1.0, 0.0, 1.0, 0.0])
 SCORES = np.array([0.9, 0.8, 0.3, 0.1])
@@ -78,7 +78,12 @@ def test_labels_within_horizons_and_unknown_labels() -> None:
 def test_person_periods_by_hand() -> None:
     # Back after 3 days; back after 9 days; away and watched for 10 days (one full 7-day period).
     rows, periods, returned = person_periods({"days_to_next": np.array([3.0, 9.0, 10.0]), "censored": np.array([0.0, 0.0, 1.0])}, 7.0, 3)
-    assert list(zip(rows.tolist(), periods.tolist(), returned.tolist(), strict=True)) == [(0, 0, 1.0), (1, 0, 0.0), (1, 1, 1.0), (2, 0, 0.0)]
+    assert list(zip(rows.tolist(), periods.tolist(), returned.tolist(), strict=True)) == [
+        (0, 0, 1.0),
+        (1, 0, 0.0),
+        (1, 1, 1.0),
+        (2, 0, 0.0),
+    ]
 
 
 def test_hazards_to_probabilities() -> None:
@@ -112,6 +117,14 @@ def test_hazard_baselines_learn_who_comes_back(kind: str) -> None:
     assert roc_auc_score(labels[7], p[:, 0]) > 0.85
     # Calibrated enough to count returners within 15%.
     assert p[:, 1].sum() == pytest.approx(labels[30].sum(), rel=0.15)
+
+
+def test_lightgbm_holds_out_whole_customers_for_its_early_stopping() -> None:
+    customers = np.repeat([f"user-{i}" for i in range(500)], 4)  # four as-of rows per customer
+    held = held_out_customers(customers, seed=3).reshape(500, 4)
+    assert (held.all(axis=1) == held.any(axis=1)).all()  # a customer's rows are all in or all out
+    assert 0.15 < held[:, 0].mean() < 0.25
+    assert not (held_out_customers(customers, seed=4).reshape(500, 4) == held).all()
 
 
 @pytest.mark.parametrize("kind", ["bgnbd", "pareto_nbd"])
@@ -222,7 +235,9 @@ def test_visits_calibration_by_decile() -> None:
 
 def test_decay_check_pools_each_decile() -> None:
     half_life = np.array([1.0, 2.0, 30.0, 40.0])
-    table = decay_check(half_life, (np.array([4.0, 4, 2, 2]), np.array([1.0, 1, 2, 2])), (np.array([3.0, 5, 1, 3]), np.array([0.0, 2, 2, 2])), n_bins=2)
+    table = decay_check(
+        half_life, (np.array([4.0, 4, 2, 2]), np.array([1.0, 1, 2, 2])), (np.array([3.0, 5, 1, 3]), np.array([0.0, 2, 2, 2])), n_bins=2
+    )
     assert table["predicted_ratio"].tolist() == [0.25, 1.0]
     assert table["observed_ratio"].tolist() == [0.25, 1.0]
     assert table["median_half_life_days"].tolist() == [1.5, 35.0]

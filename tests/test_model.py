@@ -127,9 +127,13 @@ def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
     model = _model(inputs)
     before = model.evaluate(as_dataset(inputs, targets, 256, None), steps=12, return_dict=True, verbose=0)["loss"]
     result = fit(
-        model, as_dataset(inputs, targets, 128), epochs=4, steps_per_epoch=steps_for(3000, 128),
-        checkpoint_dir=str(tmp_path), val_sample=(val_inputs, val_targets),
-    )  # fmt: skip
+        model,
+        as_dataset(inputs, targets, 128),
+        epochs=4,
+        steps_per_epoch=steps_for(3000, 128),
+        checkpoint_dir=str(tmp_path),
+        val_sample=(val_inputs, val_targets),
+    )
     after = model.evaluate(as_dataset(inputs, targets, 256, None), steps=12, return_dict=True, verbose=0)["loss"]
     assert after < before
     assert result.history["loss"][-1] < result.history["loss"][0]
@@ -144,8 +148,14 @@ def test_resume_after_a_crash_starts_where_it_stopped(tmp_path: Path) -> None:
             raise RuntimeError("worker lost")
 
     with pytest.raises(RuntimeError, match="worker lost"):
-        fit(_model(inputs), as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path),
-            epoch_listeners=[crash_after_epoch_2])  # fmt: skip
+        fit(
+            _model(inputs),
+            as_dataset(inputs, targets, 64),
+            epochs=4,
+            steps_per_epoch=5,
+            checkpoint_dir=str(tmp_path),
+            epoch_listeners=[crash_after_epoch_2],
+        )
     resumed = fit(_model(inputs), as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path))
     assert (resumed.first_epoch, resumed.last_epoch) == (2, 4)
     assert len(resumed.history["loss"]) == 2
@@ -169,15 +179,31 @@ def test_weight_averaging_ends_with_the_mean_and_survives_a_crash(tmp_path: Path
             raise RuntimeError("worker lost")
 
     with pytest.raises(RuntimeError, match="worker lost"):
-        fit(_model(inputs), as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path),
-            first_callbacks=[before_crash], epoch_listeners=[crash_after_epoch_3], average_from_epoch=2)  # fmt: skip
+        fit(
+            _model(inputs),
+            as_dataset(inputs, targets, 64),
+            epochs=4,
+            steps_per_epoch=5,
+            checkpoint_dir=str(tmp_path),
+            first_callbacks=[before_crash],
+            epoch_listeners=[crash_after_epoch_3],
+            average_from_epoch=2,
+        )
     model = _model(inputs)
-    resumed = fit(model, as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path),
-                  first_callbacks=[after_crash], val_sample=(inputs, targets), average_from_epoch=2)  # fmt: skip
+    resumed = fit(
+        model,
+        as_dataset(inputs, targets, 64),
+        epochs=4,
+        steps_per_epoch=5,
+        checkpoint_dir=str(tmp_path),
+        first_callbacks=[after_crash],
+        val_sample=(inputs, targets),
+        average_from_epoch=2,
+    )
     assert (resumed.first_epoch, resumed.last_epoch, resumed.averaged_epochs) == (3, 4, 3)
     epochs_2_to_4 = [*before_crash.seen[1:], *after_crash.seen]
     assert len(epochs_2_to_4) == 3
-    for final, *at_epoch_end in zip(model.trainable_weights, *epochs_2_to_4):
+    for final, *at_epoch_end in zip(model.trainable_weights, *epochs_2_to_4, strict=False):
         np.testing.assert_allclose(final.numpy(), np.mean(at_epoch_end, axis=0), rtol=1e-5, atol=1e-6)
     assert not np.allclose(model.trainable_weights[0].numpy(), after_crash.seen[-1][0])  # not simply the last epoch
     assert set(resumed.final_metrics) == {"val_auc_7d", "val_auc_14d", "val_auc_30d"}
@@ -188,9 +214,16 @@ def test_one_averaged_epoch_is_exactly_that_epoch(tmp_path: Path) -> None:
     inputs, targets = _toy(300)
     seen = _WeightsAtEpochEnd()
     model = _model(inputs)
-    fit(model, as_dataset(inputs, targets, 64), epochs=1, steps_per_epoch=3, checkpoint_dir=str(tmp_path),
-        first_callbacks=[seen], average_from_epoch=1)  # fmt: skip
-    for final, at_epoch_end in zip(model.trainable_weights, seen.seen[0]):
+    fit(
+        model,
+        as_dataset(inputs, targets, 64),
+        epochs=1,
+        steps_per_epoch=3,
+        checkpoint_dir=str(tmp_path),
+        first_callbacks=[seen],
+        average_from_epoch=1,
+    )
+    for final, at_epoch_end in zip(model.trainable_weights, seen.seen[0], strict=False):
         np.testing.assert_array_equal(final.numpy(), at_epoch_end)
 
 
@@ -244,7 +277,9 @@ def test_the_decay_head_learns_each_users_own_time_constant(tmp_path: Path) -> N
     from scipy.stats import spearmanr
 
     inputs, targets, tau = _fading_users(2500)
-    shape = ModelShape(n_windows=12, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16, use_vae=False)
+    shape = ModelShape(
+        n_windows=12, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16, use_vae=False
+    )
     model = InterestDecayModel(shape, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]))
     model.compile(optimizer=tf.keras.optimizers.legacy.Adam(5e-3))
     fit(model, as_dataset(inputs, targets, 128), epochs=6, steps_per_epoch=steps_for(2500, 128), checkpoint_dir=str(tmp_path))

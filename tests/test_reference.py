@@ -16,7 +16,7 @@ def _users(n: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], np.ndar
     tau = 10 * np.exp(0.8 * rng.standard_normal(n))
     span = rng.uniform(60, 90, n)
     sessions = []
-    for t, s in zip(tau, span):
+    for t, s in zip(tau, span, strict=False):
         fading = -t * np.log(1 - rng.random(rng.poisson(3 * t * (1 - np.exp(-s / t)))) * (1 - np.exp(-s / t)))
         sessions.append(np.sort(np.concatenate([fading, rng.uniform(0, s, rng.poisson(0.001 * s))])))
     return tau, sessions, span
@@ -37,14 +37,24 @@ def test_the_fit_is_the_maximum_of_the_likelihood() -> None:
 
     def nll(p: np.ndarray, t: np.ndarray, s: float) -> float:
         level, time_constant, floor = np.exp(p)
-        return -(np.log(level * np.exp(-t / time_constant) + floor).sum() - level * time_constant * (1 - np.exp(-s / time_constant)) - floor * s)
+        return -(
+            np.log(level * np.exp(-t / time_constant) + floor).sum() - level * time_constant * (1 - np.exp(-s / time_constant)) - floor * s
+        )
 
     for u in range(6):
         best = min(
-            (minimize(nll, [0.0, np.log(start), np.log(0.01)], args=(sessions[u], span[u]), method="Nelder-Mead",
-                      options={"maxiter": 4000, "xatol": 1e-8, "fatol": 1e-10}) for start in (2.0, 10.0, 50.0)),
+            (
+                minimize(
+                    nll,
+                    [0.0, np.log(start), np.log(0.01)],
+                    args=(sessions[u], span[u]),
+                    method="Nelder-Mead",
+                    options={"maxiter": 4000, "xatol": 1e-8, "fatol": 1e-10},
+                )
+                for start in (2.0, 10.0, 50.0)
+            ),
             key=lambda r: r.fun,
-        )  # fmt: skip
+        )
         assert fit.log_likelihood[u] == pytest.approx(-best.fun, abs=0.05)
 
 

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from jobs import score
 from jobs.config import Settings
 from jobs.tables import latest_version
 from model.data import arrays, flat_columns
 from model.scoring import load_scorer
+
 from shops import LOCAL, build_shop, shop_settings
 
 
 def _settings(root: Path, *overrides: str) -> Settings:
-    return shop_settings(root, "generator.users=800", "train.mode=single", "train.epochs=1", "train.hidden_units=8",
-                         "score.arrow_batch_size=100", *overrides)  # fmt: skip
+    return shop_settings(
+        root, "generator.users=800", "train.mode=single", "train.epochs=1", "train.hidden_units=8", "score.arrow_batch_size=100", *overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +68,17 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, root: Path
     assert shares["high"] == pytest.approx(0.2, abs=0.02) and shares["medium"] == pytest.approx(0.3, abs=0.02)
     assert actual["action"].str.match(r"^(recommend_category:.+|coupon|win_back|reminder|none)$").all()
     # Drivers: known feature names, their effects positive and largest first, three at most.
-    known = set(load_scorer(summary.inputs["model"]).feature_spec["window_features"]) | {"tenure_days", "recency_days",
-                                                                                          "total_sessions", "total_purchases", "total_revenue"}
-    assert all(set(names) <= known and len(names) == len(effects) <= 3 for names, effects in zip(actual["drivers"], actual["driver_effects"]))
+    known = set(load_scorer(summary.inputs["model"]).feature_spec["window_features"]) | {
+        "tenure_days",
+        "recency_days",
+        "total_sessions",
+        "total_purchases",
+        "total_revenue",
+    }
+    assert all(
+        set(names) <= known and len(names) == len(effects) <= 3
+        for names, effects in zip(actual["drivers"], actual["driver_effects"], strict=False)
+    )
     assert all(list(e) == sorted(e, reverse=True) and all(v > 0 for v in e) for e in actual["driver_effects"])
     assert (actual["drivers"].map(len) > 0).mean() > 0.5
 
@@ -93,6 +106,28 @@ def test_a_scores_table_written_by_an_older_version_gains_the_new_columns(spark:
     assert after.count() == after.where(F.col("interest_half_life_days").isNotNull()).count() == summary.counts["scored"]
 
 
+def test_two_score_runs_at_once_for_different_dates_both_land(spark: SparkSession, root: Path, tmp_path: Path) -> None:
+    """Two score jobs on one lakehouse at the same time (each its own session), before any
+    scores table exists: one creates it, the other loses that race, retries and replaces its own
+    slice. Each date holds its users once."""
+    shutil.copytree(
+        root / "lakehouse", tmp_path / "lakehouse", ignore=lambda folder, names: ["scores"] if folder == str(root / "lakehouse") else []
+    )
+    settings = _settings(tmp_path)
+    view = spark.read.format("delta").load(settings.table_path("sequences"))
+    dates = [r["as_of_date"] for r in view.select("as_of_date").distinct().orderBy(F.desc("as_of_date")).limit(2).collect()]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(score.run, spark.newSession(), settings, as_of) for as_of in dates]
+        summaries = [run.result() for run in runs]
+
+    per_date = view.where(F.col("as_of_date").isin(dates)).groupBy("as_of_date").count()
+    assertDataFrameEqual(_scores(spark, settings).groupBy("as_of_date").count(), per_date)
+    assert _scores(spark, settings).select("as_of_date", "user_id").distinct().count() == sum(s.counts["scored"] for s in summaries)
+    mine = sorted(s.run_id for s in summaries)
+    recorded = spark.read.format("delta").load(settings.table_path("_runs")).where(F.col("run_id").isin(mine)).select("run_id")
+    assert sorted(r["run_id"] for r in recorded.collect()) == mine  # each run recorded once
+
+
 def test_the_champion_alias_and_the_run_id_name_the_same_model(spark: SparkSession, root: Path) -> None:
     settings = _settings(root)
     newest = score.run(spark, settings)
@@ -116,9 +151,20 @@ def test_a_killed_run_leaves_the_table_as_it_was(spark: SparkSession, root: Path
     settings = _settings(root)
     score.run(spark, settings)
     version = latest_version(spark, settings.table_path("scores"))
-    command = [str(Path(sys.executable).parent / "interest-decay"), "score", "--conf", str(LOCAL),
-               "--set", f"lakehouse={root / 'lakehouse'}", "--set", "spark.master=local[2]",
-               "--set", "spark.conf.spark.driver.memory=1g", "--set", "score.arrow_batch_size=20"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "interest-decay"),
+        "score",
+        "--conf",
+        str(LOCAL),
+        "--set",
+        f"lakehouse={root / 'lakehouse'}",
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        "spark.conf.spark.driver.memory=1g",
+        "--set",
+        "score.arrow_batch_size=20",
+    ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     for line in process.stderr:  # wait until it is scoring, then kill it and its JVM

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from features.sessions import sessionize
-from jobs import ingest, sessionize as sessionize_job
+from jobs import ingest
+from jobs import sessionize as sessionize_job
 from jobs.config import Settings
 from jobs.tables import latest_version
 
@@ -44,11 +46,71 @@ def test_hand_made_sessions(spark: SparkSession) -> None:
         ("c3", "c", _t("2026-05-02 00:15:00"), "view", None, None),
     ]
     expected = [
-        ("a", _sid("a", "2026-05-01 10:00:00"), _t("2026-05-01 10:00:00"), _t("2026-05-01 10:40:00"), 2400.0, 3, 1, 1, 0, 1, 10.0, 1, "books", dt.date(2026, 5, 1)),
-        ("a", _sid("a", "2026-05-01 11:10:00.000001"), _t("2026-05-01 11:10:00.000001"), _t("2026-05-01 11:12:00"), 119.999999, 2, 1, 0, 1, 0, 0.0, 2, "garden", dt.date(2026, 5, 1)),
-        ("b", _sid("b", "2026-05-01 09:00:00"), _t("2026-05-01 09:00:00"), _t("2026-05-01 09:00:00"), 0.0, 1, 1, 0, 0, 0, 0.0, 1, "garden", dt.date(2026, 5, 1)),
-        ("c", _sid("c", "2026-05-01 23:50:00"), _t("2026-05-01 23:50:00"), _t("2026-05-02 00:15:00"), 1500.0, 3, 2, 0, 0, 1, 8.0, 1, "music", dt.date(2026, 5, 1)),
-    ]  # fmt: skip
+        (
+            "a",
+            _sid("a", "2026-05-01 10:00:00"),
+            _t("2026-05-01 10:00:00"),
+            _t("2026-05-01 10:40:00"),
+            2400.0,
+            3,
+            1,
+            1,
+            0,
+            1,
+            10.0,
+            1,
+            "books",
+            dt.date(2026, 5, 1),
+        ),
+        (
+            "a",
+            _sid("a", "2026-05-01 11:10:00.000001"),
+            _t("2026-05-01 11:10:00.000001"),
+            _t("2026-05-01 11:12:00"),
+            119.999999,
+            2,
+            1,
+            0,
+            1,
+            0,
+            0.0,
+            2,
+            "garden",
+            dt.date(2026, 5, 1),
+        ),
+        (
+            "b",
+            _sid("b", "2026-05-01 09:00:00"),
+            _t("2026-05-01 09:00:00"),
+            _t("2026-05-01 09:00:00"),
+            0.0,
+            1,
+            1,
+            0,
+            0,
+            0,
+            0.0,
+            1,
+            "garden",
+            dt.date(2026, 5, 1),
+        ),
+        (
+            "c",
+            _sid("c", "2026-05-01 23:50:00"),
+            _t("2026-05-01 23:50:00"),
+            _t("2026-05-02 00:15:00"),
+            1500.0,
+            3,
+            2,
+            0,
+            0,
+            1,
+            8.0,
+            1,
+            "music",
+            dt.date(2026, 5, 1),
+        ),
+    ]
     actual = sessionize(spark.createDataFrame(rows, EVENTS), gap_minutes=30)
     assertDataFrameEqual(actual, spark.createDataFrame(expected, SESSIONS))
 
@@ -112,6 +174,27 @@ def test_rerun_without_new_events_changes_nothing(spark: SparkSession, settings:
     again = sessionize_job.run(spark, settings)
     assert again.inputs["mode"] == "unchanged"
     assert latest_version(spark, settings.table_path("sessions")) == version
+
+
+def test_ingest_while_sessionize_runs_loses_and_doubles_nothing(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    """Two jobs on one lakehouse at once (each its own session on the shared context, as two
+    notebooks or two scheduled tasks of a cluster are): sessionize works through day 1 while
+    day 2 is ingested. Whatever the order of their commits, the next sessionize catches up."""
+    _ingest(spark, settings, tmp_path / "day1.csv", DAY1)
+    (tmp_path / "day2.csv").write_text("\n".join([HEADER, *DAY2]) + "\n")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sessionizing = pool.submit(sessionize_job.run, spark.newSession(), settings)
+        ingesting = pool.submit(ingest.run, spark.newSession(), settings, input_path=str(tmp_path / "day2.csv"), preset="generator")
+        first, ingested = sessionizing.result(), ingesting.result()
+    assert first.inputs["mode"] == "full" and ingested.counts["written"] == len(DAY2)
+    caught_up = sessionize_job.run(spark, settings)
+
+    events = spark.read.format("delta").load(settings.table_path("events"))
+    assert events.count() == events.select("event_id").distinct().count() == len(DAY1) + len(DAY2)
+    assert caught_up.inputs["events_version"] == latest_version(spark, settings.table_path("events"))
+    assertDataFrameEqual(_sessions(spark, settings), _full_recompute(spark, settings))
+    runs = spark.read.format("delta").load(settings.table_path("_runs")).groupBy("stage").count()
+    assertDataFrameEqual(runs, spark.createDataFrame([("ingest", 2), ("sessionize", 2)], "stage STRING, count LONG"))
 
 
 def test_changing_the_gap_recomputes_everything(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:

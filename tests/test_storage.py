@@ -11,6 +11,7 @@ from pyspark.testing import assertDataFrameEqual
 from jobs.config import load_settings
 from jobs.spark import build_spark_session
 from jobs.storage import PUBLISHED_MARKER, Storage, list_input_files, python_uri
+
 from object_store import S3Server
 
 
@@ -61,8 +62,10 @@ def test_publish_fetch_and_mirror_on_s3(s3: S3Server, tmp_path: Path) -> None:
     assert storage.is_published(model)
     fetched = storage.fetch(model)
     assert sorted(str(p.relative_to(fetched)) for p in fetched.rglob("*") if p.is_file()) == [
-        PUBLISHED_MARKER, "interest_decay.json", "variables/data"
-    ]  # fmt: skip
+        PUBLISHED_MARKER,
+        "interest_decay.json",
+        "variables/data",
+    ]
     assert (fetched / "variables" / "data").read_bytes() == b"\x00\x01"
 
     # Checkpoints: a second working copy (the next run, another rank) starts from what was synced.

@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from jobs import train
 from jobs.config import Settings
 from model.export import Scorer
+
 from shops import build_shop, shop_settings
 
 
@@ -43,8 +44,16 @@ def test_the_model_learns_the_decay_better_than_recency(spark: SparkSession, lak
 
 def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, lakehouse: Path) -> None:
     """Validated by a share of the users, with weight averaging carried over the resume."""
-    settings = _settings(lakehouse, "train.mode=single", "train.experiment=resume", "train.seed=5", "train.epochs=1",
-                         "train.validation=users", "train.validation_users=0.2", "train.average_from_epoch=1")  # fmt: skip
+    settings = _settings(
+        lakehouse,
+        "train.mode=single",
+        "train.experiment=resume",
+        "train.seed=5",
+        "train.epochs=1",
+        "train.validation=users",
+        "train.validation_users=0.2",
+        "train.average_from_epoch=1",
+    )
     first = train.run(spark, settings, fresh=True)
     assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"], first.counts["averaged_epochs"]) == (0, 1, 1)
     assert first.inputs["validation"] == "users:0.2"
@@ -59,8 +68,9 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, lakehou
 
 
 def test_horovod_on_spark_with_two_processes(spark: SparkSession, lakehouse: Path) -> None:
-    settings = _settings(lakehouse, "train.mode=horovod", "train.num_proc=2", "train.epochs=2", "train.experiment=horovod",
-                         "train.average_from_epoch=1")  # fmt: skip
+    settings = _settings(
+        lakehouse, "train.mode=horovod", "train.num_proc=2", "train.epochs=2", "train.experiment=horovod", "train.average_from_epoch=1"
+    )
     summary = train.run(spark, settings, fresh=True)
     assert summary.metrics["processes"] == 2
     assert summary.metrics["rank_weight_spread"] == 0.0  # every rank ends with the same averaged weights

@@ -10,7 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from features.synthetic import synthetic_events, user_truth
 from features.windows import category_interest, censor_at, sequences, split_by_users, user_windows
-from jobs import features as features_job
+from jobs import build_features as features_job
 from jobs import generate, ingest
 from jobs.config import GeneratorSettings, Settings
 
@@ -61,7 +61,13 @@ def test_sequences_and_labels_by_hand(spark: SparkSession) -> None:
     view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
     rows = {(r["user_id"], r["as_of_date"]): r for r in view.collect()}
     # The last window (ending 2026-06-01) is after the last event: no as-of row for it.
-    assert sorted(rows) == [("a", dt.date(2026, 5, 11)), ("a", dt.date(2026, 5, 18)), ("a", dt.date(2026, 5, 25)), ("b", dt.date(2026, 5, 18)), ("b", dt.date(2026, 5, 25))]
+    assert sorted(rows) == [
+        ("a", dt.date(2026, 5, 11)),
+        ("a", dt.date(2026, 5, 18)),
+        ("a", dt.date(2026, 5, 25)),
+        ("b", dt.date(2026, 5, 18)),
+        ("b", dt.date(2026, 5, 25)),
+    ]
 
     a = rows[("a", dt.date(2026, 5, 25))]
     assert a["mask"] == [1, 1, 1]

@@ -5,12 +5,10 @@ first complete window to the last event), which is what training reads. With ``-
 holds that date only, which is what scoring reads. Re-running replaces the same as-of dates,
 so nothing is duplicated.
 
-    spark-submit jobs/features.py --conf conf/local.yaml [--as-of 2026-04-27]
+    spark-submit jobs/build_features.py --conf conf/local.yaml [--as-of 2026-04-27]
 """
 
 from __future__ import annotations
-
-import jobs._submit  # noqa: F401  (first: keeps jobs/ from shadowing `features` under spark-submit)
 
 import datetime as dt
 import logging
@@ -21,7 +19,7 @@ from pyspark.sql import functions as F
 from features.windows import category_interest, is_boundary, sequences, user_windows
 from jobs.config import Settings
 from jobs.runs import RunSummary, record_run
-from jobs.tables import latest_version, table_exists
+from jobs.tables import latest_version, require_table, write_slice
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +38,7 @@ def rolling_as_of_dates(first_event: dt.datetime, last_event: dt.datetime, origi
 def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -> RunSummary:
     """Rebuild ``user_windows`` from ``events`` and write the view for the as-of date(s)."""
     events_path = settings.table_path("events")
-    if not table_exists(spark, events_path):
-        raise ValueError(f"no events table at {events_path}: run `interest-decay ingest` first")
+    require_table(spark, events_path)
     conf = settings.features
     version = latest_version(spark, events_path)
     events = spark.read.format("delta").option("versionAsOf", version).load(events_path)
@@ -89,10 +86,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         future_windows=conf.future_windows,
     )
     replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
-    writer = view.write.format("delta").partitionBy("as_of_date")
-    if table_exists(spark, view_path):
-        writer = writer.mode("overwrite").option("replaceWhere", replaced)
-    writer.save(view_path)
+    write_slice(spark, view, view_path, replaced)
 
     interest_path = settings.table_path("category_interest")
     latest = as_of_dates[-1]
@@ -104,10 +98,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         recent_windows=conf.recent_windows,
         top_n=conf.top_categories,
     )
-    writer = interest.write.format("delta").partitionBy("as_of_date")
-    if table_exists(spark, interest_path):
-        writer = writer.mode("overwrite").option("replaceWhere", f"as_of_date = '{latest}'")
-    writer.save(interest_path)
+    write_slice(spark, interest, interest_path, f"as_of_date = '{latest}'")
 
     written = spark.read.format("delta").load(view_path).where(replaced)
     summary.counts = {
