@@ -105,7 +105,8 @@ def normalize_events(raw: DataFrame, mapping: SourceMapping) -> DataFrame:
     missing = [c for c in source_columns(mapping) if c not in raw.columns]
     if missing:
         raise ValueError(f"source columns {missing} are not in the input (it has {raw.columns})")
-    raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in source_columns(mapping)]))
+    # Every column the reader kept (the mapping's, and a file's extra ones when asked for).
+    raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw.columns if not c.startswith("_")]))
     event_type_raw = F.lit(mapping.constant_event_type) if mapping.constant_event_type else _mapped(mapping, "event_type")
     selected = raw.select(
         F.coalesce(F.col("_corrupt_record"), raw_json).alias("raw"),

@@ -83,6 +83,9 @@ class IngestSettings(_Strict):
     mapping: SourceMapping | None = None
     input: str | None = None
     format: Literal["auto", "csv", "json", "parquet", "text"] = "auto"
+    # Columns of a CSV or Parquet file that the mapping does not read: "ignore" (logged), or
+    # "keep" them in the quarantine's ``raw`` JSON of the rows that are quarantined.
+    extra_columns: Literal["ignore", "keep"] = "ignore"
     future_tolerance_hours: float = Field(24.0, ge=0)
     min_event_time: dt.datetime = dt.datetime(1990, 1, 1)
     # Reference "now" for the future-timestamp rule; null means the time the run starts.

@@ -9,6 +9,7 @@ reconciles the three: ``read = new + already_ingested + quarantined``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import PurePosixPath
@@ -68,6 +69,22 @@ def detect_format(path: str, mapping: SourceMapping, fmt: str = "auto") -> str:
     return suffixes.pop()
 
 
+def json_columns(spark: SparkSession, path: str, sample_lines: int = 1000) -> list[str] | None:
+    """The keys of the JSON objects in the first ``sample_lines`` lines of ``path`` (JSON Lines),
+    or None when none of them parses (every row will be quarantined as malformed anyway)."""
+    keys: set[str] = set()
+    parsed = False
+    for row in spark.read.text(path).limit(sample_lines).collect():
+        try:
+            record = json.loads(row["value"])
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            parsed = True
+            keys.update(record)
+    return sorted(keys) if parsed else None
+
+
 def absent_source_columns(mapping: SourceMapping, available: list[str], path: str) -> list[str]:
     """The mapping's source columns that ``available`` lacks, to be read as nulls.
 
@@ -88,19 +105,26 @@ def absent_source_columns(mapping: SourceMapping, available: list[str], path: st
         log.warning("%s: source column(s) %s are absent and read as empty", path, absent)
     extra = [name for name in available if name not in source_columns(mapping) and name != CORRUPT]
     if extra:
-        log.info("%s: column(s) %s are not in the source mapping and are not read", path, extra)
+        log.info(
+            "%s: column(s) %s are not in the source mapping (ingest.extra_columns: ignored, or kept in the quarantine's raw JSON)",
+            path,
+            extra,
+        )
     return absent
 
 
-def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -> DataFrame:
+def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str, keep_extra: bool = False) -> DataFrame:
     """Every source column as a string (null where the input lacks an optional one), plus
-    ``_corrupt_record``, ``_source_file`` and ``_row``."""
+    ``_corrupt_record``, ``_source_file`` and ``_row``; with ``keep_extra``, a CSV or Parquet
+    file's other columns too (as strings, after the mapped ones), for the quarantine's raw JSON."""
     columns = source_columns(mapping)
     strings = T.StructType([T.StructField(c, T.StringType()) for c in columns])
     absent: list[str] = []
+    extra: list[str] = []
     if fmt == "csv":
         header = spark.read.option("header", mapping.header).option("sep", mapping.delimiter).csv(path).columns
         absent = absent_source_columns(mapping, header, path)
+        extra = [c for c in header if c not in columns] if keep_extra else []
         schema = T.StructType([T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())])
         frame = (
             spark.read.schema(schema)
@@ -111,13 +135,17 @@ def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -
             .csv(path)
         )
     elif fmt == "json":
+        present = json_columns(spark, path)
+        absent = absent_source_columns(mapping, present, path) if present is not None else []
         schema = T.StructType(list(strings.fields) + [T.StructField(CORRUPT, T.StringType())])
         frame = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).json(path)
     elif fmt == "parquet":
         frame = spark.read.parquet(path)
         absent = absent_source_columns(mapping, frame.columns, path)
+        extra = [c for c in frame.columns if c not in columns] if keep_extra else []
         frame = frame.select(
-            *[F.col(f"`{c}`").cast("string").alias(c) for c in columns if c not in absent], F.lit(None).cast("string").alias(CORRUPT)
+            *[F.col(f"`{c}`").cast("string").alias(c) for c in [*columns, *extra] if c not in absent],
+            F.lit(None).cast("string").alias(CORRUPT),
         )
     elif fmt == "text":
         frame = _read_whitespace_text(spark, path, columns, mapping.header)
@@ -125,6 +153,7 @@ def read_raw(spark: SparkSession, path: str, mapping: SourceMapping, fmt: str) -
         raise ValueError(f"format must be csv, json, parquet or text, got {fmt!r}")
     return frame.select(
         *[F.lit(None).cast("string").alias(c) if c in absent else F.col(f"`{c}`") for c in columns],
+        *[F.col(f"`{c}`") for c in extra],
         F.col(CORRUPT),
         F.col("_metadata.file_path").alias("_source_file"),
         F.monotonically_increasing_id().alias("_row"),
@@ -174,7 +203,7 @@ def run(spark: SparkSession, settings: Settings, input_path: str | None = None, 
     now = settings.ingest.now or summary.started_at.replace(tzinfo=None)
     log.info("ingest %s (%s, preset %s)", path, fmt, preset_name)
 
-    events = normalize_events(read_raw(spark, path, mapping, fmt), mapping)
+    events = normalize_events(read_raw(spark, path, mapping, fmt, keep_extra=settings.ingest.extra_columns == "keep"), mapping)
     if settings.ingest.pseudonymize_user_ids:
         events = pseudonymize_user_ids(events, pseudonym_key(settings.ingest))
     events = mark_batch_duplicates(

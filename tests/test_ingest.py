@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -301,3 +302,37 @@ def test_schema_drift_extra_and_missing_optional_columns_load_a_missing_required
     with pytest.raises(ValueError, match=r"the required column event_time \(source column event_time\) is missing"):
         ingest.run(spark, settings, input_path=no_time, preset="generator")
     assert spark.read.format("delta").load(settings.table_path("events")).count() == before
+
+
+def test_json_without_a_required_key_is_refused_and_extra_columns_can_be_kept(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    settings = _fixed_now(settings)
+    # JSON Lines without event_time anywhere: refused before anything is written, like CSV.
+    no_time = _write(tmp_path / "j" / "a.json", ['{"event_id": "j1", "user_id": "u1", "event_type": "view"}'])
+    with pytest.raises(ValueError, match=r"the required column event_time \(source column event_time\) is missing"):
+        ingest.run(spark, settings, input_path=no_time, preset="generator")
+    assert not DeltaTable.isDeltaTable(spark, settings.table_path("events"))
+
+    # ingest.extra_columns: keep puts a CSV's unmapped column into the quarantined row's raw JSON.
+    settings.ingest.extra_columns = "keep"
+    extra = _write(
+        tmp_path / "x" / "b.csv",
+        [
+            "event_id,user_id,event_time,event_type,product_id,category,price,referrer",
+            "x1,u1,2026-05-01T10:00:00Z,teleport,p1,books,3,mail",
+        ],
+    )
+    summary = ingest.run(spark, settings, input_path=extra, preset="generator")
+    assert summary.counts["quarantined.unknown_event_type"] == 1
+    (row,) = spark.read.format("delta").load(settings.table_path("events_quarantine")).select("raw").collect()
+    assert json.loads(row["raw"]) == {
+        "event_id": "x1",
+        "user_id": "u1",
+        "event_time": "2026-05-01T10:00:00Z",
+        "event_type": "teleport",
+        "product_id": "p1",
+        "category": "books",
+        "price": "3",
+        "referrer": "mail",
+    }

@@ -1,0 +1,155 @@
+"""Benchmark: the whole pipeline on a generated shop, one JSON line per stage and size.
+
+    .venv/bin/python bench/pipeline.py --users 20000                 # about 1M events
+    .venv/bin/python bench/pipeline.py --users 20000 --users 200000  # 1M and 10M events
+    .venv/bin/python bench/pipeline.py --users 1000000 --skip evaluate
+
+Each size runs generate -> ingest -> sessionize -> features -> train -> score -> evaluate in one
+local SparkSession (conf/local.yaml) in a scratch folder, and appends one line per stage to
+bench/results/pipeline.jsonl: seconds, events (or users) per second, and the peak memory seen
+while the stage ran, sampled twice a second: the resident set of this process and its children
+(the driver's Python, the JVM, Python workers, Horovod ranks) and the JVM's used heap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+from pyspark.sql import SparkSession
+from results_file import record
+
+from jobs import build_features, evaluate, generate, ingest, score, sessionize, train
+from jobs.config import Settings, load_settings
+from jobs.runs import RunSummary
+from jobs.spark import spark_session
+
+CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+STAGES = ("generate", "ingest", "sessionize", "features", "train", "score", "evaluate")
+
+
+class PeakMemory:
+    """Samples the process tree's resident memory and the JVM heap in a background thread."""
+
+    def __init__(self, spark: SparkSession, every_seconds: float = 0.5) -> None:
+        self.spark, self.every = spark, every_seconds
+        self.rss_bytes = self.heap_bytes = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        runtime = self.spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+        while not self._stop.wait(self.every):
+            processes = [me, *me.children(recursive=True)]
+            rss = 0
+            for process in processes:
+                try:
+                    rss += process.memory_info().rss
+                except psutil.Error:  # ended between listing and reading
+                    pass
+            self.rss_bytes = max(self.rss_bytes, rss)
+            self.heap_bytes = max(self.heap_bytes, runtime.totalMemory() - runtime.freeMemory())
+
+    @contextmanager
+    def watching(self) -> Iterator[PeakMemory]:
+        """Sample while the block runs."""
+        self.rss_bytes = self.heap_bytes = 0
+        self._stop.clear()
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+def _stages(spark: SparkSession, settings: Settings) -> Iterator[tuple[str, Callable[[], RunSummary]]]:
+    generated: list[RunSummary] = []
+
+    def run_generate() -> RunSummary:
+        generated.append(generate.run(spark, settings))
+        return generated[0]
+
+    yield "generate", run_generate
+    yield "ingest", lambda: ingest.run(spark, settings, input_path=generated[0].outputs["events"], preset="generator")
+    yield "sessionize", lambda: sessionize.run(spark, settings)
+    yield "features", lambda: build_features.run(spark, settings)
+    yield "train", lambda: train.run(spark, settings)
+    yield "score", lambda: score.run(spark, settings)
+    yield "evaluate", lambda: evaluate.run(spark, settings)
+
+
+def run_size(users: int, skip: list[str], driver_memory: str) -> list[dict]:
+    """The pipeline at ``users`` generated users; one result per stage run."""
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-pipeline-{users}-") as scratch:
+        settings = load_settings(
+            CONF,
+            [
+                f"lakehouse={scratch}/lake",
+                f"generator.output={scratch}/raw",
+                f"generator.users={users}",
+                f"storage.cache_dir={scratch}/cache",
+                f"spark.conf.spark.driver.memory={driver_memory}",
+            ],
+        )
+        with spark_session(settings.spark) as spark:
+            memory = PeakMemory(spark)
+            events = 0
+            for name, stage in _stages(spark, settings):
+                if name in skip:
+                    continue
+                with memory.watching():
+                    summary = stage()
+                events = summary.counts.get("events", events) if name == "generate" else events
+                users_done = summary.counts.get("scored") or summary.counts.get("users")
+                result = {
+                    "bench": "pipeline",
+                    "stage": name,
+                    "users": users,
+                    "events": events,
+                    "seconds": summary.seconds,
+                    "events_per_second": round(events / summary.seconds, 1) if summary.seconds and events else None,
+                    "stage_users_per_second": round(users_done / summary.seconds, 1) if users_done and summary.seconds else None,
+                    "peak_rss_mb": round(memory.rss_bytes / 2**20),
+                    "peak_jvm_heap_mb": round(memory.heap_bytes / 2**20),
+                    "counts": summary.counts,
+                    "cores": os.cpu_count(),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30),
+                    "host": platform.node(),
+                }
+                record("pipeline", result)
+                results.append(result)
+    return results
+
+
+def main(
+    users: Annotated[list[int], typer.Option(help="Generated users per size (about 50 events each); repeat for several sizes.")] = [  # noqa: B006 - typer reads the default
+        20_000
+    ],
+    skip: Annotated[list[str], typer.Option(help=f"Stages to leave out, of {', '.join(STAGES)}.")] = [],  # noqa: B006
+    driver_memory: Annotated[str, typer.Option(help="spark.driver.memory for the local JVM.")] = "12g",
+) -> None:
+    """Run the pipeline at each size and record every stage's figures."""
+    unknown = sorted(set(skip) - set(STAGES))
+    if unknown:
+        raise typer.BadParameter(f"unknown stage(s) {unknown}; stages are {list(STAGES)}", param_hint="--skip")
+    if any(stage in skip for stage in ("generate", "ingest", "features")):
+        raise typer.BadParameter("generate, ingest and features feed every later stage", param_hint="--skip")
+    logging.basicConfig(level=logging.WARNING)
+    for size in users:
+        run_size(size, skip, driver_memory)
+
+
+if __name__ == "__main__":
+    typer.run(main)
