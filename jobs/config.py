@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -119,7 +119,8 @@ class TrainSettings(_Strict):
     """Training: Horovod-on-Spark (or one process), the model's size and the loss weights."""
 
     mode: Literal["horovod", "single"] = "horovod"
-    num_proc: int = Field(2, gt=0)
+    # Horovod ranks: a number, or "auto" for one per task slot Spark offers (see jobs.train.ranks_for).
+    num_proc: Annotated[int, Field(gt=0)] | Literal["auto"] = 2
     epochs: int = Field(8, gt=0)
     batch_size: int = Field(256, gt=0)
     # Per process; Horovod scales it by the number of processes.

@@ -68,6 +68,17 @@ def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int], windo
     return censor_at(known, validation, horizons_days, window_days), known.where(F.col("as_of_date") == F.lit(validation)), str(validation)
 
 
+def ranks_for(num_proc: int | str, parallelism: int, cpus_per_task: int = 1) -> int:
+    """Horovod ranks for ``train.num_proc``: the number itself, or for "auto" one rank per task
+    slot Spark offers (its default parallelism, the executors' cores in all, over
+    ``spark.task.cpus``), at least one."""
+    if num_proc == "auto":
+        return max(1, parallelism // max(1, cpus_per_task))
+    if not isinstance(num_proc, int) or num_proc < 1:
+        raise ValueError(f"num_proc must be a positive number or 'auto', got {num_proc!r}")
+    return num_proc
+
+
 def _sample(frame: DataFrame, rows: int, total: int, seed: int) -> DataFrame:
     return frame if total <= rows else frame.sample(fraction=min(1.0, 1.2 * rows / total), seed=seed).limit(rows)
 
@@ -218,9 +229,11 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
             }
         )
         if conf.mode == "horovod":
+            ranks = ranks_for(conf.num_proc, spark.sparkContext.defaultParallelism, int(spark.conf.get("spark.task.cpus", "1")))
+            summary.inputs["num_proc"] = ranks
             results = _train_horovod(
                 spark,
-                conf.num_proc,
+                ranks,
                 artifacts,
                 plan,
                 splits=(train_df, val_df),

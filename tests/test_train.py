@@ -16,6 +16,15 @@ from model.export import Scorer
 from shops import build_shop, shop_settings
 
 
+def test_auto_ranks_are_the_task_slots_spark_offers() -> None:
+    assert train.ranks_for("auto", parallelism=16, cpus_per_task=1) == 16
+    assert train.ranks_for("auto", parallelism=16, cpus_per_task=4) == 4
+    assert train.ranks_for("auto", parallelism=1, cpus_per_task=4) == 1
+    assert train.ranks_for(3, parallelism=16) == 3
+    with pytest.raises(ValueError, match="num_proc"):
+        train.ranks_for(0, parallelism=16)
+
+
 @pytest.fixture(scope="module")
 def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3,000 generated users over 120 days, ingested and turned into the sequences view."""
