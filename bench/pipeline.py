@@ -111,7 +111,8 @@ def run_size(users: int, skip: list[str], driver_memory: str) -> list[dict]:
                     continue
                 with memory.watching():
                     summary = stage()
-                events = summary.counts.get("events", events) if name == "generate" else events
+                if name == "generate":
+                    events = summary.counts["events"]
                 users_done = summary.counts.get("scored") or summary.counts.get("users")
                 result = {
                     "bench": "pipeline",

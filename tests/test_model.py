@@ -143,10 +143,6 @@ def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
 def test_resume_after_a_crash_starts_where_it_stopped(tmp_path: Path) -> None:
     inputs, targets = _toy(600)
 
-    def crash_after_epoch_2(epoch: int, logs: dict) -> None:  # runs after the chief's checkpoint
-        if epoch == 2:
-            raise RuntimeError("worker lost")
-
     with pytest.raises(RuntimeError, match="worker lost"):
         fit(
             _model(inputs),
@@ -154,11 +150,21 @@ def test_resume_after_a_crash_starts_where_it_stopped(tmp_path: Path) -> None:
             epochs=4,
             steps_per_epoch=5,
             checkpoint_dir=str(tmp_path),
-            epoch_listeners=[crash_after_epoch_2],
+            epoch_listeners=[_crash_after(2)],
         )
     resumed = fit(_model(inputs), as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=5, checkpoint_dir=str(tmp_path))
     assert (resumed.first_epoch, resumed.last_epoch) == (2, 4)
     assert len(resumed.history["loss"]) == 2
+
+
+def _crash_after(crash_epoch: int):  # noqa: ANN202
+    """An epoch listener (it runs after the chief's checkpoint) that fails at ``crash_epoch``."""
+
+    def listener(epoch: int, logs: dict) -> None:
+        if epoch == crash_epoch:
+            raise RuntimeError("worker lost")
+
+    return listener
 
 
 class _WeightsAtEpochEnd(tf.keras.callbacks.Callback):
@@ -174,10 +180,6 @@ def test_weight_averaging_ends_with_the_mean_and_survives_a_crash(tmp_path: Path
     inputs, targets = _toy(600)
     before_crash, after_crash = _WeightsAtEpochEnd(), _WeightsAtEpochEnd()
 
-    def crash_after_epoch_3(epoch: int, logs: dict) -> None:
-        if epoch == 3:
-            raise RuntimeError("worker lost")
-
     with pytest.raises(RuntimeError, match="worker lost"):
         fit(
             _model(inputs),
@@ -186,7 +188,7 @@ def test_weight_averaging_ends_with_the_mean_and_survives_a_crash(tmp_path: Path
             steps_per_epoch=5,
             checkpoint_dir=str(tmp_path),
             first_callbacks=[before_crash],
-            epoch_listeners=[crash_after_epoch_3],
+            epoch_listeners=[_crash_after(3)],
             average_from_epoch=2,
         )
     model = _model(inputs)
