@@ -3,6 +3,11 @@
     .venv/bin/python bench/pipeline.py --users 20000                 # about 1M events
     .venv/bin/python bench/pipeline.py --users 20000 --users 200000  # 1M and 10M events
     .venv/bin/python bench/pipeline.py --users 1000000 --skip evaluate
+    .venv/bin/python bench/pipeline.py --users 300 --master spark://127.0.0.1:7077 --root s3a://bucket/bench
+
+``--master`` runs the stages against a cluster (for example a standalone master and two workers
+started with pyspark's own ``bin/spark-class``); ``--root`` puts the lakehouse and the raw files
+under a URI (``s3a://``: the endpoint and credentials come from the AWS_* variables).
 
 Each size runs generate -> ingest -> sessionize -> features -> train -> score -> evaluate in one
 local SparkSession (conf/local.yaml) in a scratch folder, and appends one line per stage to
@@ -89,18 +94,20 @@ def _stages(spark: SparkSession, settings: Settings) -> Iterator[tuple[str, Call
     yield "evaluate", lambda: evaluate.run(spark, settings)
 
 
-def run_size(users: int, skip: list[str], driver_memory: str) -> list[dict]:
+def run_size(users: int, skip: list[str], driver_memory: str, master: str | None = None, root: str | None = None) -> list[dict]:
     """The pipeline at ``users`` generated users; one result per stage run."""
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-pipeline-{users}-") as scratch:
+        where = f"{root.rstrip('/')}/{Path(scratch).name}" if root else scratch
         settings = load_settings(
             CONF,
             [
-                f"lakehouse={scratch}/lake",
-                f"generator.output={scratch}/raw",
+                f"lakehouse={where}/lake",
+                f"generator.output={where}/raw",
                 f"generator.users={users}",
                 f"storage.cache_dir={scratch}/cache",
                 f"spark.conf.spark.driver.memory={driver_memory}",
+                *([f"spark.master={master}"] if master else []),
             ],
         )
         with spark_session(settings.spark) as spark:
@@ -125,6 +132,8 @@ def run_size(users: int, skip: list[str], driver_memory: str) -> list[dict]:
                     "peak_rss_mb": round(memory.rss_bytes / 2**20),
                     "peak_jvm_heap_mb": round(memory.heap_bytes / 2**20),
                     "counts": summary.counts,
+                    "master": settings.spark.master,
+                    "lakehouse_scheme": where.split("://")[0] if "://" in where else "file",
                     "cores": os.cpu_count(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30),
                     "host": platform.node(),
@@ -140,6 +149,8 @@ def main(
     ],
     skip: Annotated[list[str], typer.Option(help=f"Stages to leave out, of {', '.join(STAGES)}.")] = [],  # noqa: B006
     driver_memory: Annotated[str, typer.Option(help="spark.driver.memory for the local JVM.")] = "12g",
+    master: Annotated[str | None, typer.Option(help="Spark master URL (default: conf/local.yaml's local[*]).")] = None,
+    root: Annotated[str | None, typer.Option(help="Folder or URI for the lakehouse and raw files (default: a temp folder).")] = None,
 ) -> None:
     """Run the pipeline at each size and record every stage's figures."""
     unknown = sorted(set(skip) - set(STAGES))
@@ -149,7 +160,7 @@ def main(
         raise typer.BadParameter("generate, ingest and features feed every later stage", param_hint="--skip")
     logging.basicConfig(level=logging.WARNING)
     for size in users:
-        run_size(size, skip, driver_memory)
+        run_size(size, skip, driver_memory, master, root)
 
 
 if __name__ == "__main__":

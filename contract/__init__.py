@@ -31,8 +31,16 @@ WINDOW_FEATURES = (
     "days_since_last_event",
     "tenure_days",
 )
-# Per user at the as-of date, in the order of the view's ``static``.
-STATIC_FEATURES = ("tenure_days", "recency_days", "total_sessions", "total_purchases", "total_revenue")
+# Per user at the as-of date, in the order of the view's ``static``: each one's name, and the
+# ``user_windows`` column of the as-of date's window it is read from.
+STATIC_FEATURE_COLUMNS = {
+    "tenure_days": "tenure_days",
+    "recency_days": "days_since_last_event",
+    "total_sessions": "total_sessions",
+    "total_purchases": "total_purchases",
+    "total_revenue": "total_revenue",
+}
+STATIC_FEATURES = tuple(STATIC_FEATURE_COLUMNS)
 
 # A saved model's metadata file, next to its SavedModel.
 METADATA_FILE = "interest_decay.json"

@@ -14,7 +14,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from contract import WINDOW_FEATURES
+from contract import STATIC_FEATURE_COLUMNS, WINDOW_FEATURES
 from features.sessions import number_sessions
 
 _DAY_S = 86_400
@@ -176,12 +176,7 @@ def sequences(
         "user_id",
         F.col("window_end").alias("as_of_date"),
         recent.alias("recent"),
-        F.array(
-            *[
-                F.col(c).cast("float")
-                for c in ("tenure_days", "days_since_last_event", "total_sessions", "total_purchases", "total_revenue")
-            ]
-        ).alias("static"),
+        F.array(*[F.col(column).cast("float") for column in STATIC_FEATURE_COLUMNS.values()]).alias("static"),
         next_start.alias("next_session_start"),
         following.alias("following"),
         F.datediff("window_end", "window_start").alias("window_length"),

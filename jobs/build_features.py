@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from features.windows import category_interest, is_boundary, sequences, user_windows
 from jobs.config import Settings
-from jobs.runs import RunSummary, record_run
+from jobs.runs import RunSummary, stage_run
 from jobs.tables import latest_version, require_table, write_slice
 
 log = logging.getLogger(__name__)
@@ -35,48 +35,31 @@ def rolling_as_of_dates(first_event: dt.datetime, last_event: dt.datetime, origi
     return dates
 
 
-def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -> RunSummary:
-    """Rebuild ``user_windows`` from ``events`` and write the view for the as-of date(s)."""
-    events_path = settings.table_path("events")
-    require_table(spark, events_path)
+def as_of_dates_for(span: Row, settings: Settings, as_of: dt.date | None) -> list[dt.date]:
+    """The as-of dates to build: ``as_of`` alone (checked: a window boundary inside the data),
+    or every rolling boundary of the events' ``span`` (its first and last event times)."""
     conf = settings.features
-    version = latest_version(spark, events_path)
-    events = spark.read.format("delta").option("versionAsOf", version).load(events_path)
-    span = events.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last"), F.count("*").alias("n")).first()
-    if span["n"] == 0:
-        raise ValueError(f"the events table at {events_path} is empty")
-    # Event logs are complete by day: the last event's day counts as observed to its end, so a
-    # log with dates only (CDNOW) gives the whole last day to its labels.
-    observed_until = dt.datetime.combine(span["last"].date() + dt.timedelta(days=1), dt.time())
-
-    if as_of is not None:
-        if not is_boundary(as_of, conf.origin, conf.window_days):
-            earlier = as_of - dt.timedelta(days=(as_of - conf.origin).days % conf.window_days)
-            raise ValueError(
-                f"as-of {as_of} is not a window boundary ({conf.window_days}-day windows from features.origin "
-                f"{conf.origin}): use {earlier} or {earlier + dt.timedelta(days=conf.window_days)}, or move features.origin"
-            )
-        if dt.datetime(as_of.year, as_of.month, as_of.day) > span["last"]:
-            raise ValueError(f"as-of {as_of} is after the last event ({span['last']}): there is nothing to describe yet")
-        as_of_dates = [as_of]
-    else:
-        as_of_dates = rolling_as_of_dates(span["first"], span["last"], conf.origin, conf.window_days)
-        if not as_of_dates:
+    if as_of is None:
+        dates = rolling_as_of_dates(span["first"], span["last"], conf.origin, conf.window_days)
+        if not dates:
             raise ValueError(f"the events span less than one {conf.window_days}-day window: no as-of date to build")
-    summary = RunSummary(
-        "features",
-        inputs={"events": events_path, "events_version": version, "as_of_dates": [str(d) for d in (as_of_dates[0], as_of_dates[-1])]},
-    )
-    log.info("features: %d as-of date(s) %s .. %s", len(as_of_dates), as_of_dates[0], as_of_dates[-1])
+        return dates
+    if not is_boundary(as_of, conf.origin, conf.window_days):
+        earlier = as_of - dt.timedelta(days=(as_of - conf.origin).days % conf.window_days)
+        raise ValueError(
+            f"as-of {as_of} is not a window boundary ({conf.window_days}-day windows from features.origin "
+            f"{conf.origin}): use {earlier} or {earlier + dt.timedelta(days=conf.window_days)}, or move features.origin"
+        )
+    if dt.datetime(as_of.year, as_of.month, as_of.day) > span["last"]:
+        raise ValueError(f"as-of {as_of} is after the last event ({span['last']}): there is nothing to describe yet")
+    return [as_of]
 
-    windows_path = settings.table_path("user_windows")
-    windows = user_windows(
-        events, origin=conf.origin, window_days=conf.window_days, until=observed_until, gap_minutes=settings.sessions.gap_minutes
-    )
-    windows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(windows_path)
-    windows = spark.read.format("delta").load(windows_path)
 
-    view_path = settings.table_path("sequences")
+def _write_view(
+    spark: SparkSession, settings: Settings, windows: DataFrame, as_of_dates: list[dt.date], observed_until: dt.datetime
+) -> tuple[str, str]:
+    """Replace the view's rows of ``as_of_dates``; (the view's path, the predicate of those rows)."""
+    conf = settings.features
     view = sequences(
         windows,
         n_windows=conf.n_windows,
@@ -85,34 +68,66 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         as_of_dates=as_of_dates,
         future_windows=conf.future_windows,
     )
+    view_path = settings.table_path("sequences")
     replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
     write_slice(spark, view, view_path, replaced)
+    return view_path, replaced
 
-    interest_path = settings.table_path("category_interest")
-    latest = as_of_dates[-1]
+
+def _write_category_interest(spark: SparkSession, settings: Settings, events: DataFrame, as_of: dt.date) -> str:
+    """Replace ``category_interest`` at ``as_of``; the table's path."""
+    conf = settings.features
     interest = category_interest(
         events,
-        as_of=latest,
+        as_of=as_of,
         window_days=conf.window_days,
         n_windows=conf.n_windows,
         recent_windows=conf.recent_windows,
         top_n=conf.top_categories,
     )
-    write_slice(spark, interest, interest_path, f"as_of_date = '{latest}'")
+    path = settings.table_path("category_interest")
+    write_slice(spark, interest, path, f"as_of_date = '{as_of}'")
+    return path
 
-    written = spark.read.format("delta").load(view_path).where(replaced)
-    summary.counts = {
-        "events": span["n"],
-        "user_windows": windows.count(),
-        "as_of_dates": len(as_of_dates),
-        "sequences": written.count(),
-        **{f"labelled_{h}d": written.where(F.col(f"active_{h}d").isNotNull()).count() for h in settings.horizons_days},
-        "category_interest": spark.read.format("delta").load(interest_path).where(f"as_of_date = '{latest}'").count(),
-    }
-    summary.outputs = {"user_windows": windows_path, "sequences": view_path, "category_interest": interest_path}
-    summary.finish()
-    summary.metrics = {"events_per_second": round(span["n"] / summary.seconds, 1)}
-    record_run(spark, settings.lakehouse, summary)
+
+def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -> RunSummary:
+    """Rebuild ``user_windows`` from ``events`` and write the view for the as-of date(s)."""
+    events_path = settings.table_path("events")
+    require_table(spark, events_path)
+    conf = settings.features
+    version = latest_version(spark, events_path)
+    with stage_run(spark, settings, "features", rate=("events", "events"), events=events_path, events_version=version) as summary:
+        events = spark.read.format("delta").option("versionAsOf", version).load(events_path)
+        span = events.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last"), F.count("*").alias("n")).first()
+        if span["n"] == 0:
+            raise ValueError(f"the events table at {events_path} is empty")
+        # Event logs are complete by day: the last event's day counts as observed to its end, so a
+        # log with dates only (CDNOW) gives the whole last day to its labels.
+        observed_until = dt.datetime.combine(span["last"].date() + dt.timedelta(days=1), dt.time())
+        as_of_dates = as_of_dates_for(span, settings, as_of)
+        summary.inputs["as_of_dates"] = [str(d) for d in (as_of_dates[0], as_of_dates[-1])]
+        log.info("features: %d as-of date(s) %s .. %s", len(as_of_dates), as_of_dates[0], as_of_dates[-1])
+
+        windows_path = settings.table_path("user_windows")
+        windows = user_windows(
+            events, origin=conf.origin, window_days=conf.window_days, until=observed_until, gap_minutes=settings.sessions.gap_minutes
+        )
+        windows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(windows_path)
+        windows = spark.read.format("delta").load(windows_path)
+        view_path, replaced = _write_view(spark, settings, windows, as_of_dates, observed_until)
+        latest = as_of_dates[-1]
+        interest_path = _write_category_interest(spark, settings, events, latest)
+
+        written = spark.read.format("delta").load(view_path).where(replaced)
+        summary.counts = {
+            "events": span["n"],
+            "user_windows": windows.count(),
+            "as_of_dates": len(as_of_dates),
+            "sequences": written.count(),
+            **{f"labelled_{h}d": written.where(F.col(f"active_{h}d").isNotNull()).count() for h in settings.horizons_days},
+            "category_interest": spark.read.format("delta").load(interest_path).where(f"as_of_date = '{latest}'").count(),
+        }
+        summary.outputs = {"user_windows": windows_path, "sequences": view_path, "category_interest": interest_path}
     return summary
 
 

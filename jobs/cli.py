@@ -265,11 +265,18 @@ def run_pipeline(
     conf: ConfOption = None,
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
+    first: Annotated[
+        str, typer.Option("--from", help="The first stage to run, e.g. train after changing the model's settings.")
+    ] = "generate",
+    last: Annotated[str, typer.Option("--to", help="The last stage to run.")] = "evaluate",
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train -> score -> evaluate."""
+    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train -> score -> evaluate.
+
+    --from and --to run a part of it on the lakehouse the earlier stages left (one Spark application).
+    """
     settings = _settings(conf, set_, **{"generator.users": users})
     generated = f"{settings.generator.output.rstrip('/')}/events"
-    stages: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
+    pipeline: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
         ("generate", _stage("generate"), {}),
         ("ingest", _stage("ingest"), {"input_path": generated, "preset": "generator"}),
         ("sessionize", _stage("sessionize"), {}),
@@ -278,10 +285,17 @@ def run_pipeline(
         ("score", _stage("score"), {}),
         ("evaluate", _stage("evaluate"), {}),
     ]
+    names = [name for name, _, _ in pipeline]
+    for option, value in (("--from", first), ("--to", last)):
+        if value not in names:
+            raise typer.BadParameter(f"{value!r} is not a stage; one of {', '.join(names)}", param_hint=option)
+    if names.index(first) > names.index(last):
+        raise typer.BadParameter(f"{first} comes after {last} in the pipeline", param_hint="--from/--to")
+    stages = pipeline[names.index(first) : names.index(last) + 1]
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
         timings.add_column(column)
-    name = "run"
+    name, report = "run", None
     try:
         with spark_session(settings.spark) as spark:
             for number, (name, stage, kwargs) in enumerate(stages, start=1):
@@ -291,7 +305,7 @@ def run_pipeline(
                 elapsed = time.perf_counter() - started
                 console.print(f"[green]done[/] {name} in {elapsed:.1f} s")
                 timings.add_row(name, f"{elapsed:.1f}", ", ".join(f"{k}={v}" for k, v in summary.counts.items() if "." not in k))
-                report = summary.outputs.get("report")
+                report = summary.outputs.get("report", report)
     except Exception as exc:  # noqa: BLE001 - as in _run_stage
         log.debug("%s failed", name, exc_info=True)
         raise _fail(exc, name) from None
@@ -300,7 +314,8 @@ def run_pipeline(
         f"results under {settings.lakehouse}: scores (one row per user), sequences, user_windows, sessions, "
         f"events, events_quarantine, category_interest, evaluations, truth, _runs; models in _models, MLflow in _mlflow"
     )
-    console.print(f"evaluation report: {report}")
+    if report:
+        console.print(f"evaluation report: {report}")
 
 
 def run_stage_script(stage: str) -> None:

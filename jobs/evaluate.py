@@ -29,9 +29,9 @@ from rich.progress import track
 from contract import STATIC_FEATURES, WINDOW_FEATURES
 from features.windows import censor_at
 from jobs import train as train_job
-from jobs.config import Settings
+from jobs.config import EvaluateSettings, Settings
 from jobs.report import ReportData, write_report
-from jobs.runs import RunSummary, record_run, tracking_uri
+from jobs.runs import RunSummary, stage_run, tracking_uri
 from jobs.score import check_model_fits, local_model, resolve_model
 from jobs.storage import Storage
 from jobs.tables import latest_version, require_table, table_exists, write_slice
@@ -304,6 +304,18 @@ def truth_comparison(spark: SparkSession, settings: Settings, evaluated: Evaluat
     return table, metrics
 
 
+def truth_section(spark: SparkSession, settings: Settings, main: Evaluated) -> tuple[np.ndarray | None, pd.DataFrame, dict]:
+    """On generated data (a ``truth`` table whose users match): (each user's true time constant,
+    the half-life comparison by past sessions, its metrics); elsewhere (None, empty, {})."""
+    truth_tau = _truth_tau(spark, settings, main.user_ids)
+    if truth_tau is None:
+        return None, pd.DataFrame(), {}
+    # The interest half-life (the excess rate halves) is what the generator's time constant
+    # sets; the median wait for the next visit is shown for contrast.
+    table, metrics = truth_comparison(spark, settings, main, truth_tau)
+    return truth_tau, table, metrics
+
+
 def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as_of: dt.date, model_version: str) -> str:
     path = settings.table_path(EVALUATIONS_TABLE)
     frame = (
@@ -327,6 +339,80 @@ def _log_mlflow(settings: Settings, summary: RunSummary, report_folder: Path, mo
         return active.info.run_id
 
 
+@dataclass(frozen=True)
+class ModelUnderTest:
+    """The model an evaluation judges and the date it is judged on."""
+
+    uri: str
+    version: str
+    path: str  # a local copy of the SavedModel
+    trained_until: dt.date | None
+    as_of: dt.date
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.trained_until is not None and self.as_of >= self.trained_until
+
+
+def model_under_test(
+    spark: SparkSession, settings: Settings, view: DataFrame, horizons: list[int], as_of: dt.date | None, model: str | None
+) -> ModelUnderTest:
+    """The model ``model`` names (default: the newest trained) and the evaluation date: ``as_of``,
+    else ``evaluate.as_of``, else the first date on or after the model's ``train.until``."""
+    uri, version = resolve_model(spark, settings, model)
+    path = local_model(settings, uri)
+    metadata = read_metadata(path)
+    check_model_fits(settings, metadata, version)
+    until_text = metadata.get("training", {}).get("until") or ""
+    until = dt.date.fromisoformat(until_text) if until_text else None
+    chosen = ModelUnderTest(uri, version, str(path), until, as_of or settings.evaluate.as_of or evaluation_date(view, horizons, until))
+    if not chosen.out_of_time:
+        log.warning(
+            "the model was not trained with train.until <= %s: it may have seen these labels (not an out-of-time evaluation)", chosen.as_of
+        )
+    return chosen
+
+
+def headline_metrics(main: Evaluated, horizons: list[int], tiers: np.ndarray) -> dict[str, object]:
+    """The model against the best baseline at every horizon, failed baselines and tier sizes."""
+    metrics: dict[str, object] = {}
+    for h in horizons:
+        metrics.update(_headline(main.table[main.table["horizon_days"] == h].set_index("method"), h))
+    if main.predictions.failures:
+        metrics["failed_baselines"] = ", ".join(main.predictions.failures)
+    metrics.update({f"tier_{t}_users": int((tiers == t).sum()) for t in ("high", "medium", "low")})
+    return metrics
+
+
+def explain(scorer, main: Evaluated, conf: EvaluateSettings, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001
+    """(permutation importance of every input on up to IMPORTANCE_USERS users; the
+    ``evaluate.explain_users`` users least likely to return within ``horizon`` with the three
+    inputs that lower their P(active) most)."""
+    model_p = main.predictions.at("model", horizon)
+
+    def predict(inputs: dict) -> np.ndarray:
+        return scorer.p_active_within(inputs, [horizon])[:, 0]
+
+    explained = np.arange(min(len(model_p), IMPORTANCE_USERS))
+    importance = permutation_importance(
+        predict, {k: v[explained] for k, v in main.inputs.items()}, main.labels[horizon][explained], seed=conf.seed
+    )
+    at_risk = np.argsort(model_p, kind="stable")[: conf.explain_users]
+    names, effects = drivers(predict, {k: v[at_risk] for k, v in main.inputs.items()}, typical_user(scorer.metadata), scorer.feature_spec)
+    users = pd.DataFrame(
+        {
+            "user_id": main.user_ids[at_risk],
+            f"p_active_{horizon}d": model_p[at_risk],
+            "interest_half_life_days": main.model_outputs["interest_half_life_days"][at_risk],
+            **{
+                f"driver_{i + 1}": [f"{n[i]} (+{e[i]:.3f})" if len(n) > i else "" for n, e in zip(names, effects, strict=False)]
+                for i in range(3)
+            },
+        }
+    )
+    return importance, users
+
+
 def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
     """Evaluate out of time and over rolling origins; write the table, the report and the MLflow run."""
     conf = settings.evaluate
@@ -334,97 +420,95 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     require_table(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", latest_version(spark, view_path)).load(view_path)
     horizons = sorted(conf.horizons_days or settings.horizons_days)
-    model_uri, model_version = resolve_model(spark, settings, model)
-    model_path = local_model(settings, model_uri)
-    metadata = read_metadata(model_path)
-    check_model_fits(settings, metadata, model_version)
-    until_text = metadata.get("training", {}).get("until") or ""
-    until = dt.date.fromisoformat(until_text) if until_text else None
-    as_of = as_of or conf.as_of or evaluation_date(view, horizons, until)
-    out_of_time = until is not None and as_of >= until
-    summary = RunSummary(
-        "evaluate",
-        inputs={
-            "as_of_date": str(as_of),
-            "model_version": model_version,
-            "model": model_uri,
-            "horizons_days": ",".join(map(str, horizons)),
-            "model_trained_until": until_text,
-            "out_of_time": out_of_time,
-        },
-    )
-    if not out_of_time:
-        log.warning(
-            "the model was not trained with train.until <= %s: it may have seen these labels (not an out-of-time evaluation)", as_of
+    target = model_under_test(spark, settings, view, horizons, as_of, model)
+    inputs = {
+        "as_of_date": str(target.as_of),
+        "model_version": target.version,
+        "model": target.uri,
+        "horizons_days": ",".join(map(str, horizons)),
+        "model_trained_until": str(target.trained_until or ""),
+        "out_of_time": target.out_of_time,
+    }
+    with stage_run(spark, settings, "evaluate", rate=("users", "users"), **inputs) as summary:
+        main = evaluate_at(view, settings, target.as_of, target.path, horizons)
+        folds, notes = rolling_origins(view, settings, target.as_of, horizons) if conf.folds else (pd.DataFrame(), [])
+        main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
+        scorer = load_scorer(target.path)
+        # The tiers as `score` sets them: P(active) over the view's longest horizon.
+        tier_p = scorer.p_active_from(main.model_outputs["decay_params"], [max(settings.horizons_days)])[:, 0]
+        thresholds = settings.score.thresholds(lambda probabilities: np.quantile(tier_p, probabilities))
+        tiers = risk_tier(tier_p, *thresholds)
+        calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days)
+        truth_tau, truth_table, truth_metrics = truth_section(spark, settings, main)
+        metrics = {**headline_metrics(main, horizons, tiers), **visit_metrics, **truth_metrics}
+        importance, explained_users = explain(scorer, main, conf, horizons[-1])
+        facts = {
+            "model trained until": str(target.trained_until or "(not set)"),
+            "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
+            **metrics,
+        }
+        report = report_data(
+            scorer,
+            main,
+            target,
+            facts,
+            folds,
+            notes,
+            tiers=tiers,
+            importance=importance,
+            explained_users=explained_users,
+            visits_calibration=calibration,
+            decay_check=decay,
+            truth_tau_days=truth_tau,
+            truth_by_sessions=truth_table,
         )
+        storage = Storage.for_settings(settings)
+        report_uri = storage.uri("_reports", f"evaluate-{target.as_of}-{summary.run_id}")
+        with storage.publishing(report_uri) as report_folder:
+            write_report(report, report_folder)
+        rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
+        table_path = _write_table(spark, settings, rows, target.as_of, target.version)
+        summary.counts = {
+            "users": len(main.user_ids),
+            "methods": len(METHODS),
+            "horizons": len(horizons),
+            "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0,
+        }
+        summary.metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+        summary.outputs = {"report": f"{report_uri}/index.html", EVALUATIONS_TABLE: table_path}
+        summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, storage.fetch(report_uri), target.version)
+    return summary
 
-    main = evaluate_at(view, settings, as_of, model_path, horizons)
-    folds, notes = rolling_origins(view, settings, as_of, horizons) if conf.folds else (pd.DataFrame(), [])
+
+def report_data(
+    scorer,  # noqa: ANN001
+    main: Evaluated,
+    target: ModelUnderTest,
+    facts: dict,
+    folds: pd.DataFrame,
+    notes: list[str],
+    **sections: object,
+) -> ReportData:
+    """Everything the HTML report shows about one evaluation; ``sections`` are the report's
+    fields computed elsewhere (tiers, importance, explained users, calibration, ...)."""
+    horizons = main.predictions.horizons_days
     longest = horizons[-1]
-    model_p = main.predictions.at("model", longest)
-    scorer = load_scorer(model_path)
     outputs = main.model_outputs  # half-lives, z, and the decay parameters every curve comes from
-    tier_p = scorer.p_active_from(outputs["decay_params"], [max(settings.horizons_days)])[:, 0]
-    thresholds = settings.score.thresholds(lambda probabilities: np.quantile(tier_p, probabilities))
-    tiers = risk_tier(tier_p, *thresholds)
-    calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days)
     curve_days = np.linspace(0.0, max(longest, 90), 61)
     survival = np.concatenate(
-        [np.ones((len(model_p), 1)), 1.0 - scorer.p_active_from(outputs["decay_params"], list(curve_days[1:]))], axis=1
+        [np.ones((len(main.user_ids), 1)), 1.0 - scorer.p_active_from(outputs["decay_params"], list(curve_days[1:]))], axis=1
     )
-
-    metrics: dict[str, object] = {}
-    main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
-    for h in horizons:
-        metrics.update(_headline(main.table[main.table["horizon_days"] == h].set_index("method"), h))
-    if main.predictions.failures:
-        metrics["failed_baselines"] = ", ".join(main.predictions.failures)
-    metrics.update(visit_metrics)
-    metrics.update({f"tier_{t}_users": int((tiers == t).sum()) for t in ("high", "medium", "low")})
-    truth_tau = _truth_tau(spark, settings, main.user_ids)
-    truth_table = pd.DataFrame()
-    if truth_tau is not None:
-        # The interest half-life (the excess rate halves) is what the generator's time constant
-        # sets; the median wait for the next visit is shown for contrast.
-        truth_table, truth_metrics = truth_comparison(spark, settings, main, truth_tau)
-        metrics.update(truth_metrics)
-
-    explained = np.arange(min(len(model_p), IMPORTANCE_USERS))
-    subset = {k: v[explained] for k, v in main.inputs.items()}
-
-    def predict(inputs: dict) -> np.ndarray:
-        return scorer.p_active_within(inputs, [longest])[:, 0]
-
-    importance = permutation_importance(predict, subset, main.labels[longest][explained], seed=conf.seed)
-    at_risk = np.argsort(model_p, kind="stable")[: conf.explain_users]
-    names, effects = drivers(predict, {k: v[at_risk] for k, v in main.inputs.items()}, typical_user(scorer.metadata), scorer.feature_spec)
-    explained_users = pd.DataFrame(
-        {
-            "user_id": main.user_ids[at_risk],
-            f"p_active_{longest}d": model_p[at_risk],
-            "interest_half_life_days": outputs["interest_half_life_days"][at_risk],
-            **{
-                f"driver_{i + 1}": [f"{n[i]} (+{e[i]:.3f})" if len(n) > i else "" for n, e in zip(names, effects, strict=False)]
-                for i in range(3)
-            },
-        }
-    )
-
-    storage = Storage.for_settings(settings)
-    report_uri = storage.uri("_reports", f"evaluate-{as_of}-{summary.run_id}")
     facts = {
-        "evaluation as-of date": as_of,
-        "model": model_version,
-        "model trained until": until_text or "(not set)",
-        "out of time": out_of_time,
-        "users evaluated": len(model_p),
+        "evaluation as-of date": target.as_of,
+        "model": target.version,
+        "out of time": target.out_of_time,
+        "users evaluated": len(main.user_ids),
         "horizons (days)": horizons,
         "failed baselines": "; ".join(f"{m}: {why}" for m, why in main.predictions.failures.items()) or "none",
-        "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in facts.items()},
     }
-    report_data = ReportData(
-        title=f"interest-decay evaluation at {as_of}",
+    return ReportData(
+        title=f"interest-decay evaluation at {target.as_of}",
         facts=facts,
         comparison=main.table,
         cross_validation=cross_validation_summary(folds),
@@ -436,34 +520,12 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         probability_methods=[m for m, p in METHODS.items() if p and m in main.predictions.by_method],
         curve_days=curve_days,
         survival=survival,
-        tiers=tiers,
         half_life_days=outputs["interest_half_life_days"],
         latent_2d=principal_components(outputs["z"]) if "z" in outputs and outputs["z"].shape[1] >= 2 else None,
-        importance=importance,
-        explained_users=explained_users,
         days_to_return=main.days_to_return,
-        truth_tau_days=truth_tau,
         notes=notes,
-        visits_calibration=calibration,
-        decay_check=decay,
-        truth_by_sessions=truth_table,
+        **sections,
     )
-    with storage.publishing(report_uri) as report_folder:
-        write_report(report_data, report_folder)
-    rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
-    table_path = _write_table(spark, settings, rows, as_of, model_version)
-    summary.counts = {
-        "users": len(model_p),
-        "methods": len(METHODS),
-        "horizons": len(horizons),
-        "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0,
-    }
-    summary.metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-    summary.outputs = {"report": f"{report_uri}/index.html", EVALUATIONS_TABLE: table_path}
-    summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, storage.fetch(report_uri), model_version)
-    summary.finish()
-    record_run(spark, settings.lakehouse, summary)
-    return summary
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from features.synthetic import synthetic_events, truth_table, user_truth
 from jobs.config import Settings, absolute_path
-from jobs.runs import RunSummary, record_run
+from jobs.runs import RunSummary, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -19,29 +19,24 @@ log = logging.getLogger(__name__)
 def run(spark: SparkSession, settings: Settings) -> RunSummary:
     """Write ``<generator.output>/events`` (CSV or Parquet) and the Delta table ``truth``."""
     params = settings.generator
-    summary = RunSummary(
-        "generate",
-        inputs={"users": params.users, "days": params.days, "seed": params.seed, "start_date": str(params.start_date)},
-    )
-    output = f"{absolute_path(params.output).rstrip('/')}/events"
-    truth_path = settings.table_path("truth")
-    log.info("generate %d users over %d days (seed %d) -> %s", params.users, params.days, params.seed, output)
+    inputs = {"users": params.users, "days": params.days, "seed": params.seed, "start_date": str(params.start_date)}
+    with stage_run(spark, settings, "generate", rate=("events", "events"), **inputs) as summary:
+        output = f"{absolute_path(params.output).rstrip('/')}/events"
+        truth_path = settings.table_path("truth")
+        log.info("generate %d users over %d days (seed %d) -> %s", params.users, params.days, params.seed, output)
 
-    # One partition per output file: the events stream out of each partition without a shuffle.
-    users = user_truth(spark.range(params.users, numPartitions=params.output_files), params)
-    truth_table(users, params).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
-    writer = synthetic_events(users, params).write.mode("overwrite")
-    if params.format == "csv":
-        writer.option("header", True).csv(output)
-    else:
-        writer.parquet(output)
+        # One partition per output file: the events stream out of each partition without a shuffle.
+        users = user_truth(spark.range(params.users, numPartitions=params.output_files), params)
+        truth_table(users, params).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
+        writer = synthetic_events(users, params).write.mode("overwrite")
+        if params.format == "csv":
+            writer.option("header", True).csv(output)
+        else:
+            writer.parquet(output)
 
-    n_events = spark.read.format(params.format).option("header", True).load(output).count()
-    summary.counts = {"users": params.users, "events": n_events}
-    summary.outputs = {"events": output, "truth": truth_path}
-    summary.finish()
-    summary.metrics = {"events_per_second": round(summary.counts["events"] / summary.seconds, 1)}
-    record_run(spark, settings.lakehouse, summary)
+        n_events = spark.read.format(params.format).option("header", True).load(output).count()
+        summary.counts = {"users": params.users, "events": n_events}
+        summary.outputs = {"events": output, "truth": truth_path}
     return summary
 
 

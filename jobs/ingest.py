@@ -9,6 +9,7 @@ reconciles the three: ``read = new + already_ingested + quarantined``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from features.events import (
     validate_events,
 )
 from jobs.config import IngestSettings, Settings
-from jobs.runs import RunSummary, record_run
+from jobs.runs import RunSummary, stage_run
 from jobs.storage import list_input_files
 from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new, latest_version
 
@@ -192,36 +193,27 @@ def pseudonym_key(settings: IngestSettings) -> bytes:
     return key.encode("utf-8")
 
 
-def run(spark: SparkSession, settings: Settings, input_path: str | None = None, preset: str | None = None) -> RunSummary:
-    """Ingest ``input_path`` (file, folder or glob) into ``events`` and ``events_quarantine``."""
-    path = input_path or settings.ingest.input
-    if not path:
-        raise ValueError("no input: pass --input PATH or set ingest.input")
-    preset_name, mapping = resolve_mapping(settings.ingest, preset)
-    fmt = detect_format(path, mapping, settings.ingest.format)
-    summary = RunSummary("ingest", inputs={"path": path, "preset": preset_name, "format": fmt})
-    now = settings.ingest.now or summary.started_at.replace(tzinfo=None)
-    log.info("ingest %s (%s, preset %s)", path, fmt, preset_name)
+def validated_events(spark: SparkSession, settings: Settings, path: str, mapping: SourceMapping, fmt: str, now: dt.datetime) -> DataFrame:
+    """The raw rows of ``path`` as canonical events, each with its status: valid, a batch
+    duplicate, or the reason it goes to quarantine."""
+    conf = settings.ingest
+    events = normalize_events(read_raw(spark, path, mapping, fmt, keep_extra=conf.extra_columns == "keep"), mapping)
+    if conf.pseudonymize_user_ids:
+        events = pseudonymize_user_ids(events, pseudonym_key(conf))
+    validated = validate_events(events, now=now, future_tolerance_hours=conf.future_tolerance_hours, min_event_time=conf.min_event_time)
+    return mark_batch_duplicates(validated)
 
-    events = normalize_events(read_raw(spark, path, mapping, fmt, keep_extra=settings.ingest.extra_columns == "keep"), mapping)
-    if settings.ingest.pseudonymize_user_ids:
-        events = pseudonymize_user_ids(events, pseudonym_key(settings.ingest))
-    events = mark_batch_duplicates(
-        validate_events(
-            events,
-            now=now,
-            future_tolerance_hours=settings.ingest.future_tolerance_hours,
-            min_event_time=settings.ingest.min_event_time,
-        )
-    )
-    events_path = settings.table_path("events")
-    quarantine_path = settings.table_path("events_quarantine")
-    events_table = ensure_table(spark, events_path, EVENTS_SCHEMA, partitioned_by=["event_date"], change_feed=True)
-    quarantine_table = ensure_table(spark, quarantine_path, QUARANTINE_SCHEMA)
 
+def write_events(spark: SparkSession, settings: Settings, events: DataFrame, summary: RunSummary) -> dict[str, int]:
+    """Insert the new events into ``events`` and the bad rows into ``events_quarantine``, each
+    stamped with the run; the counts by outcome (read = written + already ingested + quarantined)."""
+    events_table = ensure_table(spark, settings.table_path("events"), EVENTS_SCHEMA, partitioned_by=["event_date"], change_feed=True)
+    quarantine_table = ensure_table(spark, settings.table_path("events_quarantine"), QUARANTINE_SCHEMA)
     # Pinned to the version before this run's MERGE, so a recomputed partition classifies alike.
-    version = latest_version(spark, events_path)
-    existing = spark.read.format("delta").option("versionAsOf", version).load(events_path).select("event_id", "source_file")
+    version = latest_version(spark, settings.table_path("events"))
+    existing = (
+        spark.read.format("delta").option("versionAsOf", version).load(settings.table_path("events")).select("event_id", "source_file")
+    )
     classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
@@ -230,19 +222,15 @@ def run(spark: SparkSession, settings: Settings, input_path: str | None = None, 
         already = by_status.get("already_ingested", 0)
         quarantined = read - expected_new - already
         stamp = [F.lit(summary.run_id).alias("run_id"), F.lit(summary.started_at).cast("timestamp").alias("ingested_at")]
-
-        written = 0
-        if expected_new:
-            written = insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"])
-        quarantine_written = 0
-        if quarantined:
-            quarantine_written = insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"])
+        written = insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"]) if expected_new else 0
+        quarantine_written = (
+            insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"]) if quarantined else 0
+        )
     finally:
         classified.unpersist()
     if written != expected_new:
         raise RuntimeError(f"events: expected to insert {expected_new} rows, Delta inserted {written} (a concurrent writer?)")
-
-    summary.counts = {
+    return {
         "read": read,
         "written": written,
         "already_ingested": already,
@@ -250,12 +238,27 @@ def run(spark: SparkSession, settings: Settings, input_path: str | None = None, 
         "quarantine_rows_added": quarantine_written,
         **{f"quarantined.{reason}": n for reason, n in sorted(by_status.items()) if reason not in ("new", "already_ingested")},
     }
-    summary.outputs = {"events": events_path, "events_quarantine": quarantine_path}
-    summary.finish()
-    summary.metrics = {"events_per_second": round(read / summary.seconds, 1) if summary.seconds else 0.0}
-    if quarantined:
-        log.warning("ingest: %d of %d rows quarantined (%s)", quarantined, read, quarantine_path)
-    record_run(spark, settings.lakehouse, summary)
+
+
+def run(spark: SparkSession, settings: Settings, input_path: str | None = None, preset: str | None = None) -> RunSummary:
+    """Ingest ``input_path`` (file, folder or glob) into ``events`` and ``events_quarantine``."""
+    path = input_path or settings.ingest.input
+    if not path:
+        raise ValueError("no input: pass --input PATH or set ingest.input")
+    preset_name, mapping = resolve_mapping(settings.ingest, preset)
+    fmt = detect_format(path, mapping, settings.ingest.format)
+    with stage_run(spark, settings, "ingest", rate=("events", "read"), path=path, preset=preset_name, format=fmt) as summary:
+        log.info("ingest %s (%s, preset %s)", path, fmt, preset_name)
+        now = settings.ingest.now or summary.started_at.replace(tzinfo=None)
+        summary.counts = write_events(spark, settings, validated_events(spark, settings, path, mapping, fmt, now), summary)
+        summary.outputs = {"events": settings.table_path("events"), "events_quarantine": settings.table_path("events_quarantine")}
+        if summary.counts["quarantined"]:
+            log.warning(
+                "ingest: %d of %d rows quarantined (%s)",
+                summary.counts["quarantined"],
+                summary.counts["read"],
+                summary.outputs["events_quarantine"],
+            )
     return summary
 
 

@@ -6,11 +6,14 @@ The ``_runs`` Delta table makes the history queryable, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,8 @@ from jobs.storage import Storage, python_uri
 from jobs.tables import retry_on_conflict
 
 RUNS_TABLE = "_runs"
+
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -103,3 +108,26 @@ def record_run(spark: SparkSession, lakehouse: str, summary: RunSummary) -> None
     # Appends never conflict with each other; two first runs creating the table at once can.
     retry_on_conflict(lambda: record.write.format("delta").mode("append").save(path), f"recording the run in {path}")
     print(summary.to_json(), flush=True)
+
+
+@contextlib.contextmanager
+def stage_run(
+    spark: SparkSession, settings: Settings, stage: str, *, rate: tuple[str, str] | None = None, **inputs: Any
+) -> Iterator[RunSummary]:
+    """One run of ``stage``, the frame every stage's ``run`` lives in.
+
+    Yields the run's summary (its clock started, ``inputs`` filled in) for the body to add
+    inputs, counts, metrics and outputs to. When the body ends without an error the clock stops,
+    ``rate = (unit, count)`` adds the metric ``<unit>_per_second`` (that count over the seconds),
+    and the run is appended to ``_runs`` and printed as one JSON line. A run that fails records
+    nothing: its error goes up to the CLI, which names the stage.
+    """
+    summary = RunSummary(stage, inputs=dict(inputs))
+    log.info("%s: run %s started", stage, summary.run_id)
+    yield summary
+    summary.finish()
+    if rate is not None:
+        unit, count = rate
+        summary.metrics[f"{unit}_per_second"] = round(summary.counts.get(count, 0) / summary.seconds, 1) if summary.seconds else 0.0
+    record_run(spark, settings.lakehouse, summary)
+    log.info("%s: done in %.1f s", stage, summary.seconds)

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from contract import STATIC_FEATURES, view_spec
 from jobs.config import Settings
-from jobs.runs import RUNS_TABLE, RunSummary, record_run, tracking_uri
+from jobs.runs import RUNS_TABLE, RunSummary, stage_run, tracking_uri
 from jobs.storage import Storage
 from jobs.tables import require_table, table_exists, write_slice
 from model.data import flat_columns
@@ -118,39 +118,31 @@ def with_tier_and_action(scores: DataFrame, settings: Settings, thresholds: tupl
     return scores.withColumn("risk_tier", tier).withColumn("action", action)
 
 
-def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
-    """Score every user of ``sequences`` at ``as_of`` (default: its latest as-of date)."""
-    view_path, interest_path = settings.table_path("sequences"), settings.table_path("category_interest")
-    require_table(spark, view_path)
-    view = spark.read.format("delta").load(view_path)
-    as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
-    rows = view.where(F.col("as_of_date") == F.lit(as_of))
-    model_uri, model_version = resolve_model(spark, settings, model)
-    metadata = read_metadata(local_model(settings, model_uri))
-    check_model_fits(settings, metadata, model_version)
-    summary = RunSummary("score", inputs={"as_of_date": str(as_of), "model_version": model_version, "model": model_uri})
+def _category_interest(spark: SparkSession, settings: Settings, as_of: dt.date) -> DataFrame:
+    """Each user's top categories at ``as_of`` (none when the table was never built)."""
+    path = settings.table_path("category_interest")
+    if not table_exists(spark, path):
+        return spark.createDataFrame(
+            [], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>"
+        )
+    return spark.read.format("delta").load(path).where(F.col("as_of_date") == F.lit(as_of)).select("user_id", "top_categories")
 
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
+
+def scores_frame(
+    spark: SparkSession, settings: Settings, rows: DataFrame, as_of: dt.date, model: tuple[str, str], scored_at: dt.datetime
+) -> tuple[DataFrame, DataFrame, tuple[float, float]]:
+    """(the model's outputs for ``rows``, persisted; the rows of the scores table; the tier
+    thresholds) for the view's ``rows`` at ``as_of``, scored by ``model`` (its URI and version)."""
+    model_uri, model_version = model
     horizons = list(settings.horizons_days)
+    udf = score_udf(Storage.for_settings(settings), model_uri, horizons, settings.score.drivers)
     model_scores = (
         rows.selectExpr(*flat_columns(horizons))
-        .select(
-            "user_id",
-            "static",
-            score_udf(Storage.for_settings(settings), model_uri, horizons, settings.score.drivers)("x_flat", "mask", "static").alias("s"),
-        )
+        .select("user_id", "static", udf("x_flat", "mask", "static").alias("s"))
         .select("user_id", "static", "s.*")
         .persist()  # the tiers' quantiles and the write read it: the model runs once
     )
-    interest = (
-        spark.read.format("delta").load(interest_path).where(F.col("as_of_date") == F.lit(as_of)).select("user_id", "top_categories")
-        if table_exists(spark, interest_path)
-        else spark.createDataFrame(
-            [], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>"
-        )
-    )
-    log.info("scoring %s with model %s", as_of, model_version)
-    scored = model_scores.join(interest, "user_id", "left").withColumn(
+    scored = model_scores.join(_category_interest(spark, settings, as_of), "user_id", "left").withColumn(
         "top_decaying_categories", decaying_categories(F.col("top_categories"), settings.score.decaying_share_drop)
     )
     p_longest = f"p_active_{max(horizons)}d"
@@ -166,22 +158,37 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         "top_decaying_categories",
         "z",
         "reconstruction_error",
-        F.lit(summary.started_at).cast("timestamp").alias("scored_at"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
     )
-    scores_path = settings.table_path("scores")
-    slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
-    # mergeSchema: a newer version may add score columns to a table older runs wrote.
-    write_slice(spark, final, scores_path, slice_predicate, merge_schema=True)
-    model_scores.unpersist()
+    return model_scores, final, thresholds
 
-    written = spark.read.format("delta").load(scores_path).where(slice_predicate)
-    tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}
-    summary.counts = {"users": rows.count(), "scored": sum(tiers.values()), **{f"tier.{t}": tiers.get(t, 0) for t in TIERS}}
-    summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in metadata["decay_curve_days"])}
-    summary.inputs["risk_tiers"] = f"{settings.score.tiers}: high below {thresholds[0]:.4f}, medium below {thresholds[1]:.4f}"
-    summary.finish()
-    summary.metrics = {"users_per_second": round(summary.counts["scored"] / summary.seconds, 1)}
-    record_run(spark, settings.lakehouse, summary)
+
+def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
+    """Score every user of ``sequences`` at ``as_of`` (default: its latest as-of date)."""
+    view_path = settings.table_path("sequences")
+    require_table(spark, view_path)
+    view = spark.read.format("delta").load(view_path)
+    as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
+    rows = view.where(F.col("as_of_date") == F.lit(as_of))
+    model_uri, model_version = resolve_model(spark, settings, model)
+    metadata = read_metadata(local_model(settings, model_uri))
+    check_model_fits(settings, metadata, model_version)
+    inputs = {"as_of_date": str(as_of), "model_version": model_version, "model": model_uri}
+    with stage_run(spark, settings, "score", rate=("users", "scored"), **inputs) as summary:
+        log.info("scoring %s with model %s", as_of, model_version)
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
+        model_scores, final, thresholds = scores_frame(spark, settings, rows, as_of, (model_uri, model_version), summary.started_at)
+        scores_path = settings.table_path("scores")
+        slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
+        # mergeSchema: a newer version may add score columns to a table older runs wrote.
+        write_slice(spark, final, scores_path, slice_predicate, merge_schema=True)
+        model_scores.unpersist()
+
+        written = spark.read.format("delta").load(scores_path).where(slice_predicate)
+        tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}
+        summary.counts = {"users": rows.count(), "scored": sum(tiers.values()), **{f"tier.{t}": tiers.get(t, 0) for t in TIERS}}
+        summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in metadata["decay_curve_days"])}
+        summary.inputs["risk_tiers"] = f"{settings.score.tiers}: high below {thresholds[0]:.4f}, medium below {thresholds[1]:.4f}"
     return summary
 
 

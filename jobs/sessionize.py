@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from features.sessions import SESSION_COLUMNS, recompute_from, sessionize
 from jobs.config import Settings
-from jobs.runs import RunSummary, record_run
+from jobs.runs import RunSummary, stage_run
 from jobs.tables import commit_metadata, last_commit_metadata, latest_version, require_table
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,27 @@ def _replace_sessions(sessions: DeltaTable, fresh: DataFrame, stale: DataFrame) 
     }
 
 
+def _update_incrementally(
+    spark: SparkSession, sessions_path: str, events: DataFrame, changed: DataFrame, gap: int, watermark: dict
+) -> dict[str, int]:
+    """Rebuild the sessions the ``changed`` events can reach and replace them in one MERGE that
+    also stores ``watermark``; the counts of users, events and sessions touched."""
+    sessions = DeltaTable.forPath(spark, sessions_path)
+    current = sessions.toDF()
+    cuts = recompute_from(changed, current, gap).persist(StorageLevel.MEMORY_AND_DISK)
+    redo = events.join(cuts, "user_id").where(F.col("event_time") >= F.col("recompute_from")).drop("recompute_from")
+    fresh = sessionize(redo, gap).persist(StorageLevel.MEMORY_AND_DISK)
+    stale = current.join(cuts, "user_id").where(F.col("session_start") >= F.col("recompute_from")).select(*SESSION_COLUMNS)
+    try:
+        counts = {"users_recomputed": cuts.count(), "events": redo.count(), "sessions_rebuilt": fresh.count()}
+        with commit_metadata(spark, watermark):
+            counts.update(_replace_sessions(sessions, fresh, stale))
+    finally:
+        fresh.unpersist()
+        cuts.unpersist()
+    return counts
+
+
 def run(spark: SparkSession, settings: Settings, full: bool = False) -> RunSummary:
     """Bring ``sessions`` up to date with ``events``; ``full`` forces a complete recompute."""
     events_path = settings.table_path("events")
@@ -70,41 +91,27 @@ def run(spark: SparkSession, settings: Settings, full: bool = False) -> RunSumma
     gap = settings.sessions.gap_minutes
     version = latest_version(spark, events_path)
     state = last_commit_metadata(spark, sessions_path)
-    summary = RunSummary("sessionize", inputs={"events": events_path, "events_version": version, "gap_minutes": gap})
-    events = spark.read.format("delta").option("versionAsOf", version).load(events_path)
-    watermark = {"events_version": version, "gap_minutes": gap}
-
-    previous = state.get("events_version") if state else None
-    if full or state is None or state.get("gap_minutes") != gap or previous is None or previous > version:
-        mode = "full"
-        with commit_metadata(spark, watermark):
-            sessionize(events, gap).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(sessions_path)
-        summary.counts = {"events": events.count()}
-    elif previous == version:
-        mode = "unchanged"
-        summary.counts = {"events": 0}
-    else:
-        mode = "incremental"
-        sessions = DeltaTable.forPath(spark, sessions_path)
-        current = sessions.toDF()
-        cuts = recompute_from(_changed_events(spark, events_path, previous, version), current, gap).persist(StorageLevel.MEMORY_AND_DISK)
-        redo = events.join(cuts, "user_id").where(F.col("event_time") >= F.col("recompute_from")).drop("recompute_from")
-        fresh = sessionize(redo, gap).persist(StorageLevel.MEMORY_AND_DISK)
-        stale = current.join(cuts, "user_id").where(F.col("session_start") >= F.col("recompute_from")).select(*SESSION_COLUMNS)
-        try:
-            summary.counts = {"users_recomputed": cuts.count(), "events": redo.count(), "sessions_rebuilt": fresh.count()}
+    with stage_run(
+        spark, settings, "sessionize", rate=("events", "events"), events=events_path, events_version=version, gap_minutes=gap
+    ) as summary:
+        events = spark.read.format("delta").option("versionAsOf", version).load(events_path)
+        watermark = {"events_version": version, "gap_minutes": gap}
+        previous = state.get("events_version") if state else None
+        if full or state is None or state.get("gap_minutes") != gap or previous is None or previous > version:
+            mode = "full"
             with commit_metadata(spark, watermark):
-                summary.counts.update(_replace_sessions(sessions, fresh, stale))
-        finally:
-            fresh.unpersist()
-            cuts.unpersist()
-    summary.inputs["mode"] = mode
-    summary.counts["sessions"] = spark.read.format("delta").load(sessions_path).count()
-    summary.outputs = {"sessions": sessions_path}
-    summary.finish()
-    summary.metrics = {"events_per_second": round(summary.counts["events"] / summary.seconds, 1) if summary.seconds else 0.0}
-    log.info("sessionize (%s): %s", mode, summary.counts)
-    record_run(spark, settings.lakehouse, summary)
+                sessionize(events, gap).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(sessions_path)
+            summary.counts = {"events": events.count()}
+        elif previous == version:
+            mode, summary.counts = "unchanged", {"events": 0}
+        else:
+            mode = "incremental"
+            changed = _changed_events(spark, events_path, previous, version)
+            summary.counts = _update_incrementally(spark, sessions_path, events, changed, gap, watermark)
+        summary.inputs["mode"] = mode
+        summary.counts["sessions"] = spark.read.format("delta").load(sessions_path).count()
+        summary.outputs = {"sessions": sessions_path}
+        log.info("sessionize (%s): %s", mode, summary.counts)
     return summary
 
 

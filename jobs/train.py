@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from contract import STATIC_FEATURES, WINDOW_FEATURES, view_spec
 from features.windows import censor_at, split_by_users
 from jobs.config import Settings, TrainSettings
-from jobs.runs import RunSummary, record_run, tracking_uri
+from jobs.runs import RunSummary, stage_run, tracking_uri
 from jobs.storage import Storage
 from jobs.tables import latest_version, require_table
 from model.data import arrays, flat_columns, recency_score
@@ -136,20 +136,25 @@ class RunArtifacts:
         return result
 
 
-def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str = "train") -> RunSummary:
-    """Train, save the model as a SavedModel, log it to MLflow, and summarise.
+@dataclass(frozen=True)
+class TrainingRows:
+    """The rows one training run learns from and validates on, from one version of the view."""
 
-    ``stage`` names the run in ``_runs``: the evaluation's rolling-origin models are recorded as
-    ``train_fold``, so they never become the model that scoring picks by default.
-    """
-    from model.distributed import RunPlan, train_in_process, train_on_rank
+    view_version: int
+    validation: str  # what validates: an as-of date, or "users:<share>"
+    train: DataFrame  # flat columns (see model.data.flat_columns)
+    val: DataFrame
+    n_train: int
+    n_val: int
 
+
+def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
+    """The view's rows known at ``train.until``, split as ``train.validation`` says."""
     view_path = settings.table_path("sequences")
     require_table(spark, view_path)
-    conf, horizons = settings.train, settings.horizons_days
+    conf, horizons, window_days = settings.train, settings.horizons_days, settings.features.window_days
     version = latest_version(spark, view_path)
     view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
-    window_days = settings.features.window_days
     known = censor_at(view, conf.until, horizons, window_days) if conf.until else view
     training, validating, validation = split(known, conf, horizons, window_days)
     train_df = training.selectExpr(*flat_columns(horizons, with_user_id=False))
@@ -157,137 +162,168 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     n_train, n_val = train_df.count(), val_df.count()
     if n_train == 0 or n_val == 0:
         raise ValueError(f"the split by {validation} leaves {n_train} training and {n_val} validation rows")
-    summary = RunSummary(
-        stage,
-        inputs={
-            "sequences": view_path,
-            "sequences_version": version,
-            "until": str(conf.until or ""),
-            "validation": validation,
-            "mode": conf.mode,
-        },
-    )
-    shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
-    sample_inputs, _ = arrays(
-        _sample(train_df, conf.normalisation_sample_rows, n_train, conf.seed).toPandas(), **shape, horizons_days=horizons
-    )
-    norm = fit_normalisation(sample_inputs["x"], sample_inputs["mask"], sample_inputs["static"])
-    val_sample = arrays(_sample(val_df, conf.val_sample_rows, n_val, conf.seed).toPandas(), **shape, horizons_days=horizons)
+    return TrainingRows(version, validation, train_df, val_df, n_train, n_val)
 
-    fingerprint = _fingerprint(settings, version, validation)
-    storage = Storage.for_settings(settings)
-    checkpoints = storage.uri("_checkpoints", fingerprint)
-    if fresh:
-        storage.remove(checkpoints)
-    feature_spec = view_spec(settings.features.n_windows, settings.features.window_days, horizons)
-    mlflow.set_tracking_uri(tracking_uri(settings))
-    mlflow.set_experiment(conf.experiment)
-    with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
-        artifacts = RunArtifacts(
-            storage, checkpoints, storage.uri("_tensorboard", active.info.run_id), storage.uri("_models", active.info.run_id)
-        )
-        plan = RunPlan(
-            shape={
-                **shape,
-                "window_days": settings.features.window_days,
-                "horizons_days": list(horizons),
-                "hidden_units": conf.hidden_units,
-                "latent_dim": conf.latent_dim,
-                "n_components": conf.n_components,
-                "use_vae": conf.use_vae,
-            },
-            feature_spec=feature_spec,
-            loss_weights={
-                "step": conf.step_weight,
-                "count": conf.count_weight,
-                "recon": conf.recon_weight,
-                "beta": conf.beta,
-                "kl_warmup_epochs": conf.kl_warmup_epochs,
-            },
-            normalisation=norm.to_dict(),
-            epochs=conf.epochs,
-            batch_size=conf.batch_size,
-            learning_rate=conf.learning_rate,
-            patience=conf.patience,
-            checkpoint_dir=artifacts.checkpoints,
-            model_dir=artifacts.model,
-            tensorboard_dir=artifacts.tensorboard,
-            mlflow_tracking_uri=tracking_uri(settings),
-            mlflow_run_id=active.info.run_id,
-            mixed_precision=conf.mixed_precision,
-            seed=conf.seed,
-            average_from_epoch=conf.average_from_epoch,
-            training_facts={"until": str(conf.until or ""), "validation": validation, "sequences_version": version},
-        )
-        mlflow.log_params(
-            {
-                **conf.model_dump(mode="json"),
-                "validated_by": validation,
-                "train_rows": n_train,
-                "val_rows": n_val,
-                "fingerprint": fingerprint,
-            }
-        )
-        if conf.mode == "horovod":
-            ranks = ranks_for(conf.num_proc, spark.sparkContext.defaultParallelism, int(spark.conf.get("spark.task.cpus", "1")))
-            summary.inputs["num_proc"] = ranks
-            results = _train_horovod(
-                spark,
-                ranks,
-                artifacts,
-                plan,
-                splits=(train_df, val_df),
-                rows=(n_train, n_val),
-                val_sample=val_sample,
-                rank_body=train_on_rank,
-            )
-        else:
-            train = arrays(train_df.toPandas(), **shape, horizons_days=horizons)
-            val = arrays(val_df.toPandas(), **shape, horizons_days=horizons)
-            results = [artifacts.train(train_in_process, plan, train, val, val_sample)]
-        chief = results[0]
-        mlflow.log_artifacts(str(storage.fetch(artifacts.model)), artifact_path="model")
-        registered = (
-            f"{conf.registered_model}/{register(active.info.run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
-        )
-        mlflow.log_dict(feature_spec, "feature_spec.json")
-        mlflow.log_dict(norm.to_dict(), "normalisation.json")
-        recency = auc_by_horizon(recency_score(val_sample[0]), val_sample[1], horizons)
-        mlflow.log_metrics(
-            {**{f"recency_auc_{h}d": v for h, v in recency.items()}, **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()}}
-        )
 
-    fit = chief["fit"]
+def _shape(settings: Settings) -> dict:
+    return dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
+
+
+def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifacts, mlflow_run_id: str) -> RunPlan:
+    """What every rank needs besides the data: the model's shape and loss, the normalisation
+    fitted on a sample of the training rows, the schedule, and where the artifacts go."""
+    from model.distributed import RunPlan
+    from model.network import LossWeights, ModelShape
+
+    conf = settings.train
+    sample, _ = arrays(
+        _sample(rows.train, conf.normalisation_sample_rows, rows.n_train, conf.seed).toPandas(),
+        **_shape(settings),
+        horizons_days=settings.horizons_days,
+    )
+    return RunPlan(
+        shape=ModelShape(
+            **_shape(settings),
+            window_days=settings.features.window_days,
+            horizons_days=tuple(settings.horizons_days),
+            hidden_units=conf.hidden_units,
+            latent_dim=conf.latent_dim,
+            n_components=conf.n_components,
+            use_vae=conf.use_vae,
+        ),
+        feature_spec=view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days),
+        loss_weights=LossWeights(
+            step=conf.step_weight, count=conf.count_weight, recon=conf.recon_weight, beta=conf.beta, kl_warmup_epochs=conf.kl_warmup_epochs
+        ),
+        normalisation=fit_normalisation(sample["x"], sample["mask"], sample["static"]),
+        epochs=conf.epochs,
+        batch_size=conf.batch_size,
+        learning_rate=conf.learning_rate,
+        patience=conf.patience,
+        checkpoint_dir=artifacts.checkpoints,
+        model_dir=artifacts.model,
+        tensorboard_dir=artifacts.tensorboard,
+        mlflow_tracking_uri=tracking_uri(settings),
+        mlflow_run_id=mlflow_run_id,
+        mixed_precision=conf.mixed_precision,
+        seed=conf.seed,
+        average_from_epoch=conf.average_from_epoch,
+        training_facts={"until": str(conf.until or ""), "validation": rows.validation, "sequences_version": rows.view_version},
+    )
+
+
+def fit_everywhere(
+    spark: SparkSession, settings: Settings, rows: TrainingRows, artifacts: RunArtifacts, plan: RunPlan, val_sample: tuple[dict, dict]
+) -> list[dict]:
+    """Train on Horovod ranks or in this process, as ``train.mode`` says; each rank's result, the
+    chief's first."""
+    from model.distributed import train_in_process, train_on_rank
+
+    if settings.train.mode == "horovod":
+        ranks = ranks_for(settings.train.num_proc, spark.sparkContext.defaultParallelism, int(spark.conf.get("spark.task.cpus", "1")))
+        return _train_horovod(
+            spark,
+            ranks,
+            artifacts,
+            plan,
+            splits=(rows.train, rows.val),
+            rows=(rows.n_train, rows.n_val),
+            val_sample=val_sample,
+            rank_body=train_on_rank,
+        )
+    shape = dict(**_shape(settings), horizons_days=settings.horizons_days)
+    train, val = arrays(rows.train.toPandas(), **shape), arrays(rows.val.toPandas(), **shape)
+    return [artifacts.train(train_in_process, plan, train, val, val_sample)]
+
+
+def _log_to_mlflow(settings: Settings, plan: RunPlan, artifacts: RunArtifacts, chief: dict, recency: dict[int, float]) -> str:
+    """The model, its spec and normalisation, and the final metrics in the active MLflow run;
+    registers the model when the conf names one (the registered name/version, or "")."""
+    conf = settings.train
+    run_id = plan.mlflow_run_id
+    mlflow.log_artifacts(str(artifacts.storage.fetch(artifacts.model)), artifact_path="model")
+    registered = f"{conf.registered_model}/{register(run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
+    mlflow.log_dict(plan.feature_spec, "feature_spec.json")
+    mlflow.log_dict(plan.normalisation.to_dict(), "normalisation.json")
+    mlflow.log_metrics(
+        {**{f"recency_auc_{h}d": v for h, v in recency.items()}, **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()}}
+    )
+    return registered
+
+
+def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], recency: dict[int, float]) -> None:
+    """Counts and metrics of the run from the ranks' results (the chief's first)."""
+    fit = results[0]["fit"]
     history = fit["history"]
     summary.counts = {
-        "train_rows": n_train,
-        "val_rows": n_val,
+        "train_rows": rows.n_train,
+        "val_rows": rows.n_val,
         "epochs_run": fit["last_epoch"] - fit["first_epoch"],
         "last_epoch": fit["last_epoch"],
         "averaged_epochs": fit["averaged_epochs"],
     }
     # The saved weights' validation AUCs replace the last epoch's (they differ when averaged).
     final = {**({k: v[-1] for k, v in history.items()} if history else {}), **fit["final_metrics"]}
-    samples = n_train * (fit["last_epoch"] - fit["first_epoch"])
+    samples = rows.n_train * (fit["last_epoch"] - fit["first_epoch"])
+    seconds = results[0]["seconds"]
     summary.metrics = {
         **{k: round(v, 4) for k, v in final.items() if k.startswith(("val_auc", "val_survival", "loss"))},
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
-        "samples_per_second": round(samples / chief["seconds"], 1) if chief["seconds"] else 0.0,
-        "processes": chief["size"],
+        "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
+        "processes": results[0]["size"],
     }
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
-    summary.outputs = {
-        "model": artifacts.model,
-        "mlflow_run_id": active.info.run_id,
-        "registered_model": registered,
-        "mlflow_tracking_uri": tracking_uri(settings),
-        "checkpoints": str(checkpoints),
-    }
     summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
-    summary.finish()
-    record_run(spark, settings.lakehouse, summary)
+
+
+def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str = "train") -> RunSummary:
+    """Train, save the model as a SavedModel, log it to MLflow, and summarise.
+
+    ``stage`` names the run in ``_runs``: the evaluation's rolling-origin models are recorded as
+    ``train_fold``, so they never become the model that scoring picks by default.
+    """
+    conf = settings.train
+    rows = training_rows(spark, settings)
+    inputs = {
+        "sequences": settings.table_path("sequences"),
+        "sequences_version": rows.view_version,
+        "until": str(conf.until or ""),
+        "validation": rows.validation,
+        "mode": conf.mode,
+    }
+    with stage_run(spark, settings, stage, **inputs) as summary:
+        val_sample = arrays(
+            _sample(rows.val, conf.val_sample_rows, rows.n_val, conf.seed).toPandas(),
+            **_shape(settings),
+            horizons_days=settings.horizons_days,
+        )
+        fingerprint = _fingerprint(settings, rows.view_version, rows.validation)
+        storage = Storage.for_settings(settings)
+        checkpoints = storage.uri("_checkpoints", fingerprint)
+        if fresh:
+            storage.remove(checkpoints)
+        mlflow.set_tracking_uri(tracking_uri(settings))
+        mlflow.set_experiment(conf.experiment)
+        with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
+            run_id = active.info.run_id
+            artifacts = RunArtifacts(storage, checkpoints, storage.uri("_tensorboard", run_id), storage.uri("_models", run_id))
+            plan = training_plan(settings, rows, artifacts, run_id)
+            params = {"validated_by": rows.validation, "train_rows": rows.n_train, "val_rows": rows.n_val, "fingerprint": fingerprint}
+            mlflow.log_params({**conf.model_dump(mode="json"), **params})
+            results = fit_everywhere(spark, settings, rows, artifacts, plan, val_sample)
+            recency = auc_by_horizon(recency_score(val_sample[0]), val_sample[1], settings.horizons_days)
+            registered = _log_to_mlflow(settings, plan, artifacts, results[0], recency)
+        _summarise(summary, rows, results, recency)
+        summary.inputs["num_proc"] = results[0]["size"]
+        summary.outputs = {
+            "model": artifacts.model,
+            "mlflow_run_id": run_id,
+            "registered_model": registered,
+            "mlflow_tracking_uri": tracking_uri(settings),
+            "checkpoints": str(checkpoints),
+        }
     return summary
 
 

@@ -23,10 +23,10 @@ from model.network import LossWeights, ModelShape, Normalisation
 class RunPlan:
     """Everything a rank needs besides the data; plain values, so it pickles to executors."""
 
-    shape: dict
+    shape: ModelShape
     feature_spec: dict
-    loss_weights: dict
-    normalisation: dict
+    loss_weights: LossWeights
+    normalisation: Normalisation
     epochs: int
     batch_size: int
     learning_rate: float
@@ -45,10 +45,6 @@ class RunPlan:
     on_epoch_end: Callable[[int, dict], None] | None = None
 
 
-def _normalisation(plan: RunPlan) -> Normalisation:
-    return Normalisation(**{k: np.asarray(v, np.float32) for k, v in plan.normalisation.items()})
-
-
 def build_model(plan: RunPlan, learning_rate: float, optimizer_wrapper=None):  # noqa: ANN001, ANN201
     """The compiled model of ``plan``; ``optimizer_wrapper`` is Horovod's DistributedOptimizer."""
     import tensorflow as tf
@@ -58,8 +54,7 @@ def build_model(plan: RunPlan, learning_rate: float, optimizer_wrapper=None):  #
     if plan.mixed_precision:
         # bfloat16 needs no loss scaling; the decay head computes in float32 (see network.py).
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    shape = ModelShape(**{**plan.shape, "horizons_days": tuple(plan.shape["horizons_days"])})
-    model = InterestDecayModel(shape, _normalisation(plan), LossWeights(**plan.loss_weights))
+    model = InterestDecayModel(plan.shape, plan.normalisation, plan.loss_weights)
     optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
     model.compile(optimizer=optimizer_wrapper(optimizer) if optimizer_wrapper else optimizer)
     return model
@@ -113,7 +108,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
     tf.random.set_seed(plan.seed + hvd.rank())
-    to_model = _batch_reader(plan.shape["n_windows"], plan.shape["n_window_features"], plan.shape["n_static"])
+    to_model = _batch_reader(plan.shape.n_windows, plan.shape.n_window_features, plan.shape.n_static)
     model = build_model(plan, plan.learning_rate * hvd.size(), hvd.DistributedOptimizer)
     chief = hvd.rank() == 0
     listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn] if chief else []
@@ -146,7 +141,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     # The learned parameters only: loss trackers are per-rank running means and may differ.
     weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for w in model.trainable_weights))
     if chief:
-        save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec, plan.training_facts)
+        save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
     return {"rank": hvd.rank(), "size": hvd.size(), "fit": asdict(result), "seconds": seconds, "weights_digest": weights_digest}
 
 
@@ -176,5 +171,5 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
         average_from_epoch=plan.average_from_epoch,
     )
     seconds = time.perf_counter() - started
-    save_model(model, plan.model_dir, _normalisation(plan), plan.feature_spec, plan.training_facts)
+    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
     return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds}

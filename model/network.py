@@ -78,10 +78,10 @@ def fit_normalisation(x: np.ndarray, mask: np.ndarray, static: np.ndarray) -> No
     real = np.log1p(np.maximum(x[mask.astype(bool)], 0.0))
     logged_static = np.log1p(np.maximum(static, 0.0))
     return Normalisation(
-        x_mean=real.mean(axis=0),
-        x_var=np.maximum(real.var(axis=0), 1e-6),
-        static_mean=logged_static.mean(axis=0),
-        static_var=np.maximum(logged_static.var(axis=0), 1e-6),
+        x_mean=real.mean(axis=0).astype(np.float32),
+        x_var=np.maximum(real.var(axis=0), 1e-6).astype(np.float32),
+        static_mean=logged_static.mean(axis=0).astype(np.float32),
+        static_var=np.maximum(logged_static.var(axis=0), 1e-6).astype(np.float32),
     )
 
 

@@ -11,6 +11,7 @@ from jobs.config import Settings, load_settings
 from jobs.spark import build_spark_session, configure_object_store
 
 from object_store import S3Server, s3_server
+from shops import SHOP, TrainedShop, build_shop, shop_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,3 +53,11 @@ def s3(spark: SparkSession) -> S3Server:
     with s3_server() as server:
         configure_object_store(spark)
         yield server
+
+
+@pytest.fixture(scope="session")
+def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> TrainedShop:
+    """One generated shop for the suite (tests/shops.py: 1,500 users), built and trained once."""
+    root = tmp_path_factory.mktemp("shop")
+    trained = build_shop(spark, shop_settings(root, *SHOP), trained=True)
+    return TrainedShop(root, trained)

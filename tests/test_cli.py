@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +8,6 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.storage import Storage
-
-from object_store import S3Server
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = str(REPO / "conf" / "local.yaml")
@@ -93,62 +87,8 @@ def test_a_spark_error_is_one_line_too_and_the_traceback_is_there_on_debug(spark
     assert debug.exit_code == 2 and "Traceback" in debug.output
 
 
-@pytest.mark.slow
-def test_console_script_runs_the_whole_pipeline_on_s3(spark: SparkSession, s3: S3Server, tmp_path: Path) -> None:
-    """The README's pipeline command in its own process with the cluster profile, the lakehouse
-    and the raw files on an S3 server (s3a:// for Spark, s3fs for the models and reports), the
-    endpoint and credentials from the environment; spark-submit with a file:/// lakehouse:
-    tests/test_cluster.py."""
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, **s3.env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    overrides = [
-        "--set",
-        f"lakehouse={s3.uri('cli-lake')}",
-        "--set",
-        f"generator.output={s3.uri('cli-raw')}",
-        "--set",
-        f"storage.cache_dir={tmp_path / 'cache'}",
-        # What spark-submit would give on a cluster: a master, Delta, small shuffles for 300 users.
-        "--set",
-        "spark.master=local[2]",
-        "--set",
-        "spark.delta_jars=local",
-        "--set",
-        "spark.conf.spark.driver.memory=1g",
-        "--set",
-        "spark.conf.spark.sql.shuffle.partitions=4",
-        "--set",
-        "generator.output_files=2",
-        "--set",
-        "train.until=2026-03-30",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "evaluate.folds=0",
-    ]
-    run = subprocess.run(
-        [str(bin_dir / "interest-decay"), "run", "--conf", str(REPO / "conf" / "cluster.yaml"), "--users", "300", *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    generated, ingested, sessionized, featured, trained, scored, evaluated = _summaries(run.stdout)
-    assert ingested["counts"]["written"] == generated["counts"]["events"] > 0
-    assert sessionized["counts"]["events"] == generated["counts"]["events"]
-    assert featured["counts"]["sequences"] > 0
-    assert trained["metrics"]["processes"] == 2
-    assert scored["counts"]["scored"] == scored["counts"]["users"] > 0
-    assert evaluated["inputs"]["out_of_time"] is True and evaluated["counts"]["methods"] == 10
-    assert "[7/7] evaluate" in run.stderr
-    assert f"evaluation report: {evaluated['outputs']['report']}" in run.stderr.replace("\n", "")
-    # Every artifact is in the bucket, none in the working folder.
-    storage = Storage(s3.uri("cli-lake"), str(tmp_path / "cache"))
-    assert trained["outputs"]["model"] == storage.uri("_models", trained["outputs"]["mlflow_run_id"])
-    assert storage.is_published(trained["outputs"]["model"]) and storage.exists(trained["outputs"]["checkpoints"] + "/checkpoint")
-    assert evaluated["outputs"]["report"].startswith(s3.uri("cli-lake", "_reports")) and storage.exists(evaluated["outputs"]["report"])
-    assert spark.read.format("delta").load(scored["outputs"]["scores"]).count() == scored["counts"]["scored"]
-    # Outside the bucket only the local cache (fetched copies, MLflow's file store) holds files.
-    assert [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0] != "cache"] == []
+def test_run_refuses_an_unknown_or_backwards_part_of_the_pipeline() -> None:
+    unknown = CliRunner().invoke(app, ["run", "--conf", LOCAL, "--from", "trian"])
+    assert unknown.exit_code == 2 and "'trian' is not a stage" in unknown.output
+    backwards = CliRunner().invoke(app, ["run", "--conf", LOCAL, "--from", "score", "--to", "train"])
+    assert backwards.exit_code == 2 and "score comes after train" in backwards.output

@@ -13,7 +13,9 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 @pytest.mark.parametrize("profile", ["local", "cluster", "cluster-gpu", "databricks"])
 def test_every_shipped_profile_is_valid(profile: str) -> None:
     settings = load_settings(CONF / f"{profile}.yaml")
-    assert isinstance(settings, Settings)
+    # What a run records as its effective configuration reads back as the same settings.
+    assert Settings.model_validate(settings.model_dump()) == settings
+    assert settings.table_path("events").endswith("/events")
 
 
 def test_local_profile_matches_the_documented_defaults() -> None:

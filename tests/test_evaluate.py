@@ -18,7 +18,7 @@ from jobs.config import Settings
 from jobs.report import SECTIONS, ReportData, write_report
 from model.evaluation import METHODS
 
-from shops import build_shop, shop_settings
+from shops import TrainedShop
 
 
 def _report_data(with_latent: bool) -> ReportData:
@@ -110,30 +110,10 @@ def test_report_renders_every_section(tmp_path: Path, with_latent: bool) -> None
     assert "RuntimeError: pareto_nbd did not fit on 300 users" in page
 
 
-def _settings(root: Path, *overrides: str) -> Settings:
-    # Validated on a share of the users, as the identifiable and CDNOW profiles are: every as-of
-    # date up to `until` trains, so the faded users asked about at the evaluation date are in the
-    # training and the expected visits are calibrated within the 30% checked below.
-    return shop_settings(
-        root,
-        "generator.users=1500",
-        "train.mode=single",
-        "train.epochs=6",
-        "evaluate.folds=1",
-        "evaluate.fold_epochs=1",
-        "evaluate.bootstrap_rounds=50",
-        "evaluate.baseline_rows=5000",
-        "train.validation=users",
-        *overrides,
-    )
-
-
 @pytest.fixture(scope="module")
-def settings(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A generated shop with its view and a model trained until 2026-03-30 (local.yaml's train.until)."""
-    settings = _settings(tmp_path_factory.mktemp("evaluate"))
-    build_shop(spark, settings, trained=True)
-    return settings
+def settings(shop: TrainedShop) -> Settings:
+    """The shared shop, its model trained until 2026-03-30 (local.yaml's train.until)."""
+    return shop.settings()
 
 
 def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSession, settings: Settings) -> None:

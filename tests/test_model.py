@@ -230,15 +230,19 @@ def test_one_averaged_epoch_is_exactly_that_epoch(tmp_path: Path) -> None:
 
 
 def test_saved_model_gives_the_same_scores_without_custom_code(tmp_path: Path) -> None:
-    inputs, _ = _toy(64)
+    """Round trip of a trained model: its users' curves differ, and the SavedModel keeps them."""
+    inputs, targets = _toy(256)
     model = _model(inputs)
-    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
+    fit(model, as_dataset(inputs, targets, 64), epochs=2, steps_per_epoch=8, checkpoint_dir=str(tmp_path / "checkpoints"))
+    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])  # what _model built it with
+    inputs = {k: v[:64] for k, v in inputs.items()}
     path = save_model(model, tmp_path / "model", norm, {"window_features": ["sessions"]})
     scorer = Scorer(path)
     scores = scorer(inputs)
     direct = model.predict_curves(inputs, tf.constant(DECAY_CURVE_DAYS, tf.float32))
     np.testing.assert_allclose(scores["p_active"], direct["p_active"].numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["decay_curve"], direct["decay_curve"].numpy(), rtol=1e-5)
+    assert np.std(scores["p_active"][:, -1]) > 0.01  # trained: the users' chances differ
     assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
     assert scorer.feature_spec == {"window_features": ["sessions"]}
 

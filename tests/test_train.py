@@ -1,11 +1,11 @@
-"""Training on generated data with a known decay: one process, resume, and Horovod with two ranks."""
+"""Training on the shared shop: what one process learns, and resuming. Horovod with two ranks on
+executors: tests/test_cluster.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
@@ -13,7 +13,7 @@ from jobs import train
 from jobs.config import Settings
 from model.export import Scorer
 
-from shops import build_shop, shop_settings
+from shops import SHOP, TrainedShop, shop_settings
 
 
 def test_auto_ranks_are_the_task_slots_spark_offers() -> None:
@@ -25,20 +25,16 @@ def test_auto_ranks_are_the_task_slots_spark_offers() -> None:
         train.ranks_for(0, parallelism=16)
 
 
-@pytest.fixture(scope="module")
-def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3,000 generated users over 120 days, ingested and turned into the sequences view."""
-    root = tmp_path_factory.mktemp("train")
-    build_shop(spark, _settings(root))
-    return root
+def _settings(shop: TrainedShop, root: Path, *overrides: str) -> Settings:
+    """A copy of the shared shop's view under ``root`` (so these runs never become the model the
+    score and evaluate tests pick), its settings with ``overrides``."""
+    shop.copy(root, only=("sequences",))
+    return shop_settings(root, *SHOP, "train.batch_size=128", "train.hidden_units=16", *overrides)
 
 
-def _settings(root: Path, *overrides: str) -> Settings:
-    return shop_settings(root, "generator.users=3000", "train.batch_size=128", "train.hidden_units=16", *overrides)
-
-
-def test_the_model_learns_the_decay_better_than_recency(spark: SparkSession, lakehouse: Path) -> None:
-    summary = train.run(spark, _settings(lakehouse, "train.mode=single", "train.epochs=4", "train.experiment=learns"))
+def test_the_model_learns_the_decay_better_than_recency(shop: TrainedShop) -> None:
+    """The shared shop's training (one process, six epochs, validated on a fifth of the users)."""
+    summary = shop.trained
     metrics = summary.metrics
     assert summary.counts["epochs_run"] >= 2
     for h in (7, 30):
@@ -51,10 +47,11 @@ def test_the_model_learns_the_decay_better_than_recency(spark: SparkSession, lak
     assert (Path(summary.outputs["model"]).parent.parent / "_tensorboard").is_dir()
 
 
-def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, lakehouse: Path) -> None:
+def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: TrainedShop, tmp_path: Path) -> None:
     """Validated by a share of the users, with weight averaging carried over the resume."""
     settings = _settings(
-        lakehouse,
+        shop,
+        tmp_path,
         "train.mode=single",
         "train.experiment=resume",
         "train.seed=5",
@@ -74,17 +71,3 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, lakehou
     more = train.run(spark, settings)
     assert (more.inputs["resumed_from_epoch"], more.counts["epochs_run"], more.counts["last_epoch"]) == (1, 1, 2)
     assert more.counts["averaged_epochs"] == 2
-
-
-def test_horovod_on_spark_with_two_processes(spark: SparkSession, lakehouse: Path) -> None:
-    settings = _settings(
-        lakehouse, "train.mode=horovod", "train.num_proc=2", "train.epochs=2", "train.experiment=horovod", "train.average_from_epoch=1"
-    )
-    summary = train.run(spark, settings, fresh=True)
-    assert summary.metrics["processes"] == 2
-    assert summary.metrics["rank_weight_spread"] == 0.0  # every rank ends with the same averaged weights
-    assert (summary.counts["epochs_run"], summary.counts["averaged_epochs"]) == (2, 2)
-    assert summary.metrics["val_auc_30d"] > 0.6
-    scores = Scorer(summary.outputs["model"])
-    zeros = {"x": np.zeros((2, 12, 12), np.float32), "mask": np.ones((2, 12), np.float32), "static": np.zeros((2, 5), np.float32)}
-    assert scores(zeros)["p_active"].shape == (2, 3)
