@@ -81,12 +81,7 @@ def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | 
         if row[0] is None:
             raise ValueError(f"the view has no as-of date on or after the model's train.until {until}")
         return row[0]
-    unknown = F.col("censored") & (F.col("days_to_next") < max(horizons_days))
-    complete = view.groupBy("as_of_date").agg(F.count(F.when(unknown, 1)).alias("unknown")).where("unknown = 0")
-    row = complete.agg(F.max("as_of_date")).first()
-    if row[0] is None:
-        raise ValueError(f"no as-of date has its {max(horizons_days)}-day labels yet: the events span too little time")
-    return row[0]
+    return train_job.validation_date(view, max(horizons_days))
 
 
 def _sample(rows: DataFrame, limit: int, seed: int) -> DataFrame:

@@ -44,13 +44,14 @@ log = logging.getLogger(__name__)
 
 
 def validation_date(view: DataFrame, longest_horizon: int) -> dt.date:
-    """The latest as-of date whose longest-horizon label is known for every user.
+    """The latest as-of date whose ``longest_horizon``-day label is known for every user (any
+    horizon: a label is unknown where no return was seen and the data end sooner).
 
-    Later dates know only the users who already came back (the rest are null), which would
-    make a biased validation set.
+    Later dates know only the users who already came back, which would make a biased
+    validation set, or a biased evaluation.
     """
-    label = F.col(f"active_{longest_horizon}d")
-    complete = view.groupBy("as_of_date").agg(F.count(F.when(label.isNull(), 1)).alias("unknown")).where("unknown = 0")
+    unknown = F.col("censored") & (F.col("days_to_next") < longest_horizon)
+    complete = view.groupBy("as_of_date").agg(F.count(F.when(unknown, 1)).alias("unknown")).where("unknown = 0")
     row = complete.agg(F.max("as_of_date")).first()
     if row is None or row[0] is None:
         raise ValueError(f"no as-of date has its {longest_horizon}-day labels yet: the events span too little time")
@@ -285,15 +286,10 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     ``train_fold``, so they never become the model that scoring picks by default.
     """
     conf = settings.train
-    rows = training_rows(spark, settings)
-    inputs = {
-        "sequences": settings.table_path("sequences"),
-        "sequences_version": rows.view_version,
-        "until": str(conf.until or ""),
-        "validation": rows.validation,
-        "mode": conf.mode,
-    }
+    inputs = {"sequences": settings.table_path("sequences"), "until": str(conf.until or ""), "mode": conf.mode}
     with stage_run(spark, settings, stage, **inputs) as summary:
+        rows = training_rows(spark, settings)
+        summary.inputs.update(sequences_version=rows.view_version, validation=rows.validation)
         val_sample = arrays(
             _sample(rows.val, conf.val_sample_rows, rows.n_val, conf.seed).toPandas(),
             **_shape(settings),

@@ -22,35 +22,37 @@ DECAY_CURVE_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
 
 
 class _Serving(tf.Module):
+    """The two serving functions and the variables they read. The Keras model is closed over,
+    not kept as an attribute, so saving traces these two functions only: not every layer's
+    call for Keras's own format, nor the optimizer's slots (which made a save take seconds)."""
+
     def __init__(self, model: InterestDecayModel) -> None:
         super().__init__()
-        self.model = model
+        self.weights_read = list(model.weights)
         shape = model.shape_spec
-        self.serve = tf.function(
-            self._serve,
-            input_signature=[
-                tf.TensorSpec([None, shape.n_windows, shape.n_window_features], tf.float32, name="x"),
-                tf.TensorSpec([None, shape.n_windows], tf.float32, name="mask"),
-                tf.TensorSpec([None, shape.n_static], tf.float32, name="static"),
-            ],
-        )
+        k = shape.n_components
+        signature = [
+            tf.TensorSpec([None, shape.n_windows, shape.n_window_features], tf.float32, name="x"),
+            tf.TensorSpec([None, shape.n_windows], tf.float32, name="mask"),
+            tf.TensorSpec([None, shape.n_static], tf.float32, name="static"),
+        ]
 
-        self.p_active = tf.function(self._p_active, input_signature=self.serve.input_signature)
+        def serve(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
+            out = model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
+            out["return_median_days"] = decay.return_median_days(out["decay_params"], k)
+            out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
+            out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0)
+            out["interest_now"] = decay.interest_now(out["decay_params"], k)
+            return out
 
-    def _p_active(self, x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
-        """P(active within each horizon) alone: what explaining a score asks for, many times over."""
-        out = self.model({"x": x, "mask": mask, "static": static}, training=False)
-        horizons = tf.constant([list(self.model.shape_spec.horizons_days)], tf.float32)
-        return {"p_active": 1.0 - decay.survival(out["params"], horizons, self.model.shape_spec.n_components)}
+        def p_active(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
+            """P(active within each horizon) alone: what explaining a score asks for, many times over."""
+            out = model({"x": x, "mask": mask, "static": static}, training=False)
+            horizons = tf.constant([list(shape.horizons_days)], tf.float32)
+            return {"p_active": 1.0 - decay.survival(out["params"], horizons, k)}
 
-    def _serve(self, x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
-        out = self.model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
-        k = self.model.shape_spec.n_components
-        out["return_median_days"] = decay.return_median_days(out["decay_params"], k)
-        out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
-        out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0)
-        out["interest_now"] = decay.interest_now(out["decay_params"], k)
-        return out
+        self.serve = tf.function(serve, input_signature=signature)
+        self.p_active = tf.function(p_active, input_signature=signature)
 
 
 def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation, feature_spec: dict, training: dict | None = None) -> Path:

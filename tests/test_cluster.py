@@ -46,7 +46,7 @@ def test_train_and_score_through_spark_submit_on_a_standalone_cluster_with_the_l
         f"storage.cache_dir={tmp_path / 'cache'}",
         "train.mode=horovod",
         "train.num_proc=2",
-        "train.epochs=2",
+        "train.epochs=1",
         "train.average_from_epoch=1",
         "train.validation=users",
         "train.until=2026-03-02",  # fewer as-of dates than the shop trained on: a smaller, quicker run
@@ -94,8 +94,8 @@ def test_train_and_score_through_spark_submit_on_a_standalone_cluster_with_the_l
     assert (trained["stage"], scored["stage"]) == ("train", "score")
     assert trained["metrics"]["processes"] == 2  # two Horovod ranks, one in each worker's executor
     assert trained["metrics"]["rank_weight_spread"] == 0.0  # every rank ends with the same averaged weights
-    assert (trained["counts"]["epochs_run"], trained["counts"]["averaged_epochs"]) == (2, 2)
-    assert trained["metrics"]["val_auc_30d"] > 0.6
+    assert (trained["counts"]["epochs_run"], trained["counts"]["averaged_epochs"]) == (1, 1)
+    assert trained["metrics"]["val_auc_7d"] > 0.6
     latest = spark.read.format("delta").load(str(shop.root / "lakehouse" / "sequences")).agg({"as_of_date": "max"}).first()[0]
     users = spark.read.format("delta").load(str(shop.root / "lakehouse" / "sequences")).where(f"as_of_date = '{latest}'").count()
     assert scored["counts"]["scored"] == scored["counts"]["users"] == users  # the pandas UDF on the executors

@@ -150,7 +150,9 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     assert sum(tiers) == summary.counts["users"] and tiers[0] == pytest.approx(0.2 * sum(tiers), abs=2)
 
     # The same evaluation again replaces its slice: nothing is duplicated.
-    again = evaluate.run(spark, settings.model_copy(update={"evaluate": settings.evaluate.model_copy(update={"folds": 0})}))
+    # (a smaller one: no rolling origin, 300 users, a short bootstrap; the slice is the same)
+    smaller = {"folds": 0, "max_users": 300, "bootstrap_rounds": 20}
+    again = evaluate.run(spark, settings.model_copy(update={"evaluate": settings.evaluate.model_copy(update=smaller)}))
     rows = spark.read.format("delta").load(settings.table_path("evaluations"))
     assert rows.count() == len(METHODS) * 3
     assert rows.select("evaluation_run_id").distinct().collect()[0][0] == again.run_id

@@ -59,6 +59,8 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: T
         "train.validation=users",
         "train.validation_users=0.2",
         "train.average_from_epoch=1",
+        "train.until=2026-03-02",
+        "train.batch_size=512",
     )
     first = train.run(spark, settings, fresh=True)
     assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"], first.counts["averaged_epochs"]) == (0, 1, 1)

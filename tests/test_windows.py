@@ -147,7 +147,7 @@ def test_category_interest_shows_what_is_fading(spark: SparkSession) -> None:
 
 
 def test_features_job_on_generated_data(spark: SparkSession, settings: Settings) -> None:
-    settings.generator.users = 200
+    settings.generator.users = 100
     settings.generator.days = 60
     generated = generate.run(spark, settings)
     ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
