@@ -228,6 +228,9 @@ class EvaluateSettings(_Strict):
     folds: int = Field(2, ge=0)
     fold_step_days: int | None = Field(None, gt=0)
     fold_epochs: int = Field(3, gt=0)
+    # Each rolling origin retrains the model on the whole view up to it: with more users than
+    # this at the evaluation date they are left out (the report says so); raise it to keep them.
+    folds_max_users: int = Field(100_000, gt=0)
     bootstrap_rounds: int = Field(300, gt=10)
     # Users explained one by one in the report (the most at risk).
     explain_users: int = Field(10, ge=0)

@@ -167,6 +167,27 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), notes
 
 
+def rolling_origin_count(conf: EvaluateSettings, users: int) -> tuple[int, list[str]]:
+    """(how many rolling origins to retrain at, notes for the report): ``evaluate.folds``, or none
+    when the evaluation date has more than ``evaluate.folds_max_users`` users."""
+    if conf.folds and users > conf.folds_max_users:
+        return 0, [
+            f"rolling origins left out: {users:,} users at the evaluation date, more than evaluate.folds_max_users "
+            f"({conf.folds_max_users:,}); each origin retrains the model"
+        ]
+    return conf.folds, []
+
+
+def folds_for(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int], users: int) -> tuple[pd.DataFrame, list[str]]:
+    """The rolling-origin metrics and notes, when :func:`rolling_origin_count` keeps any origin."""
+    count, notes = rolling_origin_count(settings.evaluate, users)
+    if not count:
+        for note in notes:
+            log.warning(note)
+        return pd.DataFrame(), notes
+    return rolling_origins(view, settings, as_of, horizons)
+
+
 def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int) -> pd.DataFrame:
     """The comparison table plus, on each baseline's row, the model's AUC minus the baseline's
     with a 95% paired-bootstrap interval (same users resampled for both)."""
@@ -426,7 +447,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     }
     with stage_run(spark, settings, "evaluate", rate=("users", "users"), **inputs) as summary:
         main = evaluate_at(view, settings, target.as_of, target.path, horizons)
-        folds, notes = rolling_origins(view, settings, target.as_of, horizons) if conf.folds else (pd.DataFrame(), [])
+        folds, notes = folds_for(view, settings, target.as_of, horizons, len(main.user_ids))
         main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
         scorer = load_scorer(target.path)
         # The tiers as `score` sets them: P(active) over the view's longest horizon.

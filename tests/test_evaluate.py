@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import evaluate
-from jobs.config import Settings
+from jobs.config import EvaluateSettings, Settings
 from jobs.report import SECTIONS, ReportData, write_report
 from model.evaluation import METHODS
 
@@ -161,6 +161,17 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     assert rows.count() == len(METHODS) * 3
     assert rows.select("evaluation_run_id").distinct().collect()[0][0] == again.run_id
     assert rows.where(F.col("as_of_date") != "2026-03-30").count() == 0
+
+
+def test_rolling_origins_are_left_out_above_a_size_and_the_report_says_so() -> None:
+    conf = EvaluateSettings(folds=2, folds_max_users=1000)
+    assert evaluate.rolling_origin_count(conf, 1000) == (2, [])
+    count, notes = evaluate.rolling_origin_count(conf, 1001)
+    assert count == 0 and notes == [
+        "rolling origins left out: 1,001 users at the evaluation date, more than evaluate.folds_max_users (1,000); "
+        "each origin retrains the model"
+    ]
+    assert evaluate.rolling_origin_count(EvaluateSettings(folds=0, folds_max_users=10), 50) == (0, [])
 
 
 def test_evaluate_refuses_a_date_whose_labels_are_not_known(spark: SparkSession, settings: Settings) -> None:
