@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from rich.progress import track
 
-from contract import STATIC_FEATURES, WINDOW_FEATURES
+from contract import STATIC_FEATURES
 from features.windows import censor_at
 from jobs import train as train_job
 from jobs.config import EvaluateSettings, Settings
@@ -35,7 +35,7 @@ from jobs.runs import RunSummary, stage_run, tracking_uri
 from jobs.score import check_model_fits, local_model, resolve_model
 from jobs.storage import Storage
 from jobs.tables import latest_version, require_table, table_exists, write_slice
-from model.data import arrays, flat_columns
+from model.data import flat_columns
 from model.evaluation import (
     METHODS,
     Predictions,
@@ -89,11 +89,6 @@ def _sample(rows: DataFrame, limit: int, seed: int) -> DataFrame:
     return rows.orderBy(F.xxhash64("user_id", F.lit(seed))).limit(limit)
 
 
-def _arrays(frame: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
-    shape = dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
-    return arrays(frame, **shape, horizons_days=settings.horizons_days)
-
-
 def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path: str, horizons: list[int]) -> Evaluated:
     """Every method on the users of ``as_of``: the model at ``model_path`` and the baselines
     fitted on what was known then."""
@@ -105,11 +100,11 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     )
     if rows.empty:
         raise ValueError(f"the view has no users at {as_of}")
-    inputs, targets = _arrays(rows, settings)
+    inputs, targets = train_job.view_arrays(rows, settings)
     labels = labels_within(targets, horizons)
     history = _sample(censor_at(view, as_of, settings.horizons_days, settings.features.window_days), conf.baseline_rows, conf.seed)
     history_frame = history.selectExpr(*flat_columns(settings.horizons_days)).toPandas()
-    history_inputs, history_targets = _arrays(history_frame, settings)
+    history_inputs, history_targets = train_job.view_arrays(history_frame, settings)
     log.info("evaluating %d users at %s; baselines learn from %d earlier rows", len(rows), as_of, len(history_targets["censored"]))
     scorer = load_scorer(model_path)
     outputs = scorer(inputs)

@@ -207,13 +207,12 @@ def validated_events(spark: SparkSession, settings: Settings, path: str, mapping
 def write_events(spark: SparkSession, settings: Settings, events: DataFrame, summary: RunSummary) -> dict[str, int]:
     """Insert the new events into ``events`` and the bad rows into ``events_quarantine``, each
     stamped with the run; the counts by outcome (read = written + already ingested + quarantined)."""
-    events_table = ensure_table(spark, settings.table_path("events"), EVENTS_SCHEMA, partitioned_by=["event_date"], change_feed=True)
+    events_path = settings.table_path("events")
+    events_table = ensure_table(spark, events_path, EVENTS_SCHEMA, partitioned_by=["event_date"], change_feed=True)
     quarantine_table = ensure_table(spark, settings.table_path("events_quarantine"), QUARANTINE_SCHEMA)
     # Pinned to the version before this run's MERGE, so a recomputed partition classifies alike.
-    version = latest_version(spark, settings.table_path("events"))
-    existing = (
-        spark.read.format("delta").option("versionAsOf", version).load(settings.table_path("events")).select("event_id", "source_file")
-    )
+    version = latest_version(spark, events_path)
+    existing = spark.read.format("delta").option("versionAsOf", version).load(events_path).select("event_id", "source_file")
     classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}

@@ -180,9 +180,11 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         model_scores, final, thresholds = scores_frame(spark, settings, rows, as_of, (model_uri, model_version), summary.started_at)
         scores_path = settings.table_path("scores")
         slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
-        # mergeSchema: a newer version may add score columns to a table older runs wrote.
-        write_slice(spark, final, scores_path, slice_predicate, merge_schema=True)
-        model_scores.unpersist()
+        try:
+            # mergeSchema: a newer version may add score columns to a table older runs wrote.
+            write_slice(spark, final, scores_path, slice_predicate, merge_schema=True)
+        finally:
+            model_scores.unpersist()
 
         written = spark.read.format("delta").load(scores_path).where(slice_predicate)
         tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}

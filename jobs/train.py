@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -170,6 +171,11 @@ def _shape(settings: Settings) -> dict:
     return dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
 
 
+def view_arrays(frame: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
+    """(inputs, targets) arrays of the view's flat rows in ``frame``, shaped as ``settings`` say."""
+    return arrays(frame, **_shape(settings), horizons_days=settings.horizons_days)
+
+
 def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifacts, mlflow_run_id: str) -> RunPlan:
     """What every rank needs besides the data: the model's shape and loss, the normalisation
     fitted on a sample of the training rows, the schedule, and where the artifacts go."""
@@ -177,11 +183,7 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
     from model.network import LossWeights, ModelShape
 
     conf = settings.train
-    sample, _ = arrays(
-        _sample(rows.train, conf.normalisation_sample_rows, rows.n_train, conf.seed).toPandas(),
-        **_shape(settings),
-        horizons_days=settings.horizons_days,
-    )
+    sample, _ = view_arrays(_sample(rows.train, conf.normalisation_sample_rows, rows.n_train, conf.seed).toPandas(), settings)
     return RunPlan(
         shape=ModelShape(
             **_shape(settings),
@@ -232,8 +234,7 @@ def fit_everywhere(
             val_sample=val_sample,
             rank_body=train_on_rank,
         )
-    shape = dict(**_shape(settings), horizons_days=settings.horizons_days)
-    train, val = arrays(rows.train.toPandas(), **shape), arrays(rows.val.toPandas(), **shape)
+    train, val = view_arrays(rows.train.toPandas(), settings), view_arrays(rows.val.toPandas(), settings)
     return [artifacts.train(train_in_process, plan, train, val, val_sample)]
 
 
@@ -290,11 +291,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     with stage_run(spark, settings, stage, **inputs) as summary:
         rows = training_rows(spark, settings)
         summary.inputs.update(sequences_version=rows.view_version, validation=rows.validation)
-        val_sample = arrays(
-            _sample(rows.val, conf.val_sample_rows, rows.n_val, conf.seed).toPandas(),
-            **_shape(settings),
-            horizons_days=settings.horizons_days,
-        )
+        val_sample = view_arrays(_sample(rows.val, conf.val_sample_rows, rows.n_val, conf.seed).toPandas(), settings)
         fingerprint = _fingerprint(settings, rows.view_version, rows.validation)
         storage = Storage.for_settings(settings)
         checkpoints = storage.uri("_checkpoints", fingerprint)
