@@ -4,6 +4,8 @@
     .venv/bin/python bench/pipeline.py --users 20000 --users 200000  # 1M and 10M events
     .venv/bin/python bench/pipeline.py --users 1000000 --skip evaluate
     .venv/bin/python bench/pipeline.py --users 300 --master spark://127.0.0.1:7077 --root s3a://bucket/bench
+    .venv/bin/python bench/pipeline.py --users 200000 --keep /data/bench --skip train --skip score --skip evaluate
+    .venv/bin/python bench/pipeline.py --users 200000 --keep /data/bench --from train   # the same shop, later stages
 
 ``--master`` runs the stages against a cluster (for example a standalone master and two workers
 started with pyspark's own ``bin/spark-class``); ``--root`` puts the lakehouse and the raw files
@@ -85,8 +87,12 @@ def _stages(spark: SparkSession, settings: Settings) -> Iterator[tuple[str, Call
         generated.append(generate.run(spark, settings))
         return generated[0]
 
+    def run_ingest() -> RunSummary:
+        raw = generated[0].outputs["events"] if generated else f"{settings.generator.output.rstrip('/')}/events"
+        return ingest.run(spark, settings, input_path=raw, preset="generator")
+
     yield "generate", run_generate
-    yield "ingest", lambda: ingest.run(spark, settings, input_path=generated[0].outputs["events"], preset="generator")
+    yield "ingest", run_ingest
     yield "sessionize", lambda: sessionize.run(spark, settings)
     yield "features", lambda: build_features.run(spark, settings)
     yield "train", lambda: train.run(spark, settings)
@@ -94,10 +100,24 @@ def _stages(spark: SparkSession, settings: Settings) -> Iterator[tuple[str, Call
     yield "evaluate", lambda: evaluate.run(spark, settings)
 
 
-def run_size(users: int, skip: list[str], driver_memory: str, master: str | None = None, root: str | None = None) -> list[dict]:
+@contextmanager
+def _workdir(users: int, keep: Path | None) -> Iterator[str]:
+    """A scratch folder removed afterwards, or ``keep/users-<n>`` kept for a later run's stages."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix=f"bench-pipeline-{users}-") as scratch:
+            yield scratch
+        return
+    folder = keep.resolve() / f"users-{users}"
+    folder.mkdir(parents=True, exist_ok=True)
+    yield str(folder)
+
+
+def run_size(
+    users: int, skip: list[str], driver_memory: str, master: str | None = None, root: str | None = None, keep: Path | None = None
+) -> list[dict]:
     """The pipeline at ``users`` generated users; one result per stage run."""
     results: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix=f"bench-pipeline-{users}-") as scratch:
+    with _workdir(users, keep) as scratch:
         where = f"{root.rstrip('/')}/{Path(scratch).name}" if root else scratch
         settings = load_settings(
             CONF,
@@ -112,7 +132,8 @@ def run_size(users: int, skip: list[str], driver_memory: str, master: str | None
         )
         with spark_session(settings.spark) as spark:
             memory = PeakMemory(spark)
-            events = 0
+            # The events a kept shop already holds, when this run starts after generate.
+            events = 0 if "generate" not in skip else spark.read.format("delta").load(settings.table_path("events")).count()
             for name, stage in _stages(spark, settings):
                 if name in skip:
                     continue
@@ -151,16 +172,26 @@ def main(
     driver_memory: Annotated[str, typer.Option(help="spark.driver.memory for the local JVM.")] = "12g",
     master: Annotated[str | None, typer.Option(help="Spark master URL (default: conf/local.yaml's local[*]).")] = None,
     root: Annotated[str | None, typer.Option(help="Folder or URI for the lakehouse and raw files (default: a temp folder).")] = None,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep each size's shop in KEEP/users-<n> (instead of a temp folder), for a later --from.")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First stage to run, on the shop a previous --keep run left.")] = None,
 ) -> None:
     """Run the pipeline at each size and record every stage's figures."""
     unknown = sorted(set(skip) - set(STAGES))
     if unknown:
         raise typer.BadParameter(f"unknown stage(s) {unknown}; stages are {list(STAGES)}", param_hint="--skip")
-    if any(stage in skip for stage in ("generate", "ingest", "features")):
-        raise typer.BadParameter("generate, ingest and features feed every later stage", param_hint="--skip")
+    if start is not None:
+        if start not in STAGES:
+            raise typer.BadParameter(f"unknown stage {start!r}; stages are {list(STAGES)}", param_hint="--from")
+        if keep is None:
+            raise typer.BadParameter("--from runs on a kept shop: give --keep too", param_hint="--from")
+        skip = [*skip, *STAGES[: STAGES.index(start)]]
+    elif any(stage in skip for stage in ("generate", "ingest", "features")):
+        raise typer.BadParameter("generate, ingest and features feed every later stage (use --keep and --from)", param_hint="--skip")
     logging.basicConfig(level=logging.WARNING)
     for size in users:
-        run_size(size, skip, driver_memory, master, root)
+        run_size(size, skip, driver_memory, master, root, keep)
 
 
 if __name__ == "__main__":

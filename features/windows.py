@@ -265,6 +265,20 @@ def split_by_users(view: DataFrame, fraction: float, seed: int = 0) -> tuple[Dat
     return view.where(~held_out), view.where(held_out)
 
 
+def rows_per_as_of(rows: DataFrame, per_date: dict[dt.date, int], limit: int, seed: int = 0) -> DataFrame:
+    """About ``limit`` rows of each as-of date (``per_date`` counts them), the users picked by a
+    seeded hash: a filter, no sort or shuffle, and the same users whatever the partitioning."""
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    share = F.lit(1.0)
+    for as_of, count in per_date.items():
+        if count > limit:
+            share = F.when(F.col("as_of_date") == F.lit(as_of), F.lit(limit / count)).otherwise(share)
+    # A uniform draw in [0, 1) per (user, date) from the hash.
+    draw = F.pmod(F.xxhash64("user_id", "as_of_date", F.lit(seed)), F.lit(1 << 30)) / F.lit(float(1 << 30))
+    return rows.where(draw < share)
+
+
 def category_interest(
     events: DataFrame,
     *,

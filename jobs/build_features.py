@@ -118,13 +118,20 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         latest = as_of_dates[-1]
         interest_path = _write_category_interest(spark, settings, events, latest)
 
-        written = spark.read.format("delta").load(view_path).where(replaced)
+        # The view's counts in one pass (count of a column counts its non-null values).
+        written = (
+            spark.read.format("delta")
+            .load(view_path)
+            .where(replaced)
+            .agg(F.count(F.lit(1)).alias("sequences"), *[F.count(f"active_{h}d").alias(f"labelled_{h}d") for h in settings.horizons_days])
+            .first()
+            .asDict()
+        )
         summary.counts = {
             "events": span["n"],
             "user_windows": windows.count(),
             "as_of_dates": len(as_of_dates),
-            "sequences": written.count(),
-            **{f"labelled_{h}d": written.where(F.col(f"active_{h}d").isNotNull()).count() for h in settings.horizons_days},
+            **written,
             "category_interest": spark.read.format("delta").load(interest_path).where(f"as_of_date = '{latest}'").count(),
         }
         summary.outputs = {"user_windows": windows_path, "sequences": view_path, "category_interest": interest_path}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from rich.progress import track
 
 from contract import STATIC_FEATURES
 from features.windows import censor_at
@@ -48,13 +47,15 @@ from model.evaluation import (
     spearman_by_sessions,
     visits_calibration,
 )
-from model.metrics import paired_bootstrap_auc
+from model.metrics import auc_gain_intervals
 from model.scoring import drivers, load_scorer, read_metadata, risk_tier, typical_user
 
 log = logging.getLogger(__name__)
 
 EVALUATIONS_TABLE = "evaluations"
 IMPORTANCE_USERS = 20_000
+# The per-user maximum-likelihood reference fits each user alone: a seeded sample above this.
+TRUTH_USERS = 20_000
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Evaluated:
     model_outputs: dict[str, np.ndarray]  # everything the saved model returns for these users
     days_to_return: np.ndarray  # inf for the users not back by the end of the data
     future_sessions: np.ndarray  # users x future windows, -1 where not observed
+    population: int  # users at the date, of whom up to evaluate.max_users are evaluated
+    history_rows: int  # earlier rows the hazard baselines learned from
 
 
 def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | None) -> dt.date:
@@ -93,11 +96,9 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     """Every method on the users of ``as_of``: the model at ``model_path`` and the baselines
     fitted on what was known then."""
     conf = settings.evaluate
-    rows = (
-        _sample(view.where(F.col("as_of_date") == F.lit(as_of)), conf.max_users, conf.seed)
-        .selectExpr(*flat_columns(settings.horizons_days))
-        .toPandas()
-    )
+    at_date = view.where(F.col("as_of_date") == F.lit(as_of))
+    rows = _sample(at_date, conf.max_users, conf.seed).selectExpr(*flat_columns(settings.horizons_days)).toPandas()
+    population = at_date.count() if len(rows) == conf.max_users else len(rows)  # counted only when the sample is full
     if rows.empty:
         raise ValueError(f"the view has no users at {as_of}")
     inputs, targets = train_job.view_arrays(rows, settings)
@@ -105,12 +106,25 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     history = _sample(censor_at(view, as_of, settings.horizons_days, settings.features.window_days), conf.baseline_rows, conf.seed)
     history_frame = history.selectExpr(*flat_columns(settings.horizons_days)).toPandas()
     history_inputs, history_targets = train_job.view_arrays(history_frame, settings)
-    log.info("evaluating %d users at %s; baselines learn from %d earlier rows", len(rows), as_of, len(history_targets["censored"]))
+    log.info(
+        "evaluating %d of the %d users at %s; hazard baselines learn from %d earlier rows",
+        len(rows),
+        population,
+        as_of,
+        len(history_targets["censored"]),
+    )
     scorer = load_scorer(model_path)
     outputs = scorer(inputs)
     by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
     baselines, failures = fit_baselines(
-        history_inputs, history_targets, inputs, horizons, settings.features.window_days, conf.seed, history_frame["user_id"].to_numpy()
+        history_inputs,
+        history_targets,
+        inputs,
+        horizons,
+        settings.features.window_days,
+        conf.seed,
+        history_frame["user_id"].to_numpy(),
+        conf.btyd_fit_users,
     )
     predictions = Predictions(list(horizons), {**by_method, **baselines}, failures)
     days_to_return = np.where(targets["censored"] > 0.5, np.inf, targets["days_to_next"]).astype(np.float64)
@@ -124,6 +138,8 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
         outputs,
         days_to_return,
         targets["future_sessions"],
+        population,
+        len(history_targets["censored"]),
     )
 
 
@@ -183,23 +199,33 @@ def folds_for(view: DataFrame, settings: Settings, as_of: dt.date, horizons: lis
     return rolling_origins(view, settings, as_of, horizons)
 
 
-def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int) -> pd.DataFrame:
+def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int, max_users: int) -> pd.DataFrame:
     """The comparison table plus, on each baseline's row, the model's AUC minus the baseline's
-    with a 95% paired-bootstrap interval (same users resampled for both)."""
-    gains = []
-    rows = list(evaluated.table.itertuples())
-    for row in track(
-        rows, description=f"bootstrap of AUC gains ({rounds} rounds x {len(rows)} rows)", transient=True, disable=not sys.stderr.isatty()
-    ):
-        if row.method == "model" or row.status != "ok":
-            gains.append({"difference": np.nan, "low": np.nan, "high": np.nan})
-            continue
-        labels, h = evaluated.labels[row.horizon_days], row.horizon_days
-        gains.append(
-            paired_bootstrap_auc(labels, evaluated.predictions.at("model", h), evaluated.predictions.at(row.method, h), rounds, seed)
+    with a 95% paired-bootstrap interval (the same users resampled for every method), on a
+    seeded sample of ``max_users`` users when there are more."""
+    users = len(evaluated.user_ids)
+    sample = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False)) if users > max_users else np.arange(users)
+    gains = {}
+    for h in evaluated.predictions.horizons_days:
+        at_h = evaluated.table[(evaluated.table["horizon_days"] == h) & (evaluated.table["status"] == "ok")]
+        others = {m: evaluated.predictions.at(m, h)[sample] for m in at_h["method"] if m != "model"}
+        started = time.perf_counter()
+        found = auc_gain_intervals(evaluated.labels[h][sample], evaluated.predictions.at("model", h)[sample], others, rounds, seed)
+        log.info(
+            "bootstrap of AUC gains at %d days: %d rounds x %d methods on %d users in %.1f s",
+            h,
+            rounds,
+            len(others),
+            len(sample),
+            time.perf_counter() - started,
         )
-    gains = pd.DataFrame(gains, index=evaluated.table.index)
-    return evaluated.table.assign(model_auc_gain=gains["difference"], model_auc_gain_low=gains["low"], model_auc_gain_high=gains["high"])
+        gains.update({(m, h): g for m, g in found.items()})
+    nothing = {"difference": np.nan, "low": np.nan, "high": np.nan}
+    table = pd.DataFrame(
+        [gains.get((m, h), nothing) for m, h in zip(evaluated.table["method"], evaluated.table["horizon_days"], strict=True)],
+        index=evaluated.table.index,
+    )
+    return evaluated.table.assign(model_auc_gain=table["difference"], model_auc_gain_low=table["low"], model_auc_gain_high=table["high"])
 
 
 def _headline(table_h: pd.DataFrame, h: int) -> dict[str, object]:
@@ -276,34 +302,38 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), decay, metrics
 
 
-def truth_comparison(spark: SparkSession, settings: Settings, evaluated: Evaluated, truth_tau: np.ndarray) -> tuple[pd.DataFrame, dict]:
+def truth_comparison(
+    spark: SparkSession, settings: Settings, evaluated: Evaluated, truth_tau: np.ndarray, members: np.ndarray
+) -> tuple[pd.DataFrame, dict]:
     """Predicted interest half-lives against the generator's (tau ln 2), next to the achievable
     reference: the generator's process fitted to each user by maximum likelihood from the
-    sessions before the as-of date. (table by past sessions, metrics)."""
+    sessions before the as-of date; for the evaluated users at the indices ``members``.
+    (table by past sessions, metrics)."""
     from features.sessions import session_offsets
     from model.reference import fit_decay_mle
 
     as_of = dt.datetime.combine(evaluated.as_of, dt.time())
+    user_ids = evaluated.user_ids[members]
     events = spark.read.format("delta").load(settings.table_path("events"))
-    users = spark.createDataFrame(pd.DataFrame({"user_id": evaluated.user_ids}))
+    users = spark.createDataFrame(pd.DataFrame({"user_id": user_ids}))
     offsets = session_offsets(events.join(users, "user_id"), as_of, settings.sessions.gap_minutes).toPandas().set_index("user_id")
-    offsets = offsets.reindex(evaluated.user_ids)
+    offsets = offsets.reindex(user_ids)
     has_history = offsets["span_days"].notna().to_numpy()
-    reference = np.full(len(evaluated.user_ids), np.nan)
+    reference = np.full(len(user_ids), np.nan)
     if has_history.any():
         fit = fit_decay_mle(
             [np.asarray(o, np.float64) for o in offsets["offsets_days"][has_history]], offsets["span_days"][has_history].to_numpy()
         )
         reference[has_history] = fit.interest_half_life_days
     outputs = evaluated.model_outputs
-    past_sessions = evaluated.inputs["static"][:, STATIC_FEATURES.index("total_sessions")]
+    past_sessions = evaluated.inputs["static"][members, STATIC_FEATURES.index("total_sessions")]
     table = spearman_by_sessions(
         {
-            "model": outputs["interest_half_life_days"],
+            "model": outputs["interest_half_life_days"][members],
             "reference_mle": reference,
-            "return_median (contrast)": outputs["return_median_days"],
+            "return_median (contrast)": outputs["return_median_days"][members],
         },
-        truth_tau * np.log(2.0),
+        truth_tau[members] * np.log(2.0),
         past_sessions,
     )
     overall = table.iloc[0]
@@ -315,15 +345,18 @@ def truth_comparison(spark: SparkSession, settings: Settings, evaluated: Evaluat
     return table, metrics
 
 
-def truth_section(spark: SparkSession, settings: Settings, main: Evaluated) -> tuple[np.ndarray | None, pd.DataFrame, dict]:
+def truth_section(spark: SparkSession, settings: Settings, main: Evaluated, seed: int = 0) -> tuple[np.ndarray | None, pd.DataFrame, dict]:
     """On generated data (a ``truth`` table whose users match): (each user's true time constant,
-    the half-life comparison by past sessions, its metrics); elsewhere (None, empty, {})."""
+    the half-life comparison by past sessions on up to TRUTH_USERS of them, its metrics);
+    elsewhere (None, empty, {})."""
     truth_tau = _truth_tau(spark, settings, main.user_ids)
     if truth_tau is None:
         return None, pd.DataFrame(), {}
     # The interest half-life (the excess rate halves) is what the generator's time constant
     # sets; the median wait for the next visit is shown for contrast.
-    table, metrics = truth_comparison(spark, settings, main, truth_tau)
+    users = len(main.user_ids)
+    members = np.arange(users) if users <= TRUTH_USERS else np.sort(np.random.default_rng(seed).choice(users, TRUTH_USERS, replace=False))
+    table, metrics = truth_comparison(spark, settings, main, truth_tau, members)
     return truth_tau, table, metrics
 
 
@@ -382,6 +415,20 @@ def model_under_test(
             "the model was not trained with train.until <= %s: it may have seen these labels (not an out-of-time evaluation)", chosen.as_of
         )
     return chosen
+
+
+def sample_sizes(main: Evaluated, conf: EvaluateSettings) -> str:
+    """The users (or rows) each part of the evaluation saw, for the report."""
+    users = len(main.user_ids)
+    evaluated = f"{users:,} of the {main.population:,} users at the date" + (
+        f" (a seeded sample: evaluate.max_users {conf.max_users:,})" if users < main.population else ""
+    )
+    return (
+        f"model, baselines and metrics on {evaluated}; paired bootstrap on {min(users, conf.bootstrap_users):,}; "
+        f"BG/NBD and Pareto/NBD fitted on {min(users, conf.btyd_fit_users):,}; hazard baselines on {main.history_rows:,} earlier rows; "
+        f"permutation importance on {min(users, IMPORTANCE_USERS):,}; half-lives against the truth (generated data) on "
+        f"{min(users, TRUTH_USERS):,}"
+    )
 
 
 def headline_metrics(main: Evaluated, horizons: list[int], tiers: np.ndarray) -> dict[str, object]:
@@ -443,18 +490,19 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     with stage_run(spark, settings, "evaluate", rate=("users", "users"), **inputs) as summary:
         main = evaluate_at(view, settings, target.as_of, target.path, horizons)
         folds, notes = folds_for(view, settings, target.as_of, horizons, len(main.user_ids))
-        main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed)
+        main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed, conf.bootstrap_users)
         scorer = load_scorer(target.path)
         # The tiers as `score` sets them: P(active) over the view's longest horizon.
         tier_p = scorer.p_active_from(main.model_outputs["decay_params"], [max(settings.horizons_days)])[:, 0]
         thresholds = settings.score.thresholds(lambda probabilities: np.quantile(tier_p, probabilities))
         tiers = risk_tier(tier_p, *thresholds)
         calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days)
-        truth_tau, truth_table, truth_metrics = truth_section(spark, settings, main)
+        truth_tau, truth_table, truth_metrics = truth_section(spark, settings, main, conf.seed)
         metrics = {**headline_metrics(main, horizons, tiers), **visit_metrics, **truth_metrics}
         importance, explained_users = explain(scorer, main, conf, horizons[-1])
         facts = {
             "model trained until": str(target.trained_until or "(not set)"),
+            "sample sizes": sample_sizes(main, conf),
             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
             **metrics,
         }

@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from contract import STATIC_FEATURES, WINDOW_FEATURES, view_spec
-from features.windows import censor_at, split_by_users
+from features.windows import censor_at, rows_per_as_of, split_by_users
 from jobs.config import Settings, TrainSettings
 from jobs.runs import RunSummary, stage_run, tracking_uri
 from jobs.storage import Storage
@@ -148,6 +148,7 @@ class TrainingRows:
     val: DataFrame
     n_train: int
     n_val: int
+    n_available: int  # training rows before train.max_rows_per_as_of
 
 
 def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
@@ -159,12 +160,26 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
     known = censor_at(view, conf.until, horizons, window_days) if conf.until else view
     training, validating, validation = split(known, conf, horizons, window_days)
-    train_df = training.selectExpr(*flat_columns(horizons, with_user_id=False))
-    val_df = validating.selectExpr(*flat_columns(horizons, with_user_id=False))
-    n_train, n_val = train_df.count(), val_df.count()
+    # Rows per as-of date: the counts of the run, and what train.max_rows_per_as_of bounds.
+    train_per_date, val_per_date = _rows_by_date(training), _rows_by_date(validating)
+    n_available = sum(train_per_date.values())
+    limit = conf.max_rows_per_as_of
+    if limit is not None and max([*train_per_date.values(), *val_per_date.values(), 0]) > limit:
+        training = rows_per_as_of(training, train_per_date, limit, conf.seed)
+        validating = rows_per_as_of(validating, val_per_date, limit, conf.seed)
+        n_train, n_val = training.count(), validating.count()
+        log.info("training on %d of %d rows (train.max_rows_per_as_of %d)", n_train, n_available, limit)
+    else:
+        n_train, n_val = n_available, sum(val_per_date.values())
     if n_train == 0 or n_val == 0:
         raise ValueError(f"the split by {validation} leaves {n_train} training and {n_val} validation rows")
-    return TrainingRows(version, validation, train_df, val_df, n_train, n_val)
+    train_df = training.selectExpr(*flat_columns(horizons, with_user_id=False))
+    val_df = validating.selectExpr(*flat_columns(horizons, with_user_id=False))
+    return TrainingRows(version, validation, train_df, val_df, n_train, n_val, n_available)
+
+
+def _rows_by_date(rows: DataFrame) -> dict[dt.date, int]:
+    return {row["as_of_date"]: row["count"] for row in rows.groupBy("as_of_date").count().collect()}
 
 
 def _shape(settings: Settings) -> dict:
@@ -259,6 +274,7 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
     history = fit["history"]
     summary.counts = {
         "train_rows": rows.n_train,
+        "train_rows_available": rows.n_available,
         "val_rows": rows.n_val,
         "epochs_run": fit["last_epoch"] - fit["first_epoch"],
         "last_epoch": fit["last_epoch"],

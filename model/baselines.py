@@ -62,16 +62,22 @@ class BuyTillYouDie:
             raise ValueError(f"penalizers must be one or more non-negative numbers, got {penalizers!r}")
         self.kind, self.penalizers = kind, tuple(penalizers)
         self.penalizer: float | None = None
+        self._alive_of: tuple[np.ndarray, np.ndarray] | None = None  # (static inputs, their P(alive))
 
     def _fitter(self, penalizer: float):  # noqa: ANN202 - a lifetimes fitter
         from lifetimes import BetaGeoFitter, ParetoNBDFitter
 
         return BetaGeoFitter(penalizer_coef=penalizer) if self.kind == "bgnbd" else ParetoNBDFitter(penalizer_coef=penalizer)
 
-    def fit(self, inputs: dict) -> BuyTillYouDie:
-        """Fit on every user's (frequency, recency, age), raising the penalizer until the fit
-        converges to finite parameters; RuntimeError naming each attempt if none does."""
+    def fit(self, inputs: dict, max_users: int | None = None, seed: int = 0) -> BuyTillYouDie:
+        """Fit on every user's (frequency, recency, age), or on a seeded sample of ``max_users``
+        of them, raising the penalizer until the fit converges to finite parameters;
+        RuntimeError naming each attempt if none does."""
         frequency, recency, age = frequency_recency_age(inputs)
+        given = len(frequency)
+        if max_users is not None and given > max_users:
+            pick = np.sort(np.random.default_rng(seed).choice(given, max_users, replace=False))
+            frequency, recency, age = frequency[pick], recency[pick], age[pick]
         # Pareto/NBD's default start is random (lifetimes draws it unseeded); one fixed start
         # keeps the baseline the same from run to run. Its parameters are on lifetimes' scaled
         # time (the oldest user's age is 1), where 1 is a sane order of magnitude.
@@ -93,7 +99,7 @@ class BuyTillYouDie:
                 attempts.append(f"penalizer {penalizer}: parameters or P(alive) not finite")
                 continue
             self.fitter, self.penalizer = fitter, penalizer
-            log.info("%s: fitted on %d users with penalizer %s", self.kind, len(frequency), penalizer)
+            log.info("%s: fitted on %d of %d users with penalizer %s", self.kind, len(frequency), given, penalizer)
             return self
         raise RuntimeError(f"{self.kind} did not fit on {len(frequency)} users: " + "; ".join(attempts))
 
@@ -106,7 +112,7 @@ class BuyTillYouDie:
                 # No session in (T, T + h] means dropped out already, or alive with no arrival:
                 # 1 - P(alive) * (1 - ((alpha + T) / (alpha + T + h)) ** (r + x)).
                 r, alpha = self.fitter.params_["r"], self.fitter.params_["alpha"]
-                alive = self.fitter.conditional_probability_alive(frequency, recency, age)
+                alive = self.p_alive(inputs)
                 columns.append(alive * (1.0 - ((alpha + age) / (alpha + age + h)) ** (r + frequency)))
             else:
                 none = self.fitter.conditional_probability_of_n_purchases_up_to_time(0, h, frequency, recency, age)
@@ -121,8 +127,12 @@ class BuyTillYouDie:
         )
 
     def p_alive(self, inputs: dict) -> np.ndarray:
-        """P(the user has not dropped out), the same for every horizon."""
-        return np.asarray(self.fitter.conditional_probability_alive(*frequency_recency_age(inputs)), dtype=np.float64)
+        """P(the user has not dropped out), the same for every horizon; kept for the last inputs
+        (BG/NBD's P(active) and the P(alive) score both need it, and it is the costly part)."""
+        if self._alive_of is None or self._alive_of[0] is not inputs["static"]:
+            alive = np.asarray(self.fitter.conditional_probability_alive(*frequency_recency_age(inputs)), dtype=np.float64)
+            self._alive_of = (inputs["static"], alive)
+        return self._alive_of[1]
 
 
 def person_periods(targets: dict, period_days: float, n_periods: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -115,12 +115,14 @@ def fit_baselines(
     period_days: float,
     seed: int = 0,
     history_customers: np.ndarray | None = None,
+    btyd_fit_users: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Every baseline fitted on what was known at the evaluation date, predicting ``inputs``:
     (scores by method, reason by failed method).
 
     BG/NBD and Pareto/NBD are fitted on the evaluated users' own histories (as they are meant
-    to be) and give three scores each: P(active within h), expected sessions and P(alive); the
+    to be; on a seeded sample of ``btyd_fit_users`` of them when there are more) and give three
+    scores each, for every user: P(active within h), expected sessions and P(alive); the
     hazard models learn from ``history`` rows (earlier as-of dates, labels censored at the
     evaluation date; ``history_customers`` names each row's customer, for LightGBM's early
     stopping on held-out customers). A baseline whose fit fails, or whose scores are not all finite, is left
@@ -139,7 +141,7 @@ def fit_baselines(
         )
     for kind in ("bgnbd", "pareto_nbd"):
         try:
-            fitted = BuyTillYouDie(kind).fit(inputs)
+            fitted = BuyTillYouDie(kind).fit(inputs, btyd_fit_users, seed)
         except Exception as exc:  # noqa: BLE001 - as in _attempt
             for method in (kind, f"{kind}_expected_sessions", f"{kind}_p_alive"):
                 failures[method] = _reason(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from contract import STATIC_FEATURES, WINDOW_FEATURES
@@ -19,7 +20,7 @@ from model.evaluation import (
     spearman_by_sessions,
     visits_calibration,
 )
-from model.metrics import binary_metrics, gains_curve, paired_bootstrap_auc
+from model.metrics import _RankedScores, binary_metrics, gains_curve, paired_bootstrap_auc
 from model.scoring import drivers, risk_tier, tier_thresholds
 
 LABELS = np.array([1.0, 0.0, 1.0, 0.0])
@@ -63,8 +64,18 @@ def test_gains_curve_and_paired_bootstrap() -> None:
     good = labels + rng.normal(0, 0.5, 500)
     same = paired_bootstrap_auc(labels, good, good, rounds=50)
     assert (same["difference"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
-    better = paired_bootstrap_auc(labels, good, rng.normal(size=500), rounds=100)
+    other = rng.normal(size=500)
+    better = paired_bootstrap_auc(labels, good, other, rounds=100)
     assert better["low"] > 0.2 and better["low"] <= better["difference"] <= better["high"]
+    # A resample counted as weights gives scikit-learn's AUC of the repeated rows.
+    pick = rng.integers(0, 500, 500)
+    weights = np.bincount(pick, minlength=500).astype(float)
+    assert _RankedScores(np.round(good, 1)).auc(labels, weights) == pytest.approx(roc_auc_score(labels[pick], np.round(good, 1)[pick]))
+    # Tied scores (rounded) count one half, as in scikit-learn.
+    tied = np.round(good), np.round(other)
+    assert paired_bootstrap_auc(labels, *tied, rounds=20)["difference"] == pytest.approx(
+        roc_auc_score(labels, tied[0]) - roc_auc_score(labels, tied[1])
+    )
 
 
 def test_labels_within_horizons_and_unknown_labels() -> None:
@@ -135,6 +146,9 @@ def test_buy_till_you_die_baselines(kind: str) -> None:
     assert (p >= 0).all() and (p <= 1).all() and (p[:, 1] >= p[:, 0]).all()
     assert roc_auc_score(labels[7], p[:, 0]) > 0.85
     assert roc_auc_score(labels[7], recency_rule(inputs)) > 0.85
+    # Fitted on a sample of 500 users, it scores all 1,500 and ranks them as the full fit does.
+    sampled = BuyTillYouDie(kind).fit(inputs, max_users=500, seed=1).p_active_within(inputs, [7, 30])
+    assert sampled.shape == p.shape and spearmanr(sampled[:, 0], p[:, 0]).statistic > 0.95
 
 
 def _one_visit_heavy_shop(n: int, seed: int) -> tuple[dict, dict]:
@@ -156,7 +170,7 @@ def test_a_failed_baseline_is_named_and_the_others_are_still_judged() -> None:
     # The hazard models learn from history rows; here nobody in them came back, so they cannot fit.
     history = {k: v[:300] for k, v in inputs.items()}
     no_returns = {"days_to_next": np.full(300, 60.0), "censored": np.ones(300)}
-    scores, failures = fit_baselines(history, no_returns, inputs, [7, 30], 7.0)
+    scores, failures = fit_baselines(history, no_returns, inputs, [7, 30], 7.0, btyd_fit_users=300)
     assert set(scores) | set(failures) == set(METHODS) - {"model"} and not set(scores) & set(failures)
     for kind in ("logistic_rfm", "lightgbm"):
         assert failures[kind] == f"ValueError: {kind}: the training rows have no returns to learn from"

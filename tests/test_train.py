@@ -48,7 +48,8 @@ def test_the_model_learns_the_decay_better_than_recency(shop: TrainedShop) -> No
 
 
 def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: TrainedShop, tmp_path: Path) -> None:
-    """Validated by a share of the users, with weight averaging carried over the resume."""
+    """Validated by a share of the users, with weight averaging carried over the resume, and a
+    bounded number of training rows per as-of date."""
     settings = _settings(
         shop,
         tmp_path,
@@ -61,14 +62,19 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: T
         "train.average_from_epoch=1",
         "train.until=2026-03-02",
         "train.batch_size=512",
+        "train.max_rows_per_as_of=600",
     )
     first = train.run(spark, settings, fresh=True)
     assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"], first.counts["averaged_epochs"]) == (0, 1, 1)
     assert first.inputs["validation"] == "users:0.2"
     # Users split: every as-of date before `until` trains or validates, about a fifth validates.
     view = spark.read.format("delta").load(settings.table_path("sequences")).where(f"as_of_date < '{settings.train.until}'")
-    assert first.counts["train_rows"] + first.counts["val_rows"] == view.count()
+    assert first.counts["train_rows_available"] + first.counts["val_rows"] == view.count()
     assert 0.15 < first.counts["val_rows"] / view.count() < 0.25
+    # At most about 600 training rows of each date (train.max_rows_per_as_of) are kept.
+    per_date = view.groupBy("as_of_date").count().collect()
+    assert first.counts["train_rows"] < first.counts["train_rows_available"]
+    assert first.counts["train_rows"] < 1.1 * sum(min(0.8 * r["count"], 600) for r in per_date)
     settings.train.epochs = 2
     more = train.run(spark, settings)
     assert (more.inputs["resumed_from_epoch"], more.counts["epochs_run"], more.counts["last_epoch"]) == (1, 1, 2)

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from features.synthetic import synthetic_events, user_truth
-from features.windows import category_interest, censor_at, sequences, split_by_users, user_windows
+from features.windows import category_interest, censor_at, rows_per_as_of, sequences, split_by_users, user_windows
 from jobs import build_features as features_job
 from jobs import generate, ingest
 from jobs.config import GeneratorSettings, Settings
@@ -211,3 +211,17 @@ def test_split_by_users_keeps_each_user_on_one_side(spark: SparkSession) -> None
     assert {r["user_id"] for r in split_by_users(view, 0.1, seed=4)[1].collect()} != val_users
     with pytest.raises(ValueError, match="fraction"):
         split_by_users(view, 1.0)
+
+
+def test_rows_per_as_of_bounds_each_date(spark: SparkSession) -> None:
+    busy, quiet = dt.date(2026, 5, 4), dt.date(2026, 5, 11)
+    rows = [(f"u{i}", busy) for i in range(4000)] + [(f"u{i}", quiet) for i in range(100)]
+    view = spark.createDataFrame(rows, "user_id string, as_of_date date")
+    kept = rows_per_as_of(view, {busy: 4000, quiet: 100}, limit=500, seed=1)
+    by_date = {r["as_of_date"]: r["count"] for r in kept.groupBy("as_of_date").count().collect()}
+    assert by_date[quiet] == 100  # under the limit: every row
+    assert 410 < by_date[busy] < 590  # 500 of 4,000 give or take four standard deviations
+    # The same rows whatever the partitioning.
+    assertDataFrameEqual(rows_per_as_of(view.repartition(5), {busy: 4000, quiet: 100}, limit=500, seed=1), kept)
+    with pytest.raises(ValueError, match="limit"):
+        rows_per_as_of(view, {busy: 4000}, limit=0)
