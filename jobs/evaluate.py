@@ -489,7 +489,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
     }
     with stage_run(spark, settings, "evaluate", rate=("users", "users"), **inputs) as summary:
         main = evaluate_at(view, settings, target.as_of, target.path, horizons)
-        folds, notes = folds_for(view, settings, target.as_of, horizons, len(main.user_ids))
+        folds, notes = folds_for(view, settings, target.as_of, horizons, main.population)
         main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed, conf.bootstrap_users)
         scorer = load_scorer(target.path)
         # The tiers as `score` sets them: P(active) over the view's longest horizon.

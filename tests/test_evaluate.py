@@ -161,6 +161,9 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     assert rows.count() == len(METHODS) * 3
     assert rows.select("evaluation_run_id").distinct().collect()[0][0] == again.run_id
     assert rows.where(F.col("as_of_date") != "2026-03-30").count() == 0
+    # A sample of the users says so in the report, with the population it was drawn from.
+    assert again.counts["users"] == 300
+    assert f"300 of the {int(model_30d['users']):,} users at the date (a seeded sample" in Path(again.outputs["report"]).read_text()
 
 
 def test_rolling_origins_are_left_out_above_a_size_and_the_report_says_so() -> None:
