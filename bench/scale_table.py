@@ -13,8 +13,6 @@ from typing import Annotated
 import typer
 from results_file import RESULTS_DIR
 
-STAGES = ("generate", "ingest", "sessionize", "features", "train", "score", "evaluate")
-
 
 def latest_by_size(lines: list[dict], sizes: list[int] | None) -> dict[int, dict[str, dict]]:
     """{users: {stage: the last local-mode line recorded for it}} (later lines win)."""
@@ -31,7 +29,9 @@ def markdown(table: dict[int, dict[str, dict]]) -> str:
     rows = ["| stage | users | events | seconds | µs per event | per event vs smallest | peak RSS (MiB) | peak JVM heap (MiB) |"]
     rows.append("|---|---|---|---|---|---|---|---|")
     smallest = next(iter(table.values()), {})
-    for stage in STAGES:
+    # The stages in the order the bench runs them, which is the order it first recorded them.
+    stages = dict.fromkeys(stage for by_stage in table.values() for stage in by_stage)
+    for stage in stages:
         for users, stages in table.items():
             line = stages.get(stage)
             if line is None or not line["events"]:

@@ -34,7 +34,7 @@ from jobs.runs import RunSummary, stage_run, tracking_uri
 from jobs.score import check_model_fits, local_model, resolve_model
 from jobs.storage import Storage
 from jobs.tables import latest_version, require_table, table_exists, write_slice
-from model.data import flat_columns
+from model.data import flat_columns, sample_indices
 from model.evaluation import (
     METHODS,
     Predictions,
@@ -203,8 +203,7 @@ def with_auc_gain_intervals(evaluated: Evaluated, rounds: int, seed: int, max_us
     """The comparison table plus, on each baseline's row, the model's AUC minus the baseline's
     with a 95% paired-bootstrap interval (the same users resampled for every method), on a
     seeded sample of ``max_users`` users when there are more."""
-    users = len(evaluated.user_ids)
-    sample = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False)) if users > max_users else np.arange(users)
+    sample = sample_indices(len(evaluated.user_ids), max_users, seed)
     gains = {}
     for h in evaluated.predictions.horizons_days:
         at_h = evaluated.table[(evaluated.table["horizon_days"] == h) & (evaluated.table["status"] == "ok")]
@@ -354,9 +353,7 @@ def truth_section(spark: SparkSession, settings: Settings, main: Evaluated, seed
         return None, pd.DataFrame(), {}
     # The interest half-life (the excess rate halves) is what the generator's time constant
     # sets; the median wait for the next visit is shown for contrast.
-    users = len(main.user_ids)
-    members = np.arange(users) if users <= TRUTH_USERS else np.sort(np.random.default_rng(seed).choice(users, TRUTH_USERS, replace=False))
-    table, metrics = truth_comparison(spark, settings, main, truth_tau, members)
+    table, metrics = truth_comparison(spark, settings, main, truth_tau, sample_indices(len(main.user_ids), TRUTH_USERS, seed))
     return truth_tau, table, metrics
 
 

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from contract import STATIC_FEATURES
+from model.data import sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,8 @@ class BuyTillYouDie:
         RuntimeError naming each attempt if none does."""
         frequency, recency, age = frequency_recency_age(inputs)
         given = len(frequency)
-        if max_users is not None and given > max_users:
-            pick = np.sort(np.random.default_rng(seed).choice(given, max_users, replace=False))
-            frequency, recency, age = frequency[pick], recency[pick], age[pick]
+        pick = sample_indices(given, max_users, seed)
+        frequency, recency, age = frequency[pick], recency[pick], age[pick]
         # Pareto/NBD's default start is random (lifetimes draws it unseeded); one fixed start
         # keeps the baseline the same from run to run. Its parameters are on lifetimes' scaled
         # time (the oldest user's age is 1), where 1 is a sane order of magnitude.

@@ -65,3 +65,11 @@ def arrays(
 def recency_score(inputs: dict) -> np.ndarray:
     """The recency rule as a score: the sooner the last event, the likelier a return."""
     return -inputs["static"][:, 1]
+
+
+def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of a seeded sample of ``limit`` of ``n`` rows, in order; all ``n`` when there are
+    no more than ``limit`` (or ``limit`` is None)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
