@@ -32,8 +32,8 @@ def markdown(table: dict[int, dict[str, dict]]) -> str:
     # The stages in the order the bench runs them, which is the order it first recorded them.
     stages = dict.fromkeys(stage for by_stage in table.values() for stage in by_stage)
     for stage in stages:
-        for users, stages in table.items():
-            line = stages.get(stage)
+        for users, by_stage in table.items():
+            line = by_stage.get(stage)
             if line is None or not line["events"]:
                 continue
             cost = 1e6 * line["seconds"] / line["events"]

@@ -119,15 +119,19 @@ def recompute_from(changed: DataFrame, sessions: DataFrame, gap_minutes: float =
     )
 
 
-def session_offsets(events: DataFrame, as_of: dt.datetime, gap_minutes: float = 30.0) -> DataFrame:
+def session_offsets(sessions: DataFrame, as_of: dt.datetime) -> DataFrame:
     """Per user with a session before ``as_of``: ``span_days`` from the first session start to
     ``as_of`` and ``offsets_days``, the days from the first session start to each later one
-    (the data a per-user fit of the decay process reads; nothing at or after ``as_of``)."""
-    starts = (
-        number_sessions(events.where(F.col("event_time") < F.lit(as_of)), gap_minutes)
-        .where("starts_session")
-        .select("user_id", F.unix_micros("event_time").alias("start_us"))
-    )
+    (the data a per-user fit of the decay process reads; nothing at or after ``as_of``).
+
+    ``sessions`` needs ``user_id`` and ``session_start``, as :func:`sessionize` and the sessions
+    table give them: a session's start depends only on earlier events, so the sessions that
+    start before ``as_of`` are those of the events before it.
+    """
+    missing = {"user_id", "session_start"} - set(sessions.columns)
+    if missing:
+        raise ValueError(f"sessions lacks columns {sorted(missing)}")
+    starts = sessions.where(F.col("session_start") < F.lit(as_of)).select("user_id", F.unix_micros("session_start").alias("start_us"))
     day_us = 86_400 * 1_000_000
     per_user = starts.groupBy("user_id").agg(F.min("start_us").alias("first_us"), F.sort_array(F.collect_list("start_us")).alias("starts"))
     return per_user.select(

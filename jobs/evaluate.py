@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from contract import STATIC_FEATURES
+from features.sessions import number_sessions, session_offsets
 from features.windows import censor_at
 from jobs import train as train_job
 from jobs.config import EvaluateSettings, Settings
@@ -33,7 +34,7 @@ from jobs.report import ReportData, write_report
 from jobs.runs import RunSummary, stage_run, tracking_uri
 from jobs.score import check_model_fits, local_model, resolve_model
 from jobs.storage import Storage
-from jobs.tables import latest_version, require_table, table_exists, write_slice
+from jobs.tables import last_commit_metadata, latest_version, require_table, table_exists, write_slice
 from model.data import flat_columns, sample_indices
 from model.evaluation import (
     METHODS,
@@ -87,24 +88,36 @@ def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | 
     return train_job.validation_date(view, max(horizons_days))
 
 
-def _sample(rows: DataFrame, limit: int, seed: int) -> DataFrame:
-    # A hash of the user id, not sample(): the same users whatever the partitioning.
-    return rows.orderBy(F.xxhash64("user_id", F.lit(seed))).limit(limit)
+def _sample(rows: DataFrame, columns: list[str], limit: int, available: int, seed: int) -> pd.DataFrame:
+    """``columns`` of up to ``limit`` of the ``available`` rows: those whose user ids hash lowest
+    (not sample(): the same users whatever the partitioning)."""
+    key = F.xxhash64("user_id", F.lit(seed))
+    if available > 2 * limit:
+        # The rows with the lowest hashes lie below a bound that about 1.25 x limit rows pass, so
+        # the top-K holds a few of them instead of every row. Too few pass only by a freak of the
+        # hash (or users with very many rows each); then the sample is taken without the bound.
+        bound = -(2**63) + int(min(1.0, 1.25 * limit / available) * 2**64)
+        picked = rows.where(key < F.lit(bound)).orderBy(key, "as_of_date").limit(limit).selectExpr(*columns).toPandas()
+        if len(picked) == limit:
+            return picked
+    return rows.orderBy(key, "as_of_date").limit(limit).selectExpr(*columns).toPandas()
 
 
 def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path: str, horizons: list[int]) -> Evaluated:
     """Every method on the users of ``as_of``: the model at ``model_path`` and the baselines
     fitted on what was known then."""
     conf = settings.evaluate
-    at_date = view.where(F.col("as_of_date") == F.lit(as_of))
-    rows = _sample(at_date, conf.max_users, conf.seed).selectExpr(*flat_columns(settings.horizons_days)).toPandas()
-    population = at_date.count() if len(rows) == conf.max_users else len(rows)  # counted only when the sample is full
-    if rows.empty:
+    per_date = train_job.rows_by_date(view)
+    population = per_date.get(as_of, 0)
+    if population == 0:
         raise ValueError(f"the view has no users at {as_of}")
+    columns = flat_columns(settings.horizons_days)
+    rows = _sample(view.where(F.col("as_of_date") == F.lit(as_of)), columns, conf.max_users, population, conf.seed)
     inputs, targets = train_job.view_arrays(rows, settings)
     labels = labels_within(targets, horizons)
-    history = _sample(censor_at(view, as_of, settings.horizons_days, settings.features.window_days), conf.baseline_rows, conf.seed)
-    history_frame = history.selectExpr(*flat_columns(settings.horizons_days)).toPandas()
+    history = censor_at(view, as_of, settings.horizons_days, settings.features.window_days)
+    earlier = sum(count for date, count in per_date.items() if date < as_of)
+    history_frame = _sample(history, columns, conf.baseline_rows, earlier, conf.seed)
     history_inputs, history_targets = train_job.view_arrays(history_frame, settings)
     log.info(
         "evaluating %d of the %d users at %s; hazard baselines learn from %d earlier rows",
@@ -258,12 +271,17 @@ def cross_validation_summary(folds: pd.DataFrame) -> pd.DataFrame:
     return summary.assign(origins=folds["fold"].nunique())
 
 
+def _users_frame(spark: SparkSession, user_ids: np.ndarray) -> DataFrame:
+    # Small enough to broadcast: a join with it reads only these users' rows of a large table.
+    return F.broadcast(spark.createDataFrame(pd.DataFrame({"user_id": user_ids})))
+
+
 def _truth_tau(spark: SparkSession, settings: Settings, user_ids: np.ndarray) -> np.ndarray | None:
     path = settings.table_path("truth")
     if not table_exists(spark, path):
         return None
-    truth = spark.read.format("delta").load(path).select("user_id", "tau_days").toPandas().set_index("user_id")["tau_days"]
-    matched = truth.reindex(user_ids).to_numpy(np.float64)
+    truth = spark.read.format("delta").load(path).select("user_id", "tau_days").join(_users_frame(spark, user_ids), "user_id")
+    matched = truth.toPandas().set_index("user_id")["tau_days"].reindex(user_ids).to_numpy(np.float64)
     return matched if np.isfinite(matched).mean() > 0.9 else None  # pseudonymised ids do not match
 
 
@@ -301,6 +319,20 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), decay, metrics
 
 
+def session_starts(spark: SparkSession, settings: Settings) -> DataFrame:
+    """(user_id, session_start) of every session: from the sessions table when it is up to date
+    with the events (a quarter of their size at 50 events per user), else from the events."""
+    events_path, sessions_path = settings.table_path("events"), settings.table_path("sessions")
+    built_from = last_commit_metadata(spark, sessions_path) or {}
+    current = {"events_version": latest_version(spark, events_path), "gap_minutes": settings.sessions.gap_minutes}
+    if all(built_from.get(key) == value for key, value in current.items()):
+        return spark.read.format("delta").load(sessions_path).select("user_id", "session_start")
+    log.info("the sessions table is missing or behind the events; session starts come from the events")
+    events = spark.read.format("delta").load(events_path)
+    numbered = number_sessions(events, settings.sessions.gap_minutes).where("starts_session")
+    return numbered.select("user_id", F.col("event_time").alias("session_start"))
+
+
 def truth_comparison(
     spark: SparkSession, settings: Settings, evaluated: Evaluated, truth_tau: np.ndarray, members: np.ndarray
 ) -> tuple[pd.DataFrame, dict]:
@@ -308,14 +340,12 @@ def truth_comparison(
     reference: the generator's process fitted to each user by maximum likelihood from the
     sessions before the as-of date; for the evaluated users at the indices ``members``.
     (table by past sessions, metrics)."""
-    from features.sessions import session_offsets
     from model.reference import fit_decay_mle
 
     as_of = dt.datetime.combine(evaluated.as_of, dt.time())
     user_ids = evaluated.user_ids[members]
-    events = spark.read.format("delta").load(settings.table_path("events"))
-    users = spark.createDataFrame(pd.DataFrame({"user_id": user_ids}))
-    offsets = session_offsets(events.join(users, "user_id"), as_of, settings.sessions.gap_minutes).toPandas().set_index("user_id")
+    offsets = session_offsets(session_starts(spark, settings).join(_users_frame(spark, user_ids), "user_id"), as_of)
+    offsets = offsets.toPandas().set_index("user_id")
     offsets = offsets.reindex(user_ids)
     has_history = offsets["span_days"].notna().to_numpy()
     reference = np.full(len(user_ids), np.nan)

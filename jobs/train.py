@@ -161,7 +161,7 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     known = censor_at(view, conf.until, horizons, window_days) if conf.until else view
     training, validating, validation = split(known, conf, horizons, window_days)
     # Rows per as-of date: the counts of the run, and what train.max_rows_per_as_of bounds.
-    train_per_date, val_per_date = _rows_by_date(training), _rows_by_date(validating)
+    train_per_date, val_per_date = rows_by_date(training), rows_by_date(validating)
     n_available = sum(train_per_date.values())
     limit = conf.max_rows_per_as_of
     if limit is not None and max([*train_per_date.values(), *val_per_date.values(), 0]) > limit:
@@ -178,7 +178,8 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     return TrainingRows(version, validation, train_df, val_df, n_train, n_val, n_available)
 
 
-def _rows_by_date(rows: DataFrame) -> dict[dt.date, int]:
+def rows_by_date(rows: DataFrame) -> dict[dt.date, int]:
+    """{as_of_date: rows} of a view (a partition column: Spark reads no data pages for it)."""
     return {row["as_of_date"]: row["count"] for row in rows.groupBy("as_of_date").count().collect()}
 
 

@@ -10,6 +10,7 @@ and MLflow only on rank 0.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -107,6 +108,12 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
         gpu = gpus[hvd.local_rank() % len(gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
+    # TensorFlow sizes its thread pools to every core of the host; with several ranks on one host
+    # each would, and they would take turns on the cores. A share each instead, and as many
+    # petastorm reader threads (they decode Parquet while the model trains).
+    threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     tf.random.set_seed(plan.seed + hvd.rank())
     to_model = _batch_reader(plan.shape.n_windows, plan.shape.n_window_features, plan.shape.n_static)
     model = build_model(plan, plan.learning_rate * hvd.size(), hvd.DistributedOptimizer)
@@ -115,7 +122,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     started = time.perf_counter()
     with (
         train_converter.make_tf_dataset(
-            batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=2
+            batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=threads
         ) as train_data,
         val_converter.make_tf_dataset(
             batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=1

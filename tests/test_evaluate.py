@@ -180,3 +180,20 @@ def test_rolling_origins_are_left_out_above_a_size_and_the_report_says_so() -> N
 def test_evaluate_refuses_a_date_whose_labels_are_not_known(spark: SparkSession, settings: Settings) -> None:
     with pytest.raises(ValueError, match=r"14-day label is not known yet for \d+ users"):
         evaluate.run(spark, settings, as_of=dt.date(2026, 4, 20))
+
+
+def test_the_evaluated_sample_is_the_same_rows_with_or_without_the_hash_bound(spark: SparkSession) -> None:
+    rows = spark.createDataFrame(
+        [(f"u{i}", dt.date(2026, 1, 5 + 7 * d), i * 10 + d) for i in range(400) for d in range(3)],
+        "user_id string, as_of_date date, value int",
+    )
+    columns = ["user_id", "as_of_date", "value"]
+    plain = evaluate._sample(rows, columns, limit=100, available=200, seed=3)  # under twice the limit: the plain top-K
+    assert len(plain) == 100 and plain["value"].is_unique
+    # With the bound (a filter before the top-K), and with a count so overstated that the bound
+    # lets too few rows through (then the plain top-K again): the same rows in the same order.
+    pd.testing.assert_frame_equal(evaluate._sample(rows, columns, limit=100, available=1200, seed=3), plain)
+    pd.testing.assert_frame_equal(evaluate._sample(rows, columns, limit=100, available=10**9, seed=3), plain)
+    # Whole users first: every user but the last one taken has all three of their rows.
+    per_user = plain.groupby("user_id", sort=False).size()
+    assert (per_user.iloc[:-1] == 3).all()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from features.sessions import sessionize
 from jobs import ingest
 from jobs import sessionize as sessionize_job
 from jobs.config import Settings
+from jobs.evaluate import session_starts
 from jobs.tables import latest_version
 
 EVENTS = "event_id STRING, user_id STRING, event_time TIMESTAMP, event_type STRING, category STRING, price DOUBLE"
@@ -149,13 +151,20 @@ DAY2 = [
 ]
 
 
-def test_incremental_equals_full_recompute(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+def test_incremental_equals_full_recompute(
+    spark: SparkSession, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _ingest(spark, settings, tmp_path / "day1.csv", DAY1)
     first = sessionize_job.run(spark, settings)
     assert first.inputs["mode"] == "full"
     assert first.counts["sessions"] == 5
+    assertDataFrameEqual(session_starts(spark, settings), _sessions(spark, settings).select("user_id", "session_start"))
 
     _ingest(spark, settings, tmp_path / "day2.csv", DAY2)
+    # The sessions table is behind the events now: evaluate's session starts come from the events.
+    with caplog.at_level(logging.INFO, logger="jobs.evaluate"):
+        assertDataFrameEqual(session_starts(spark, settings), _full_recompute(spark, settings).select("user_id", "session_start"))
+    assert "the sessions table is missing or behind the events" in caplog.text
     second = sessionize_job.run(spark, settings)
     assert second.inputs["mode"] == "incremental"
     assert second.counts["users_recomputed"] == 3  # a, b and e; d is not touched
