@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import typer
@@ -10,8 +11,19 @@ import typer
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def code_version() -> str:
+    """The commit the bench ran, with "+changes" when the tree differed from it; "" outside git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=RESULTS_DIR.parent, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return f"{commit}+changes" if commit and git("status", "--porcelain", "--untracked-files=no") else commit
+
+
 def record(name: str, result: dict) -> None:
-    """Append ``result`` to bench/results/<name>.jsonl and print it."""
+    """Append ``result``, with the code version it ran, to bench/results/<name>.jsonl and print it."""
+    result = {**result, "code": code_version()}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with (RESULTS_DIR / f"{name}.jsonl").open("a") as out:
         out.write(json.dumps(result) + "\n")
