@@ -179,7 +179,8 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
 
 
 def rows_by_date(rows: DataFrame) -> dict[dt.date, int]:
-    """{as_of_date: rows} of a view (a partition column: Spark reads no data pages for it)."""
+    """{as_of_date: number of rows}; on the view itself, whose partition column as_of_date is,
+    Spark reads no data pages for it."""
     return {row["as_of_date"]: row["count"] for row in rows.groupBy("as_of_date").count().collect()}
 
 
