@@ -113,7 +113,13 @@ def _workdir(users: int, keep: Path | None) -> Iterator[str]:
 
 
 def run_size(
-    users: int, skip: list[str], driver_memory: str, master: str | None = None, root: str | None = None, keep: Path | None = None
+    users: int,
+    skip: list[str],
+    driver_memory: str,
+    master: str | None = None,
+    root: str | None = None,
+    keep: Path | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> list[dict]:
     """The pipeline at ``users`` generated users; one result per stage run."""
     results: list[dict] = []
@@ -128,6 +134,7 @@ def run_size(
                 f"storage.cache_dir={scratch}/cache",
                 f"spark.conf.spark.driver.memory={driver_memory}",
                 *([f"spark.master={master}"] if master else []),
+                *overrides,
             ],
         )
         with spark_session(settings.spark) as spark:
@@ -176,6 +183,10 @@ def main(
         Path | None, typer.Option(help="Keep each size's shop in KEEP/users-<n> (instead of a temp folder), for a later --from.")
     ] = None,
     start: Annotated[str | None, typer.Option("--from", help="First stage to run, on the shop a previous --keep run left.")] = None,
+    overrides: Annotated[
+        list[str],
+        typer.Option("--set", help="KEY=VALUE over conf/local.yaml, as the CLI's --set (e.g. spark.conf.spark.executor.memory=6g)."),
+    ] = [],  # noqa: B006
 ) -> None:
     """Run the pipeline at each size and record every stage's figures."""
     unknown = sorted(set(skip) - set(STAGES))
@@ -191,7 +202,7 @@ def main(
         raise typer.BadParameter("generate, ingest and features feed every later stage (use --keep and --from)", param_hint="--skip")
     logging.basicConfig(level=logging.WARNING)
     for size in users:
-        run_size(size, skip, driver_memory, master, root, keep)
+        run_size(size, skip, driver_memory, master, root, keep, tuple(overrides))
 
 
 if __name__ == "__main__":
