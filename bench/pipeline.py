@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -133,7 +134,9 @@ def run_size(
                 f"generator.users={users}",
                 f"storage.cache_dir={scratch}/cache",
                 f"spark.conf.spark.driver.memory={driver_memory}",
-                *([f"spark.master={master}"] if master else []),
+                # On a cluster the executors' Python workers run this venv's interpreter (the
+                # nodes need it at the same path); --set spark.conf.spark.pyspark.python=... to change.
+                *([f"spark.master={master}", f"spark.conf.spark.pyspark.python={sys.executable}"] if master else []),
                 *overrides,
             ],
         )
