@@ -146,10 +146,12 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         conf["spark.driver.extraJavaOptions"] = f"{options} -Dlog4j2.configurationFile=file:{QUIET_LOG4J}".strip()
 
     master = submitted.get("spark.master", settings.master)
-    if master.startswith("local"):
-        # Python workers run this interpreter (with pyarrow), not whatever python3 is on PATH;
-        # PySpark reads the worker's interpreter from this variable when the context starts.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    python = conf.get("spark.pyspark.python")
+    if master.startswith("local") or python:
+        # Python workers run this interpreter (with pyarrow), or the one the profile names, not
+        # whatever python3 is on PATH. PySpark reads it from this variable when the context
+        # starts; spark-submit sets it from spark.pyspark.python, a session started here does not.
+        os.environ.setdefault("PYSPARK_PYTHON", python or sys.executable)
 
     builder = SparkSession.builder.appName(settings.app_name)
     if "spark.master" not in submitted:
