@@ -12,13 +12,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def code_version() -> str:
-    """The commit the bench ran, with "+changes" when the tree differed from it; "" outside git."""
+    """The commit the bench ran, with "+changes" when the code differed from it (the results
+    files themselves left out); "" outside git."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=RESULTS_DIR.parent, capture_output=True, text=True, check=False).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD")
-    return f"{commit}+changes" if commit and git("status", "--porcelain", "--untracked-files=no") else commit
+    return f"{commit}+changes" if commit and git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results") else commit
 
 
 def record(name: str, result: dict) -> None:
