@@ -19,7 +19,11 @@ def code_version() -> str:
         return subprocess.run(["git", *args], cwd=RESULTS_DIR.parent, capture_output=True, text=True, check=False).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD")
-    return f"{commit}+changes" if commit and git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results") else commit
+    return (
+        f"{commit}+changes"
+        if commit and git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results")
+        else commit
+    )
 
 
 def record(name: str, result: dict) -> None:
