@@ -119,6 +119,13 @@ def recompute_from(changed: DataFrame, sessions: DataFrame, gap_minutes: float =
     )
 
 
+def session_starts(events: DataFrame, gap_minutes: float = 30.0) -> DataFrame:
+    """(user_id, session_start) of every session of ``events``: the starts :func:`sessionize`
+    gives, without building the sessions."""
+    numbered = number_sessions(events, gap_minutes).where("starts_session")
+    return numbered.select("user_id", F.col("event_time").alias("session_start"))
+
+
 def session_offsets(sessions: DataFrame, as_of: dt.datetime) -> DataFrame:
     """Per user with a session before ``as_of``: ``span_days`` from the first session start to
     ``as_of`` and ``offsets_days``, the days from the first session start to each later one

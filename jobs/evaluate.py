@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from contract import STATIC_FEATURES
-from features.sessions import number_sessions, session_offsets
+from features.sessions import session_offsets, session_starts
 from features.windows import censor_at
 from jobs import train as train_job
 from jobs.config import EvaluateSettings, Settings
@@ -92,15 +92,19 @@ def _sample(rows: DataFrame, columns: list[str], limit: int, available: int, see
     """``columns`` of up to ``limit`` of the ``available`` rows: those whose user ids hash lowest
     (not sample(): the same users whatever the partitioning)."""
     key = F.xxhash64("user_id", F.lit(seed))
+
+    def lowest(candidates: DataFrame) -> pd.DataFrame:
+        return candidates.orderBy(key, "as_of_date").limit(limit).selectExpr(*columns).toPandas()
+
     if available > 2 * limit:
         # The rows with the lowest hashes lie below a bound that about 1.25 x limit rows pass, so
         # the top-K holds a few of them instead of every row. Too few pass only by a freak of the
         # hash (or users with very many rows each); then the sample is taken without the bound.
         bound = -(2**63) + int(min(1.0, 1.25 * limit / available) * 2**64)
-        picked = rows.where(key < F.lit(bound)).orderBy(key, "as_of_date").limit(limit).selectExpr(*columns).toPandas()
+        picked = lowest(rows.where(key < F.lit(bound)))
         if len(picked) == limit:
             return picked
-    return rows.orderBy(key, "as_of_date").limit(limit).selectExpr(*columns).toPandas()
+    return lowest(rows)
 
 
 def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path: str, horizons: list[int]) -> Evaluated:
@@ -319,18 +323,17 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), decay, metrics
 
 
-def session_starts(spark: SparkSession, settings: Settings) -> DataFrame:
+def read_session_starts(spark: SparkSession, settings: Settings) -> DataFrame:
     """(user_id, session_start) of every session: from the sessions table when it is up to date
     with the events (a quarter of their size at 50 events per user), else from the events."""
     events_path, sessions_path = settings.table_path("events"), settings.table_path("sessions")
-    built_from = last_commit_metadata(spark, sessions_path) or {}
-    current = {"events_version": latest_version(spark, events_path), "gap_minutes": settings.sessions.gap_minutes}
-    if all(built_from.get(key) == value for key, value in current.items()):
-        return spark.read.format("delta").load(sessions_path).select("user_id", "session_start")
+    built_from = last_commit_metadata(spark, sessions_path)
+    if built_from is not None:
+        current = {"events_version": latest_version(spark, events_path), "gap_minutes": settings.sessions.gap_minutes}
+        if all(built_from.get(key) == value for key, value in current.items()):
+            return spark.read.format("delta").load(sessions_path).select("user_id", "session_start")
     log.info("the sessions table is missing or behind the events; session starts come from the events")
-    events = spark.read.format("delta").load(events_path)
-    numbered = number_sessions(events, settings.sessions.gap_minutes).where("starts_session")
-    return numbered.select("user_id", F.col("event_time").alias("session_start"))
+    return session_starts(spark.read.format("delta").load(events_path), settings.sessions.gap_minutes)
 
 
 def truth_comparison(
@@ -344,7 +347,7 @@ def truth_comparison(
 
     as_of = dt.datetime.combine(evaluated.as_of, dt.time())
     user_ids = evaluated.user_ids[members]
-    offsets = session_offsets(session_starts(spark, settings).join(_users_frame(spark, user_ids), "user_id"), as_of)
+    offsets = session_offsets(read_session_starts(spark, settings).join(_users_frame(spark, user_ids), "user_id"), as_of)
     offsets = offsets.toPandas().set_index("user_id")
     offsets = offsets.reindex(user_ids)
     has_history = offsets["span_days"].notna().to_numpy()

@@ -141,8 +141,3 @@ def auc_gain_intervals(
         whole = ranked_reference.auc(labels, ones) - scores.auc(labels, ones)
         result[name] = {"difference": float(whole), "low": float(low), "high": float(high)}
     return result
-
-
-def paired_bootstrap_auc(labels: np.ndarray, first: np.ndarray, second: np.ndarray, rounds: int = 500, seed: int = 0) -> dict[str, float]:
-    """AUC(first) - AUC(second) on the same users, with a 95% interval from resampling users."""
-    return auc_gain_intervals(labels, first, {"second": second}, rounds, seed)["second"]

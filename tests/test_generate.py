@@ -127,14 +127,14 @@ def test_the_identifiable_profile_lets_a_per_user_fit_recover_the_time_constant(
     likelihood, from the sessions before day 88, ranks the users' true time constants well."""
     from scipy.stats import spearmanr
 
-    from features.sessions import session_offsets, sessionize
+    from features.sessions import session_offsets, session_starts
     from model.reference import fit_decay_mle
 
     params = load_settings(Path(__file__).resolve().parent.parent / "conf" / "identifiable.yaml").generator
     params = params.model_copy(update={"users": 600})
     truth = user_truth(spark.range(params.users, numPartitions=2), params)
     as_of = dt.datetime(2026, 3, 30)
-    offsets = session_offsets(sessionize(synthetic_events(truth, params)), as_of).toPandas()
+    offsets = session_offsets(session_starts(synthetic_events(truth, params)), as_of).toPandas()
     fit = fit_decay_mle([o for o in offsets["offsets_days"]], offsets["span_days"].to_numpy())
     tau = truth.select("user_id", "tau_days", "reengage_tau_days").toPandas().set_index("user_id").loc[offsets["user_id"]]
     assert len(offsets) > 550  # nearly everyone joined and had a session by day 88

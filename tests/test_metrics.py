@@ -20,7 +20,7 @@ from model.evaluation import (
     spearman_by_sessions,
     visits_calibration,
 )
-from model.metrics import _RankedScores, binary_metrics, gains_curve, paired_bootstrap_auc
+from model.metrics import _RankedScores, auc_gain_intervals, binary_metrics, gains_curve
 from model.scoring import drivers, risk_tier, tier_thresholds
 
 LABELS = np.array([1.0, 0.0, 1.0, 0.0])
@@ -62,10 +62,10 @@ def test_gains_curve_and_paired_bootstrap() -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 500).astype(float)
     good = labels + rng.normal(0, 0.5, 500)
-    same = paired_bootstrap_auc(labels, good, good, rounds=50)
+    same = auc_gain_intervals(labels, good, {"same": good}, rounds=50)["same"]
     assert (same["difference"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
     other = rng.normal(size=500)
-    better = paired_bootstrap_auc(labels, good, other, rounds=100)
+    better = auc_gain_intervals(labels, good, {"other": other}, rounds=100)["other"]
     assert better["low"] > 0.2 and better["low"] <= better["difference"] <= better["high"]
     # A resample counted as weights gives scikit-learn's AUC of the repeated rows.
     pick = rng.integers(0, 500, 500)
@@ -73,7 +73,7 @@ def test_gains_curve_and_paired_bootstrap() -> None:
     assert _RankedScores(np.round(good, 1)).auc(labels, weights) == pytest.approx(roc_auc_score(labels[pick], np.round(good, 1)[pick]))
     # Tied scores (rounded) count one half, as in scikit-learn.
     tied = np.round(good), np.round(other)
-    assert paired_bootstrap_auc(labels, *tied, rounds=20)["difference"] == pytest.approx(
+    assert auc_gain_intervals(labels, tied[0], {"tied": tied[1]}, rounds=20)["tied"]["difference"] == pytest.approx(
         roc_auc_score(labels, tied[0]) - roc_auc_score(labels, tied[1])
     )
 

@@ -14,7 +14,7 @@ from features.sessions import sessionize
 from jobs import ingest
 from jobs import sessionize as sessionize_job
 from jobs.config import Settings
-from jobs.evaluate import session_starts
+from jobs.evaluate import read_session_starts
 from jobs.tables import latest_version
 
 EVENTS = "event_id STRING, user_id STRING, event_time TIMESTAMP, event_type STRING, category STRING, price DOUBLE"
@@ -158,13 +158,13 @@ def test_incremental_equals_full_recompute(
     first = sessionize_job.run(spark, settings)
     assert first.inputs["mode"] == "full"
     assert first.counts["sessions"] == 5
-    assertDataFrameEqual(session_starts(spark, settings), _sessions(spark, settings).select("user_id", "session_start"))
+    assertDataFrameEqual(read_session_starts(spark, settings), _sessions(spark, settings).select("user_id", "session_start"))
 
     _ingest(spark, settings, tmp_path / "day2.csv", DAY2)
     # The sessions table is behind the events now: evaluate's session starts come from the events
     # (compared below with the table once it has caught up).
     with caplog.at_level(logging.INFO, logger="jobs.evaluate"):
-        from_events = session_starts(spark, settings).toPandas()
+        from_events = read_session_starts(spark, settings).toPandas()
     assert "the sessions table is missing or behind the events" in caplog.text
     second = sessionize_job.run(spark, settings)
     assertDataFrameEqual(spark.createDataFrame(from_events), _sessions(spark, settings).select("user_id", "session_start"))
