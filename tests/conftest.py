@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from jobs.spark import build_spark_session, configure_object_store
 
 from object_store import S3Server, s3_server
 from shops import SHOP, TrainedShop, build_shop, shop_settings
+from spark_cluster import Submission, train_and_score_on_a_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,3 +63,27 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Train
     root = tmp_path_factory.mktemp("shop")
     trained = build_shop(spark, shop_settings(root, *SHOP), trained=True)
     return TrainedShop(root, trained)
+
+
+@pytest.fixture(scope="session")
+def cluster_run(shop: TrainedShop, s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Submission, Path]]:
+    """test_cluster.py's spark-submit of the shop's train and score on a standalone cluster,
+    running in the background, and its work folder.
+
+    It takes about two and a half minutes with one of two cores idle most of that time, so the
+    hook below starts it with the first test that uses the shop and runs test_cluster.py last."""
+    work_dir = tmp_path_factory.mktemp("cluster_run")
+    with train_and_score_on_a_cluster(shop, s3, work_dir) as submission:
+        yield submission, work_dir
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they will
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests that wait for ``cluster_run`` to the end, and start it early."""
+    waiting = [item for item in items if "cluster_run" in getattr(item, "fixturenames", ())]
+    if not waiting:
+        return
+    items[:] = [item for item in items if item not in waiting] + waiting
+    first = next(item for item in items if "shop" in item.fixturenames)
+    if "cluster_run" not in first.fixturenames:
+        first.fixturenames.append("cluster_run")

@@ -10,12 +10,20 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import pyspark
+
+from jobs.spark import local_delta_jars, local_object_store_jars
+
+from object_store import S3Server
+from shops import LOCAL, TrainedShop
 
 
 def _free_port() -> int:
@@ -80,3 +88,92 @@ def standalone_cluster(work_dir: Path, workers: int = 2, cores: int = 1, memory:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@dataclass
+class Submission:
+    """A spark-submit running in the background against a standalone cluster, its stdout and
+    stderr going to files (a pipe nobody reads would fill and stall it)."""
+
+    process: subprocess.Popen
+    stdout: Path
+    stderr: Path
+    _cluster: contextlib.ExitStack
+
+    def result(self, timeout_s: float) -> subprocess.CompletedProcess:
+        """Wait for the submission, stop the cluster, and return what it printed."""
+        try:
+            returncode = self.process.wait(timeout=timeout_s)
+        finally:
+            self.stop()
+        return subprocess.CompletedProcess(self.process.args, returncode, self.stdout.read_text(), self.stderr.read_text())
+
+    def stop(self) -> None:
+        """Kill the submission if it still runs, and stop the cluster."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._cluster.close()
+
+
+@contextlib.contextmanager
+def submit_in_background(
+    work_dir: Path, args: list[str], env: dict[str, str], cwd: Path, workers: int = 2, cores: int = 1, memory: str = "2g"
+) -> Iterator[Submission]:
+    """Start a cluster under ``work_dir`` and ``spark-submit --master <it> *args`` from ``cwd``;
+    yields at once. Whatever is still running when the context ends is stopped."""
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    with contextlib.ExitStack() as cluster:
+        master = cluster.enter_context(standalone_cluster(work_dir / "cluster", workers=workers, cores=cores, memory=memory))
+        stdout, stderr = work_dir / "submit.out", work_dir / "submit.err"
+        with stdout.open("w") as out, stderr.open("w") as err:
+            process = subprocess.Popen([str(spark_submit), "--master", master, *args], stdout=out, stderr=err, env=env, cwd=cwd)
+        submission = Submission(process, stdout, stderr, cluster.pop_all())
+    try:
+        yield submission
+    finally:
+        submission.stop()
+
+
+def _upload(shop: TrainedShop, tables: tuple[str, ...], lake: str) -> None:
+    """Copy the shop's Delta ``tables`` (plain files with a relative log) into the bucket."""
+    s3 = fsspec.filesystem("s3")
+    for table in tables:
+        s3.put(str(shop.root / "lakehouse" / table), f"{lake.removeprefix('s3a://')}/{table}", recursive=True)
+
+
+@contextlib.contextmanager
+def train_and_score_on_a_cluster(shop: TrainedShop, s3: S3Server, work_dir: Path) -> Iterator[Submission]:
+    """Upload the shop's view to the bucket and start `jobs/run.py --from train --to score` with
+    spark-submit against a two-worker standalone cluster; yields while it runs. The suite starts
+    it early (conftest.py's ``cluster_run``) and test_cluster.py waits for it and checks it."""
+    lake = s3.uri("cluster-lake")
+    _upload(shop, ("sequences", "category_interest"), lake)
+    (work_dir / "cwd").mkdir()
+    settings = [
+        f"lakehouse={lake}",
+        f"storage.cache_dir={work_dir / 'cwd' / 'cache'}",
+        "train.mode=horovod",
+        "train.num_proc=2",
+        "train.epochs=1",
+        "train.average_from_epoch=1",
+        "train.validation=users",
+        "train.until=2026-03-02",  # fewer as-of dates than the shop trained on: a smaller, quicker run
+        "train.batch_size=512",
+        "train.experiment=cluster",
+        "score.arrow_batch_size=200",
+    ]
+    jars = ",".join(str(j) for j in [*local_delta_jars(), *local_object_store_jars()])
+    args = [
+        "--jars",
+        jars,
+        *("--conf", "spark.driver.memory=1g", "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=1"),
+        *("--conf", "spark.sql.shuffle.partitions=4", "--conf", f"spark.pyspark.python={sys.executable}"),
+        str(Path(LOCAL).parent.parent / "jobs" / "run.py"),
+        *("--conf", str(LOCAL)),
+        *[arg for setting in settings for arg in ("--set", setting)],
+        *("--from", "train", "--to", "score"),
+    ]
+    env = {**os.environ, **s3.env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    with submit_in_background(work_dir, args, env, cwd=work_dir / "cwd", workers=2, cores=1, memory="2g") as submission:
+        yield submission
