@@ -1,7 +1,9 @@
 """Evaluate the model against its baselines on the same users, labels and date, and write a report.
 
 Out of time: the model trained with ``train.until = D`` is judged on the users of as-of date D,
-with labels from what happened after D; the baselines are fitted on what was known on D.
+with labels from what happened after D; the baselines are fitted on what was known on D. The
+users are a seeded sample of up to ``evaluate.max_users``, scored by score's pandas UDF on the
+executors; their rows and scores are collected, and the metrics computed, on the driver.
 Rolling origins: at ``evaluate.folds`` earlier dates the model is retrained (one process) with
 ``until`` at that date and every baseline refitted, giving a spread of each metric.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from jobs import train as train_job
 from jobs.config import EvaluateSettings, Settings
 from jobs.report import ReportData, write_report
 from jobs.runs import RunSummary, stage_run, tracking_uri
-from jobs.score import check_model_fits, local_model, resolve_model
+from jobs.score import check_model_fits, local_model, resolve_model, score_udf
 from jobs.storage import Storage
 from jobs.tables import last_commit_metadata, latest_version, require_table, table_exists, write_slice
 from model.data import flat_columns, sample_indices
@@ -49,7 +52,7 @@ from model.evaluation import (
     visits_calibration,
 )
 from model.metrics import auc_gain_intervals
-from model.scoring import drivers, load_scorer, read_metadata, risk_tier, typical_user
+from model.scoring import drivers, load_scorer, read_metadata, risk_tier, score_columns, typical_user
 
 log = logging.getLogger(__name__)
 
@@ -88,35 +91,78 @@ def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | 
     return train_job.validation_date(view, max(horizons_days))
 
 
-def _sample(rows: DataFrame, columns: list[str], limit: int, available: int, seed: int) -> pd.DataFrame:
-    """``columns`` of up to ``limit`` of the ``available`` rows: those whose user ids hash lowest
-    (not sample(): the same users whatever the partitioning)."""
-    key = F.xxhash64("user_id", F.lit(seed))
+def _sample(
+    rows: DataFrame, columns: list[str], limit: int, available: int, seed: int, model: Callable[[DataFrame], DataFrame] | None = None
+) -> pd.DataFrame:
+    """``columns`` of up to ``limit`` of the ``available`` rows, those whose user ids hash lowest
+    (not sample(): the same users whatever the partitioning), in that order; with ``model``, the
+    columns it adds to the chosen rows too (it runs in Spark, on the sample only)."""
+    key = F.xxhash64("user_id", F.lit(seed)).alias("sample_key")
 
     def lowest(candidates: DataFrame) -> pd.DataFrame:
-        return candidates.orderBy(key, "as_of_date").limit(limit).selectExpr(*columns).toPandas()
+        chosen = (
+            candidates.select("*", key)
+            .orderBy("sample_key", "as_of_date")
+            .limit(limit)
+            .selectExpr(*columns, "sample_key", "as_of_date AS sample_date")
+        )
+        frame = (model(chosen) if model else chosen).toPandas()
+        order = ["sample_key", "sample_date"]
+        return frame.sort_values(order, kind="stable").drop(columns=order).reset_index(drop=True)
 
     if available > 2 * limit:
         # The rows with the lowest hashes lie below a bound that about 1.25 x limit rows pass, so
         # the top-K holds a few of them instead of every row. Too few pass only by a freak of the
         # hash (or users with very many rows each); then the sample is taken without the bound.
         bound = -(2**63) + int(min(1.0, 1.25 * limit / available) * 2**64)
-        picked = lowest(rows.where(key < F.lit(bound)))
+        picked = lowest(rows.where(F.xxhash64("user_id", F.lit(seed)) < F.lit(bound)))
         if len(picked) == limit:
             return picked
     return lowest(rows)
 
 
-def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path: str, horizons: list[int]) -> Evaluated:
-    """Every method on the users of ``as_of``: the model at ``model_path`` and the baselines
-    fitted on what was known then."""
+def model_pass(spark: SparkSession, settings: Settings, model_uri: str) -> Callable[[DataFrame], DataFrame]:
+    """The rows -> rows + the model's outputs function of an evaluation: score's pandas UDF (no
+    drivers, with the decay parameters) on the executors, over as many partitions as the
+    session has cores, each executor fetching the model once."""
+    horizons = list(settings.horizons_days)
+    udf = score_udf(Storage.for_settings(settings), model_uri, horizons, explain=False, with_params=True)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
+    names = [name for name, _ in score_columns(horizons, with_params=True) if name not in ("drivers", "driver_effects")]
+
+    def scored(rows: DataFrame) -> DataFrame:
+        spread = rows.repartition(spark.sparkContext.defaultParallelism)  # the top-K left them in one partition
+        return spread.select("*", udf("x_flat", "mask", "static").alias("model")).select(
+            *rows.columns, *[F.col(f"model.{n}").alias(f"model_{n}") for n in names]
+        )
+
+    return scored
+
+
+def _model_outputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The ``model_<name>`` columns of a sample as arrays (list columns stacked, float32 as the
+    network gives them), dropped from ``frame``."""
+    outputs = {}
+    for column in [c for c in frame.columns if c.startswith("model_")]:
+        values = frame.pop(column).to_numpy()
+        is_list = len(values) > 0 and isinstance(values[0], np.ndarray | list)
+        outputs[column.removeprefix("model_")] = np.stack(values).astype(np.float32) if is_list else values.astype(np.float32)
+    return outputs
+
+
+def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_uri: str, horizons: list[int]) -> Evaluated:
+    """Every method on the users of ``as_of``: the model at ``model_uri`` (scored by score's
+    pandas UDF on the sample) and the baselines fitted on what was known then."""
     conf = settings.evaluate
+    spark = view.sparkSession
     per_date = train_job.rows_by_date(view)
     population = per_date.get(as_of, 0)
     if population == 0:
         raise ValueError(f"the view has no users at {as_of}")
     columns = flat_columns(settings.horizons_days)
-    rows = _sample(view.where(F.col("as_of_date") == F.lit(as_of)), columns, conf.max_users, population, conf.seed)
+    at_date = view.where(F.col("as_of_date") == F.lit(as_of))
+    rows = _sample(at_date, columns, conf.max_users, population, conf.seed, model_pass(spark, settings, model_uri))
+    outputs = _model_outputs(rows)
     inputs, targets = train_job.view_arrays(rows, settings)
     labels = labels_within(targets, horizons)
     history = censor_at(view, as_of, settings.horizons_days, settings.features.window_days)
@@ -124,14 +170,13 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_path:
     history_frame = _sample(history, columns, conf.baseline_rows, earlier, conf.seed)
     history_inputs, history_targets = train_job.view_arrays(history_frame, settings)
     log.info(
-        "evaluating %d of the %d users at %s; hazard baselines learn from %d earlier rows",
+        "evaluated %d of the %d users at %s (the model through the scoring UDF); hazard baselines learn from %d earlier rows",
         len(rows),
         population,
         as_of,
         len(history_targets["censored"]),
     )
-    scorer = load_scorer(model_path)
-    outputs = scorer(inputs)
+    scorer = load_scorer(local_model(settings, model_uri))
     by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
     baselines, failures = fit_baselines(
         history_inputs,
@@ -185,7 +230,7 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
         )
         try:
             trained = train_job.run(view.sparkSession, fold, stage="train_fold")
-            evaluated = evaluate_at(view, settings, origin, local_model(settings, trained.outputs["model"]), horizons)
+            evaluated = evaluate_at(view, settings, origin, trained.outputs["model"], horizons)
         except ValueError as exc:
             notes.append(f"origin {origin} skipped: {exc}")
             log.warning("rolling origin %s skipped: %s", origin, exc)
@@ -518,7 +563,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         "out_of_time": target.out_of_time,
     }
     with stage_run(spark, settings, "evaluate", rate=("users", "users"), **inputs) as summary:
-        main = evaluate_at(view, settings, target.as_of, target.path, horizons)
+        main = evaluate_at(view, settings, target.as_of, target.uri, horizons)
         folds, notes = folds_for(view, settings, target.as_of, horizons, main.population)
         main.table = with_auc_gain_intervals(main, conf.bootstrap_rounds, conf.seed, conf.bootstrap_users)
         scorer = load_scorer(target.path)

@@ -79,13 +79,14 @@ def check_model_fits(settings: Settings, metadata: dict, model_version: str) -> 
         raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
 
 
-def score_udf(storage: Storage, model_uri: str, horizons: list[int], explain: bool = True):  # noqa: ANN201
-    """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out. Each
-    executor fetches the model from ``storage`` once into its local cache."""
+def score_udf(storage: Storage, model_uri: str, horizons: list[int], explain: bool = True, with_params: bool = False):  # noqa: ANN201
+    """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out
+    (:func:`model.scoring.score_columns`). Each executor fetches the model from ``storage`` once
+    into its local cache. ``evaluate`` runs the same UDF, with the decay parameters added."""
 
-    @F.pandas_udf(", ".join(f"{name} {kind}" for name, kind in score_columns(horizons)))
+    @F.pandas_udf(", ".join(f"{name} {kind}" for name, kind in score_columns(horizons, with_params)))
     def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(str(storage.fetch(model_uri)), horizons, batches, explain)
+        yield from score_batches(str(storage.fetch(model_uri)), horizons, batches, explain, with_params)
 
     return score
 

@@ -49,9 +49,10 @@ def feature_mismatch(model_spec: dict, view_spec: dict) -> list[str]:
     return problems
 
 
-def score_columns(horizons: list[int]) -> list[tuple[str, str]]:
+def score_columns(horizons: list[int], with_params: bool = False) -> list[tuple[str, str]]:
     """(name, Spark SQL type) of every column :func:`score_frame` returns, in order: the pandas
-    UDF's schema and the model part of the ``scores`` table."""
+    UDF's schema and the model part of the ``scores`` table; ``with_params`` adds the raw
+    ``decay_params`` (what the evaluation computes every horizon and curve from)."""
     return [
         *[(f"p_active_{h}d", "DOUBLE") for h in horizons],
         *[(f"expected_visits_{h}d", "DOUBLE") for h in horizons],
@@ -64,6 +65,7 @@ def score_columns(horizons: list[int]) -> list[tuple[str, str]]:
         ("driver_effects", "ARRAY<DOUBLE>"),
         ("z", "ARRAY<DOUBLE>"),
         ("reconstruction_error", "DOUBLE"),
+        *([("decay_params", "ARRAY<DOUBLE>")] if with_params else []),
     ]
 
 
@@ -123,10 +125,16 @@ def drivers(
 
 
 def score_frame(
-    scorer: Scorer, x_flat: pd.Series, mask: pd.Series, static: pd.Series, horizons: list[int], explain: bool = True
+    scorer: Scorer,
+    x_flat: pd.Series,
+    mask: pd.Series,
+    static: pd.Series,
+    horizons: list[int],
+    explain: bool = True,
+    with_params: bool = False,
 ) -> pd.DataFrame:
     """Scores for one batch of view rows (flat arrays, as Arrow hands them over); ``explain``
-    adds each user's drivers (empty lists without)."""
+    adds each user's drivers (empty lists without), ``with_params`` the decay parameters."""
     spec = scorer.feature_spec
     inputs = {
         "x": np.stack(x_flat.to_numpy()).astype(np.float32).reshape(-1, spec["n_windows"], len(spec["window_features"])),
@@ -152,16 +160,22 @@ def score_frame(
     else:
         frame["z"] = [np.zeros(0)] * len(frame)
         frame["reconstruction_error"] = np.nan
-    return frame[[name for name, _ in score_columns(horizons)]]
+    if with_params:
+        frame["decay_params"] = list(out["decay_params"].astype(np.float64))
+    return frame[[name for name, _ in score_columns(horizons, with_params)]]
 
 
 def score_batches(
-    model_path: str, horizons: list[int], batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]], explain: bool = True
+    model_path: str,
+    horizons: list[int],
+    batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]],
+    explain: bool = True,
+    with_params: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """The body of the iterator pandas UDF: load once, then score batch after batch."""
     scorer = load_scorer(model_path)
     for x_flat, mask, static in batches:
-        yield score_frame(scorer, x_flat, mask, static, horizons, explain)
+        yield score_frame(scorer, x_flat, mask, static, horizons, explain, with_params)
 
 
 def tier_thresholds(

@@ -13,10 +13,12 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import evaluate
+from jobs import evaluate, train
 from jobs.config import EvaluateSettings, Settings
 from jobs.report import SECTIONS, ReportData, write_report
+from model.data import flat_columns
 from model.evaluation import METHODS
+from model.scoring import load_scorer
 
 from shops import TrainedShop
 
@@ -180,6 +182,21 @@ def test_rolling_origins_are_left_out_above_a_size_and_the_report_says_so() -> N
 def test_evaluate_refuses_a_date_whose_labels_are_not_known(spark: SparkSession, settings: Settings) -> None:
     with pytest.raises(ValueError, match=r"14-day label is not known yet for \d+ users"):
         evaluate.run(spark, settings, as_of=dt.date(2026, 4, 20))
+
+
+def test_the_evaluation_scores_its_sample_with_the_scoring_udf_as_the_model_scores_it_in_process(
+    spark: SparkSession, settings: Settings, shop: TrainedShop
+) -> None:
+    rows = spark.read.format("delta").load(settings.table_path("sequences")).where("as_of_date = '2026-03-30'")
+    columns, available = flat_columns(settings.horizons_days), rows.count()
+    model = shop.trained.outputs["model"]
+    scored = evaluate._sample(rows, columns, 300, available, seed=1, model=evaluate.model_pass(spark, settings, model))
+    outputs = evaluate._model_outputs(scored)
+    # The same rows, in the same order, as without the model; each with its own user's outputs.
+    pd.testing.assert_frame_equal(scored, evaluate._sample(rows, columns, 300, available, seed=1))
+    in_process = load_scorer(model)(train.view_arrays(scored, settings)[0])
+    for name in ("decay_params", "interest_half_life_days", "return_median_days", "interest_now", "z"):
+        np.testing.assert_allclose(outputs[name], in_process[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_the_evaluated_sample_is_the_same_rows_with_or_without_the_hash_bound(spark: SparkSession) -> None:
