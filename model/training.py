@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
+from model import decay
 from model.network import InterestDecayModel, KLWarmup
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,24 @@ def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> di
     """The model's ``val_auc_<h>d`` for every horizon it predicts."""
     p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
     return {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, model.shape_spec.horizons_days).items()}
+
+
+def validation_visits(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
+    """``val_visits_predicted_over_observed``: the visits the model expects in the validation
+    rows' observed future windows over the visits seen there (1.0 is calibrated in total; the
+    evaluation breaks it down by decile). Empty when no window is observed."""
+    future = targets.get("future_sessions")
+    if future is None or future.shape[1] == 0:
+        return {}
+    known = future >= 0
+    observed = float(np.where(known, future, 0.0).sum())
+    if observed == 0:
+        return {}
+    shape = model.shape_spec
+    edges = tf.constant([np.arange(future.shape[1] + 1) * float(shape.window_days)], tf.float32)
+    cumulative = decay.cumulative_rate(model(inputs, training=False)["params"], edges, shape.n_components).numpy()
+    expected = float((np.diff(cumulative, axis=1) * known).sum())
+    return {"val_visits_predicted_over_observed": expected / observed}
 
 
 class WeightAverage(tf.keras.callbacks.Callback):
@@ -181,7 +200,7 @@ def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverag
         result.averaged_epochs = averager.apply(model)
         log.info("final weights: the mean of %d epochs from epoch %d", result.averaged_epochs, averager.first_epoch)
     if val_sample is not None:
-        result.final_metrics = validation_auc(model, *val_sample)
+        result.final_metrics = {**validation_auc(model, *val_sample), **validation_visits(model, *val_sample)}
     return result
 
 

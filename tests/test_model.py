@@ -9,7 +9,7 @@ import tensorflow as tf
 from model import decay
 from model.export import DECAY_CURVE_DAYS, Scorer, save_model
 from model.network import InterestDecayModel, ModelShape, fit_normalisation
-from model.training import as_dataset, fit, steps_for
+from model.training import as_dataset, fit, steps_for, validation_visits
 
 SHAPE = ModelShape(n_windows=6, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16)
 
@@ -113,6 +113,24 @@ def test_window_counts_likelihood_matches_a_hand_count() -> None:
     mu = [lam(7) - lam(0), lam(14) - lam(7)]
     expected = (mu[0] - 3 * np.log(mu[0])) + mu[1]
     assert decay.window_count_nll(params, counts, 7.0, 1).numpy()[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_validation_visits_are_the_expected_over_the_observed_in_the_observed_windows() -> None:
+    inputs, _ = _toy(2)
+    model = _model(inputs)
+    k = SHAPE.n_components
+    # The head's kernel starts at zero, so every user gets the parameters its bias gives.
+    bias = np.array([*np.log(np.linspace(0.2, 0.6, k)), *[decay.raw_for_tau(t) for t in np.geomspace(2.0, 30.0, k)], np.log(0.05)])
+    model(inputs)
+    model.head_out.bias.assign(bias.astype(np.float32))
+    log_level, tau, log_floor = np.split(decay.head_params(tf.constant([bias], tf.float32), k).numpy()[0], [k, 2 * k])
+    lam = lambda d: float((np.exp(log_level) * tau * (1 - np.exp(-d / tau))).sum() + np.exp(log_floor[0]) * d)  # noqa: E731
+    window = [lam(7) - lam(0), lam(14) - lam(7), lam(21) - lam(14)]
+    # User 1 observed for three windows (3, 0, 2 visits), user 2 for one (1 visit).
+    targets = {"future_sessions": np.array([[3.0, 0.0, 2.0], [1.0, -1.0, -1.0]], np.float32)}
+    expected = (sum(window) + window[0]) / 6.0
+    assert validation_visits(model, inputs, targets)["val_visits_predicted_over_observed"] == pytest.approx(expected, rel=1e-4)
+    assert validation_visits(model, inputs, {"future_sessions": np.full((2, 3), -1.0, np.float32)}) == {}
 
 
 def test_count_rows_are_weighted_by_their_recent_sessions_only() -> None:

@@ -42,6 +42,11 @@ def test_the_model_learns_the_decay_better_than_recency(shop: TrainedShop) -> No
     run = mlflow.tracking.MlflowClient(summary.outputs["mlflow_tracking_uri"]).get_run(summary.outputs["mlflow_run_id"])
     assert run.data.params["mode"] == "single"
     assert run.data.metrics["val_auc_30d"] == pytest.approx(metrics["val_auc_30d"], abs=1e-4)
+    # The validation users' visits in their observed future windows: expected over seen, in total.
+    assert metrics["val_visits_predicted_over_observed"] == pytest.approx(1.0, abs=0.3)
+    assert run.data.metrics["final_val_visits_predicted_over_observed"] == pytest.approx(
+        metrics["val_visits_predicted_over_observed"], abs=1e-4
+    )
     scorer = Scorer(summary.outputs["model"])
     assert scorer.feature_spec["n_windows"] == 12
     assert (Path(summary.outputs["model"]).parent.parent / "_tensorboard").is_dir()
