@@ -154,6 +154,10 @@ class TrainSettings(_Strict):
     # every epoch from this one on (null: the last epoch's weights). Steadier long-horizon
     # predictions from one run; early stopping still ends the run.
     average_from_epoch: int | None = Field(None, ge=1)
+    # Scale the expected visits the saved model gives by observed over expected visits on the
+    # validation users (their observed windows after each as-of date), so a run whose rates came
+    # out high or low overall still gives calibrated counts. P(active) is left as trained.
+    calibrate_visits: bool = True
     # Training and validation rows kept per as-of date (a seeded sample of users by hash; null:
     # all): bounds an epoch's cost by the number of dates, not users, for shops with millions.
     # The run summary gives the training rows available and kept.

@@ -228,6 +228,7 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
         mixed_precision=conf.mixed_precision,
         seed=conf.seed,
         average_from_epoch=conf.average_from_epoch,
+        calibrate_visits=conf.calibrate_visits,
         training_facts={"until": str(conf.until or ""), "validation": rows.validation, "sequences_version": rows.view_version},
     )
 
@@ -291,6 +292,8 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
         "processes": results[0]["size"],
+        # What the saved model multiplies its expected visits by (train.calibrate_visits).
+        "visits_scale": round(results[0]["visits_scale"], 4),
     }
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]

@@ -14,10 +14,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.network import LossWeights, ModelShape, Normalisation
+
+if TYPE_CHECKING:
+    from model.training import FitResult
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RunPlan:
     mixed_precision: bool = False
     seed: int = 0
     average_from_epoch: int | None = None
+    calibrate_visits: bool = True
     # Facts about the training run kept in the model's metadata (until, validation, view version).
     training_facts: dict = field(default_factory=dict)
     # Called by the chief after each epoch's checkpoint (epoch, logs): uploads checkpoints and logs.
@@ -91,6 +96,14 @@ def _batch_reader(n_windows: int, n_features: int, n_static: int):  # noqa: ANN2
         return inputs, fields
 
     return to_model
+
+
+def visits_scale(plan: RunPlan, result: FitResult) -> float:
+    """What the saved model multiplies its expected visits by: observed over expected visits on
+    the validation sample (1 / ``val_visits_predicted_over_observed``) when ``plan`` calibrates
+    them and the sample had visits to compare with, else 1."""
+    ratio = result.final_metrics.get("val_visits_predicted_over_observed")
+    return 1.0 / ratio if plan.calibrate_visits and ratio else 1.0
 
 
 def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tuple[dict, dict], n_train_rows: int, n_val_rows: int) -> dict:  # noqa: ANN001
@@ -147,9 +160,17 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     seconds = time.perf_counter() - started
     # The learned parameters only: loss trackers are per-rank running means and may differ.
     weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for w in model.trainable_weights))
+    scale = visits_scale(plan, result)
     if chief:
-        save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
-    return {"rank": hvd.rank(), "size": hvd.size(), "fit": asdict(result), "seconds": seconds, "weights_digest": weights_digest}
+        save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts, scale)
+    return {
+        "rank": hvd.rank(),
+        "size": hvd.size(),
+        "fit": asdict(result),
+        "seconds": seconds,
+        "weights_digest": weights_digest,
+        "visits_scale": scale,
+    }
 
 
 def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, dict], val_sample: tuple[dict, dict]) -> dict:
@@ -178,5 +199,6 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
         average_from_epoch=plan.average_from_epoch,
     )
     seconds = time.perf_counter() - started
-    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
-    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds}
+    scale = visits_scale(plan, result)
+    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts, scale)
+    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds, "visits_scale": scale}

@@ -26,7 +26,7 @@ class _Serving(tf.Module):
     not kept as an attribute, so saving traces these two functions only: not every layer's
     call for Keras's own format, nor the optimizer's slots (which made a save take seconds)."""
 
-    def __init__(self, model: InterestDecayModel) -> None:
+    def __init__(self, model: InterestDecayModel, visits_scale: float = 1.0) -> None:
         super().__init__()
         self.weights_read = list(model.weights)
         shape = model.shape_spec
@@ -39,9 +39,10 @@ class _Serving(tf.Module):
 
         def serve(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
             out = model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
+            out["expected_visits"] = out["expected_visits"] * visits_scale
             out["return_median_days"] = decay.return_median_days(out["decay_params"], k)
             out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
-            out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0)
+            out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0) * visits_scale
             out["interest_now"] = decay.interest_now(out["decay_params"], k)
             return out
 
@@ -55,11 +56,20 @@ class _Serving(tf.Module):
         self.p_active = tf.function(p_active, input_signature=signature)
 
 
-def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation, feature_spec: dict, training: dict | None = None) -> Path:
+def save_model(
+    model: InterestDecayModel,
+    path: str | Path,
+    norm: Normalisation,
+    feature_spec: dict,
+    training: dict | None = None,
+    visits_scale: float = 1.0,
+) -> Path:
     """Write the SavedModel and its metadata to ``path``; returns it. ``training``: facts about
-    how the model was trained (for example ``until``), kept in the metadata."""
+    how the model was trained (for example ``until``), kept in the metadata. ``visits_scale``
+    multiplies the expected visits (and the baseline in visits) the model serves, not P(active):
+    the calibration of the counts on the validation users."""
     path = Path(path)
-    serving = _Serving(model)
+    serving = _Serving(model, float(visits_scale))
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
     metadata = {
         "feature_spec": feature_spec,
@@ -68,6 +78,7 @@ def save_model(model: InterestDecayModel, path: str | Path, norm: Normalisation,
         "decay_params_layout": decay.PARAMS_LAYOUT,
         "normalisation": norm.to_dict(),
         "training": dict(training or {}),
+        "visits_scale": float(visits_scale),
     }
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return path
@@ -113,9 +124,14 @@ class Scorer:
     def p_active_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """P(active within each of ``days``) from the ``decay_params`` a call already returned,
         so one pass of the network serves every horizon and curve."""
-        return 1.0 - np.exp(-self.expected_visits_from(decay_params, days))
+        return 1.0 - np.exp(-self._cumulative_rate(decay_params, days))
 
     def expected_visits_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
-        """Expected visits within each of ``days`` (Lambda), users x days, from ``decay_params``."""
+        """Expected visits within each of ``days``, users x days, from ``decay_params``: Lambda
+        times the model's ``visits_scale``, as the serving function gives them."""
+        return self._cumulative_rate(decay_params, days) * self.metadata.get("visits_scale", 1.0)
+
+    def _cumulative_rate(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
+        """Lambda at each of ``days``, users x days."""
         k = self.metadata["model_shape"]["n_components"]
         return decay.cumulative_rate(tf.constant(decay_params), tf.constant([days], tf.float32), k).numpy()

@@ -248,6 +248,17 @@ def test_saved_model_gives_the_same_scores_without_custom_code(tmp_path: Path) -
     assert np.std(scores["p_active"][:, -1]) > 0.01  # trained: the users' chances differ
     assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
     assert scorer.feature_spec == {"window_features": ["sessions"]}
+    # Calibrated counts: a visits scale multiplies the expected visits and the baseline in
+    # visits, as served and as computed from the decay parameters, and leaves P(active) alone.
+    scaled = Scorer(save_model(model, tmp_path / "scaled", norm, {"window_features": ["sessions"]}, visits_scale=1.5))
+    rescored = scaled(inputs)
+    np.testing.assert_allclose(rescored["expected_visits"], 1.5 * scores["expected_visits"], rtol=1e-5)
+    np.testing.assert_allclose(rescored["baseline_visits_per_30d"], 1.5 * scores["baseline_visits_per_30d"], rtol=1e-5)
+    for unchanged in ("p_active", "decay_curve", "interest_half_life_days", "interest_now"):
+        np.testing.assert_allclose(rescored[unchanged], scores[unchanged], rtol=1e-5, err_msg=unchanged)
+    horizons = list(SHAPE.horizons_days)
+    np.testing.assert_allclose(scaled.expected_visits_from(rescored["decay_params"], horizons), rescored["expected_visits"], rtol=1e-5)
+    np.testing.assert_allclose(scaled.p_active_from(rescored["decay_params"], horizons), rescored["p_active"], rtol=1e-5)
 
 
 def _fading_users(n: int, seed: int = 0) -> tuple[dict, dict, np.ndarray]:
