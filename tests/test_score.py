@@ -76,14 +76,17 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, shop: Trai
     view = spark.read.format("delta").load(settings.table_path("sequences")).where(F.col("as_of_date") == as_of)
     frame = view.selectExpr(*flat_columns(settings.horizons_days)).toPandas().sort_values("user_id")
     inputs, _ = arrays(frame, n_windows=12, n_window_features=12, n_static=5, horizons_days=settings.horizons_days)
-    expected = load_scorer(summary.inputs["model"])(inputs)
+    scorer = load_scorer(summary.inputs["model"])
+    expected = scorer(inputs)
+    visits_scale = scorer.metadata["visits_scale"]  # train.calibrate_visits: counts scaled, P(active) not
+    assert visits_scale == pytest.approx(1 / shop.trained.metrics["val_visits_predicted_over_observed"], rel=1e-3)
     actual = _scores(spark, settings).orderBy("user_id").toPandas()
     assert list(actual["user_id"]) == list(frame["user_id"])
     for i, h in enumerate(settings.horizons_days):
         np.testing.assert_allclose(actual[f"p_active_{h}d"], expected["p_active"][:, i], rtol=1e-5)
         np.testing.assert_allclose(actual[f"expected_visits_{h}d"], expected["expected_visits"][:, i], rtol=1e-5)
-        # P(active within h) = 1 - exp(-expected visits in h days): one curve gives both.
-        np.testing.assert_allclose(actual[f"p_active_{h}d"], 1 - np.exp(-actual[f"expected_visits_{h}d"]), rtol=1e-4)
+        # P(active within h) = 1 - exp(-Lambda(h)), the expected visits Lambda(h) x visits_scale: one curve gives both.
+        np.testing.assert_allclose(actual[f"p_active_{h}d"], 1 - np.exp(-actual[f"expected_visits_{h}d"] / visits_scale), rtol=1e-4)
     for name in ("return_median_days", "interest_half_life_days", "baseline_visits_per_30d", "interest_now"):
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-4)
     np.testing.assert_allclose(np.stack(actual["decay_curve"]), expected["decay_curve"], rtol=1e-5)
@@ -93,7 +96,7 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, shop: Trai
     assert shares["high"] == pytest.approx(0.2, abs=0.02) and shares["medium"] == pytest.approx(0.3, abs=0.02)
     assert actual["action"].str.match(r"^(recommend_category:.+|coupon|win_back|reminder|none)$").all()
     # Drivers: known feature names, their effects positive and largest first, three at most.
-    known = set(load_scorer(summary.inputs["model"]).feature_spec["window_features"]) | {
+    known = set(scorer.feature_spec["window_features"]) | {
         "tenure_days",
         "recency_days",
         "total_sessions",
