@@ -578,6 +578,8 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         facts = {
             "model trained until": str(target.trained_until or "(not set)"),
             "sample sizes": sample_sizes(main, conf),
+            # train.calibrate_visits: what the model multiplies its expected visits by (not P(active)).
+            "expected visits scaled by": round(float(scorer.metadata.get("visits_scale", 1.0)), 4),
             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
             **metrics,
         }

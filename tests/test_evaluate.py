@@ -18,7 +18,7 @@ from jobs.config import EvaluateSettings, Settings
 from jobs.report import SECTIONS, ReportData, write_report
 from model.data import flat_columns
 from model.evaluation import METHODS
-from model.scoring import load_scorer
+from model.scoring import load_scorer, read_metadata
 
 from shops import TrainedShop
 
@@ -151,6 +151,8 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     visits = pd.read_csv(index.parent / "expected_visits.csv")
     assert sorted(visits["days"].unique()) == [14, 28] and (visits.groupby("days")["users"].sum() == summary.counts["users"]).all()
     assert summary.metrics["visits_predicted_over_observed_28d"] == pytest.approx(1.0, abs=0.3)
+    visits_scale = round(read_metadata(summary.inputs["model"])["visits_scale"], 4)  # train.calibrate_visits
+    assert f"<th>expected visits scaled by</th><td>{visits_scale}</td>" in index.read_text()
     assert len(pd.read_csv(index.parent / "decay_check.csv")) == 10
     tiers = [summary.metrics[f"tier_{t}_users"] for t in ("high", "medium", "low")]
     assert sum(tiers) == summary.counts["users"] and tiers[0] == pytest.approx(0.2 * sum(tiers), abs=2)
