@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from jobs.spark import build_spark_session, configure_object_store
 
 from object_store import S3Server, s3_server
 from shops import SHOP, TrainedShop, build_shop, shop_settings
-from spark_cluster import Submission, train_and_score_on_a_cluster
+from spark_cluster import NotStarted, Submission, train_and_score_on_a_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,14 +67,20 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Train
 
 
 @pytest.fixture(scope="session")
-def cluster_run(shop: TrainedShop, s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Submission, Path]]:
+def cluster_run(
+    shop: TrainedShop, s3: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Submission | NotStarted, Path]]:
     """test_cluster.py's spark-submit of the shop's train and score on a standalone cluster,
     running in the background, and its work folder.
 
     It takes about two and a half minutes with one of two cores idle most of that time, so the
     hook below starts it with the first test that uses the shop and runs test_cluster.py last."""
     work_dir = tmp_path_factory.mktemp("cluster_run")
-    with train_and_score_on_a_cluster(shop, s3, work_dir) as submission:
+    with contextlib.ExitStack() as stack:
+        try:
+            submission = stack.enter_context(train_and_score_on_a_cluster(shop, s3, work_dir))
+        except Exception as exc:  # noqa: BLE001 -- any failure to start is reported by the cluster test, not by whichever test started it
+            submission = NotStarted(exc)
         yield submission, work_dir
 
 

@@ -116,6 +116,17 @@ class Submission:
         self._cluster.close()
 
 
+@dataclass
+class NotStarted:
+    """A submission that could not be started (the cluster did not come up, the upload failed):
+    ``result()`` raises why, so the failure shows in the test that waits for it."""
+
+    error: Exception
+
+    def result(self, timeout_s: float) -> subprocess.CompletedProcess:
+        raise RuntimeError(f"the cluster submission did not start: {self.error}") from self.error
+
+
 @contextlib.contextmanager
 def submit_in_background(
     work_dir: Path, args: list[str], env: dict[str, str], cwd: Path, workers: int = 2, cores: int = 1, memory: str = "2g"

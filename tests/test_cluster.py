@@ -22,12 +22,12 @@ from jobs.storage import Storage
 
 from object_store import S3Server
 from shops import TrainedShop
-from spark_cluster import Submission
+from spark_cluster import NotStarted, Submission
 
 
 @pytest.mark.slow
 def test_train_and_score_through_spark_submit_on_a_standalone_cluster_with_the_lakehouse_on_s3(
-    spark: SparkSession, shop: TrainedShop, s3: S3Server, cluster_run: tuple[Submission, Path]
+    spark: SparkSession, shop: TrainedShop, s3: S3Server, cluster_run: tuple[Submission | NotStarted, Path]
 ) -> None:
     submission, work_dir = cluster_run
     result = submission.result(timeout_s=900)
