@@ -97,11 +97,11 @@ def _sample(
     """``columns`` of up to ``limit`` of the ``available`` rows, those whose user ids hash lowest
     (not sample(): the same users whatever the partitioning), in that order; with ``model``, the
     columns it adds to the chosen rows too (it runs in Spark, on the sample only)."""
-    key = F.xxhash64("user_id", F.lit(seed)).alias("sample_key")
+    key = F.xxhash64("user_id", F.lit(seed))
 
     def lowest(candidates: DataFrame) -> pd.DataFrame:
         chosen = (
-            candidates.select("*", key)
+            candidates.select("*", key.alias("sample_key"))
             .orderBy("sample_key", "as_of_date")
             .limit(limit)
             .selectExpr(*columns, "sample_key", "as_of_date AS sample_date")
@@ -115,7 +115,7 @@ def _sample(
         # the top-K holds a few of them instead of every row. Too few pass only by a freak of the
         # hash (or users with very many rows each); then the sample is taken without the bound.
         bound = -(2**63) + int(min(1.0, 1.25 * limit / available) * 2**64)
-        picked = lowest(rows.where(F.xxhash64("user_id", F.lit(seed)) < F.lit(bound)))
+        picked = lowest(rows.where(key < F.lit(bound)))
         if len(picked) == limit:
             return picked
     return lowest(rows)
@@ -579,7 +579,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
             "model trained until": str(target.trained_until or "(not set)"),
             "sample sizes": sample_sizes(main, conf),
             # train.calibrate_visits: what the model multiplies its expected visits by (not P(active)).
-            "expected visits scaled by": round(float(scorer.metadata.get("visits_scale", 1.0)), 4),
+            "expected visits scaled by": round(scorer.visits_scale, 4),
             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
             **metrics,
         }

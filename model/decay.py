@@ -113,15 +113,20 @@ def _poisson_nll(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor) -> tf
     return tf.reduce_sum(tf.where(known, terms, 0.0), axis=-1)
 
 
-def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
-    """Poisson negative log-likelihood [B] of the visits in each of the next windows after the
-    as-of date: window i expects Lambda((i + 1) W) - Lambda(i W). A count below 0 marks a window
-    not observed yet (past the end of the data) and is left out."""
-    counts = tf.cast(future_sessions, params.dtype)
-    n_windows = tf.shape(counts)[1]
+def window_visits(params: tf.Tensor, n_windows: int | tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
+    """Expected visits [B, n_windows] in each of the next windows after the as-of date: window i
+    expects Lambda((i + 1) W) - Lambda(i W)."""
     edges = tf.cast(tf.range(n_windows + 1), params.dtype)[None, :] * window_days
     cumulative = cumulative_rate(params, edges, n_components)
-    expected = cumulative[:, 1:] - cumulative[:, :-1]
+    return cumulative[:, 1:] - cumulative[:, :-1]
+
+
+def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
+    """Poisson negative log-likelihood [B] of the visits in each of the next windows after the
+    as-of date (:func:`window_visits`). A count below 0 marks a window not observed yet (past
+    the end of the data) and is left out."""
+    counts = tf.cast(future_sessions, params.dtype)
+    expected = window_visits(params, tf.shape(counts)[1], window_days, n_components)
     return _poisson_nll(expected, tf.maximum(counts, 0.0), counts >= 0)
 
 

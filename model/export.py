@@ -103,6 +103,11 @@ class Scorer:
     def feature_spec(self) -> dict:
         return self.metadata["feature_spec"]
 
+    @property
+    def visits_scale(self) -> float:
+        """What the model multiplies its expected visits by (1 for models saved before it had one)."""
+        return float(self.metadata.get("visits_scale", 1.0))
+
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
         tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
         return {k: v.numpy() for k, v in self._serve(**tensors).items()}
@@ -129,7 +134,7 @@ class Scorer:
     def expected_visits_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """Expected visits within each of ``days``, users x days, from ``decay_params``: Lambda
         times the model's ``visits_scale``, as the serving function gives them."""
-        return self._cumulative_rate(decay_params, days) * self.metadata.get("visits_scale", 1.0)
+        return self._cumulative_rate(decay_params, days) * self.visits_scale
 
     def _cumulative_rate(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """Lambda at each of ``days``, users x days."""

@@ -72,9 +72,9 @@ def validation_visits(model: InterestDecayModel, inputs: dict, targets: dict) ->
     if observed == 0:
         return {}
     shape = model.shape_spec
-    edges = tf.constant([np.arange(future.shape[1] + 1) * float(shape.window_days)], tf.float32)
-    cumulative = decay.cumulative_rate(model(inputs, training=False)["params"], edges, shape.n_components).numpy()
-    expected = float((np.diff(cumulative, axis=1) * known).sum())
+    params = model(inputs, training=False)["params"]
+    windows = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy()
+    expected = float((windows * known).sum())
     return {"val_visits_predicted_over_observed": expected / observed}
 
 
