@@ -288,7 +288,7 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
     samples = rows.n_train * (fit["last_epoch"] - fit["first_epoch"])
     seconds = results[0]["seconds"]
     summary.metrics = {
-        **{k: round(v, 4) for k, v in final.items() if k.startswith(("val_auc", "val_survival", "val_visits", "loss"))},
+        **{k: round(v, 4) for k, v in final.items() if k.startswith(("val_auc", "val_decay_nll", "val_survival", "val_visits", "loss"))},
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
         "processes": results[0]["size"],

@@ -10,6 +10,8 @@
            each row weighted by decay.count_row_weights)
          + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
 
+Early stopping watches the first two terms on the validation rows (``val_decay_nll``).
+
 The time to the next visit mostly says which users are still away; how fast one user's own
 interest fades is carried by the counts over several windows (see model/decay.py).
 
@@ -111,7 +113,7 @@ class InterestDecayModel(tf.keras.Model):
         )
         self.kl_weight = tf.Variable(0.0, trainable=False, name="kl_weight")
         self.trackers = {
-            name: tf.keras.metrics.Mean(name=name) for name in ("loss", "survival_nll", "count_nll", "step_bce", "recon", "kl")
+            name: tf.keras.metrics.Mean(name=name) for name in ("loss", "decay_nll", "survival_nll", "count_nll", "step_bce", "recon", "kl")
         }
 
     @property
@@ -168,7 +170,10 @@ class InterestDecayModel(tf.keras.Model):
             kl = -0.5 * tf.reduce_sum(1 + out["z_log_var"] - tf.square(out["z_mean"]) - tf.exp(out["z_log_var"]), axis=-1)
             parts["kl"] = tf.reduce_mean(kl)
         w = self.loss_weights_spec
-        parts["loss"] = nll + w.count * parts["count_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
+        # The decay curve's own likelihood: what early stopping watches. The loss adds the step
+        # head and the VAE's terms, and the KL weight still ramps up in the first epochs.
+        parts["decay_nll"] = nll + w.count * parts["count_nll"]
+        parts["loss"] = parts["decay_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
         return parts
 
     def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:

@@ -176,7 +176,9 @@ def fit(
             callbacks.append(tf.keras.callbacks.TensorBoard(tensorboard_dir, profile_batch=0))
     stopper = None
     if validation_data is not None:
-        stopper = tf.keras.callbacks.EarlyStopping(monitor="val_survival_nll", patience=patience, mode="min")
+        # The whole decay likelihood, counts included: the time to the next visit alone stops
+        # improving within a few epochs, long before the time constants have been learned.
+        stopper = tf.keras.callbacks.EarlyStopping(monitor="val_decay_nll", patience=patience, mode="min")
         callbacks.append(stopper)
     history = model.fit(
         train_data,

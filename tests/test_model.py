@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from model import decay
 from model.export import DECAY_CURVE_DAYS, Scorer, save_model
-from model.network import InterestDecayModel, ModelShape, fit_normalisation
+from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
 from model.training import as_dataset, fit, steps_for, validation_visits
 
 SHAPE = ModelShape(n_windows=6, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16)
@@ -156,6 +156,35 @@ def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
     assert after < before
     assert result.history["loss"][-1] < result.history["loss"][0]
     assert result.history["val_auc_7d"][-1] > 0.8
+
+
+def test_early_stopping_watches_the_decay_likelihood_counts_included(tmp_path: Path) -> None:
+    inputs, targets = _toy_with_counts(512, seed=2)
+    model = InterestDecayModel(SHAPE, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]), LossWeights(count=2.0))
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(5e-2))
+    model.kl_weight.assign(0.01)
+    parts = model.loss_parts(model(inputs), inputs, targets)
+    assert float(parts["decay_nll"]) == pytest.approx(float(parts["survival_nll"] + 2.0 * parts["count_nll"]), rel=1e-6)
+    rest = 0.2 * parts["step_bce"] + 0.05 * parts["recon"] + 0.01 * parts["kl"]
+    assert float(parts["loss"]) == pytest.approx(float(parts["decay_nll"] + rest), rel=1e-6)
+
+    val = as_dataset(*_toy_with_counts(256, seed=3), 128, None)
+    result = fit(
+        model, as_dataset(inputs, targets, 64), epochs=8, steps_per_epoch=8, checkpoint_dir=str(tmp_path),
+        validation_data=val, validation_steps=2, patience=1,
+    )  # fmt: skip
+    watched = result.history["val_decay_nll"]
+    # With patience 1 the run ends at the first epoch whose decay likelihood did not improve.
+    improved = [later < min(watched[:i]) for i, later in enumerate(watched) if i > 0]
+    assert result.stopped_early == (False in improved)
+    if result.stopped_early:
+        assert improved.index(False) == len(improved) - 1
+
+
+def _toy_with_counts(n: int, seed: int) -> tuple[dict, dict]:
+    inputs, targets = _toy(n, seed)
+    targets["future_sessions"] = np.random.default_rng(seed).poisson(1.5, size=(n, 3)).astype(np.float32)
+    return inputs, targets
 
 
 def _crash_after(crash_epoch: int):  # noqa: ANN202
