@@ -17,7 +17,7 @@ from jobs import evaluate, train
 from jobs.config import EvaluateSettings, Settings
 from jobs.report import SECTIONS, ReportData, write_report
 from model.data import flat_columns
-from model.evaluation import METHODS
+from model.evaluation import METHODS, Predictions
 from model.scoring import load_scorer, read_metadata
 
 from shops import TrainedShop
@@ -199,6 +199,33 @@ def test_the_evaluation_scores_its_sample_with_the_scoring_udf_as_the_model_scor
     in_process = load_scorer(model)(train.view_arrays(scored, settings)[0])
     for name in ("decay_params", "interest_half_life_days", "return_median_days", "interest_now", "z"):
         np.testing.assert_allclose(outputs[name], in_process[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_the_decay_check_spans_the_first_four_windows_when_later_ones_are_not_observed(
+    spark: SparkSession, settings: Settings, shop: TrainedShop
+) -> None:
+    rows = spark.read.format("delta").load(settings.table_path("sequences")).where("as_of_date = '2026-03-30'")
+    columns = flat_columns(settings.horizons_days)
+    sample = evaluate._sample(rows, columns, 200, rows.count(), seed=1)
+    scorer = load_scorer(shop.trained.outputs["model"])
+    outputs = scorer(train.view_arrays(sample, settings)[0])
+    observed = np.random.default_rng(0).poisson(1.0, size=(len(sample), 4)).astype(np.float32)
+
+    def checks(future_sessions: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        evaluated = evaluate.Evaluated(
+            as_of=dt.date(2026, 3, 30), user_ids=sample["user_id"].to_numpy(), inputs={}, labels={},
+            predictions=Predictions([], {}), table=pd.DataFrame(), model_outputs=outputs, days_to_return=np.array([]),
+            future_sessions=future_sessions, population=len(sample), history_rows=0,
+        )  # fmt: skip
+        return evaluate.visit_checks(scorer, evaluated, settings.features.window_days)
+
+    calibration, decay, metrics = checks(observed)
+    assert len(decay) == 10 and set(decay["second_days"]) == {"14-28"}
+    # A view labelled with eight windows, the last four past the end of the data at this date.
+    later = checks(np.hstack([observed, np.full_like(observed, -1.0)]))
+    pd.testing.assert_frame_equal(later[0], calibration)
+    pd.testing.assert_frame_equal(later[1], decay)
+    assert later[2] == metrics
 
 
 def test_the_evaluated_sample_is_the_same_rows_with_or_without_the_hash_bound(spark: SparkSession) -> None:
