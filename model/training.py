@@ -60,22 +60,37 @@ def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> di
     return {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, model.shape_spec.horizons_days).items()}
 
 
+# Below this many visits seen in the latest validation rows, their ratio is too noisy to scale by.
+MIN_LATEST_VISITS = 100
+
+
 def validation_visits(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
-    """``val_visits_predicted_over_observed``: the visits the model expects in the validation
-    rows' observed future windows over the visits seen there (1.0 is calibrated in total; the
-    evaluation breaks it down by decile). Empty when no window is observed."""
+    """Expected over observed visits in the validation rows' observed future windows (1.0 is
+    calibrated in total; the evaluation breaks it down by decile):
+
+    - ``val_visits_predicted_over_observed``: over every row;
+    - ``val_visits_predicted_over_observed_latest``: over the rows nearest the end of the
+      training data, those whose last future window lies past it: the users as scoring at the
+      end of the data sees them. Left out below ``MIN_LATEST_VISITS`` visits seen there (and
+      when validation is one as-of date whose windows are all observed).
+
+    Empty when no window is observed.
+    """
     future = targets.get("future_sessions")
     if future is None or future.shape[1] == 0:
         return {}
     known = future >= 0
-    observed = float(np.where(known, future, 0.0).sum())
-    if observed == 0:
+    seen = np.where(known, future, 0.0)
+    if seen.sum() == 0:
         return {}
     shape = model.shape_spec
     params = model(inputs, training=False)["params"]
-    windows = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy()
-    expected = float((windows * known).sum())
-    return {"val_visits_predicted_over_observed": expected / observed}
+    expected = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy() * known
+    ratios = {"val_visits_predicted_over_observed": float(expected.sum() / seen.sum())}
+    latest = known[:, 0] & ~known[:, -1]
+    if seen[latest].sum() >= MIN_LATEST_VISITS:
+        ratios["val_visits_predicted_over_observed_latest"] = float(expected[latest].sum() / seen[latest].sum())
+    return ratios
 
 
 class WeightAverage(tf.keras.callbacks.Callback):

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from model import decay
+from model.distributed import visits_scale
 from model.export import DECAY_CURVE_DAYS, Scorer, save_model
 from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
 from model.training import as_dataset, fit, steps_for, validation_visits
@@ -127,10 +128,29 @@ def test_validation_visits_are_the_expected_over_the_observed_in_the_observed_wi
     lam = lambda d: float((np.exp(log_level) * tau * (1 - np.exp(-d / tau))).sum() + np.exp(log_floor[0]) * d)  # noqa: E731
     window = [lam(7) - lam(0), lam(14) - lam(7), lam(21) - lam(14)]
     # User 1 observed for three windows (3, 0, 2 visits), user 2 for one (1 visit).
-    targets = {"future_sessions": np.array([[3.0, 0.0, 2.0], [1.0, -1.0, -1.0]], np.float32)}
+    future = np.array([[3.0, 0.0, 2.0], [1.0, -1.0, -1.0]], np.float32)
     expected = (sum(window) + window[0]) / 6.0
-    assert validation_visits(model, inputs, targets)["val_visits_predicted_over_observed"] == pytest.approx(expected, rel=1e-4)
+    assert validation_visits(model, inputs, {"future_sessions": future})["val_visits_predicted_over_observed"] == pytest.approx(
+        expected, rel=1e-4
+    )
     assert validation_visits(model, inputs, {"future_sessions": np.full((2, 3), -1.0, np.float32)}) == {}
+
+    # The latest rows are those whose last window lies past the end of the data: user 2's 150
+    # visits (enough to scale by) in its first window; user 1 is left out of that ratio.
+    targets = {"future_sessions": np.array([[3.0, 0.0, 2.0], [150.0, -1.0, -1.0]], np.float32)}
+    ratios = validation_visits(model, inputs, targets)
+    assert ratios["val_visits_predicted_over_observed"] == pytest.approx((sum(window) + window[0]) / 155.0, rel=1e-4)
+    assert ratios["val_visits_predicted_over_observed_latest"] == pytest.approx(window[0] / 150.0, rel=1e-4)
+    # Below MIN_LATEST_VISITS visits there, no latest ratio.
+    assert "val_visits_predicted_over_observed_latest" not in validation_visits(model, inputs, {"future_sessions": future})
+
+
+def test_the_visits_scale_comes_from_the_latest_validation_rows_when_they_have_a_ratio() -> None:
+    both = {"val_visits_predicted_over_observed": 1.25, "val_visits_predicted_over_observed_latest": 0.8}
+    assert visits_scale(both, calibrate=True) == pytest.approx(1.25)
+    assert visits_scale({"val_visits_predicted_over_observed": 1.25}, calibrate=True) == pytest.approx(0.8)
+    assert visits_scale(both, calibrate=False) == 1.0
+    assert visits_scale({}, calibrate=True) == 1.0
 
 
 def test_count_rows_are_weighted_by_their_recent_sessions_only() -> None:
