@@ -60,6 +60,8 @@ EVALUATIONS_TABLE = "evaluations"
 IMPORTANCE_USERS = 20_000
 # The per-user maximum-likelihood reference fits each user alone: a seeded sample above this.
 TRUTH_USERS = 20_000
+# Expected visits are checked over the next 2 and 4 future windows; the decay check splits the longer.
+VISIT_CHECK_WINDOWS = (2, 4)
 
 
 @dataclass
@@ -338,9 +340,9 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
     """(expected-visits calibration by decile over the next 2 and 4 windows, the decay check by
     decile of interest half-life, their headline metrics), from the observed future windows."""
     params, future = evaluated.model_outputs["decay_params"], evaluated.future_sessions
-    n_future = future.shape[1]
+    spans = sorted({min(k, future.shape[1]) for k in VISIT_CHECK_WINDOWS} - {0})
     tables, metrics = [], {}
-    for k in sorted({min(2, n_future), min(4, n_future)} - {0}):
+    for k in spans:
         known = (future[:, :k] >= 0).all(axis=1)
         if known.sum() < 20:
             continue
@@ -354,7 +356,7 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
     decay = pd.DataFrame()
     # The decay check spans the calibration's longest span: a view labelled with more future
     # windows than the evaluation date has seen still gets one.
-    span = min(4, n_future)
+    span = spans[-1] if spans else 0
     known = (future[:, :span] >= 0).all(axis=1) if span >= 2 else np.zeros(len(params), bool)
     if known.sum() >= 20:
         half = span // 2
