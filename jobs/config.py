@@ -137,6 +137,9 @@ class TrainSettings(_Strict):
     # Poisson likelihood of the visits in each of the next `features.future_windows` windows:
     # what teaches each user's own decay (0: the survival likelihood alone).
     count_weight: float = Field(1.0, ge=0)
+    # The counts' likelihood: "poisson", or "negative_binomial" with one dispersion learned for
+    # the shop (visits in bursts, as purchases often are; the run summary gives the dispersion).
+    count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
     # Use nothing after this date (labels censored there): an evaluation on it is out of time.
     until: dt.date | None = None
     # How the rows known by `until` are split for early stopping and validation metrics:

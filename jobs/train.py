@@ -213,7 +213,12 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
         ),
         feature_spec=view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days),
         loss_weights=LossWeights(
-            step=conf.step_weight, count=conf.count_weight, recon=conf.recon_weight, beta=conf.beta, kl_warmup_epochs=conf.kl_warmup_epochs
+            step=conf.step_weight,
+            count=conf.count_weight,
+            count_likelihood=conf.count_likelihood,
+            recon=conf.recon_weight,
+            beta=conf.beta,
+            kl_warmup_epochs=conf.kl_warmup_epochs,
         ),
         normalisation=fit_normalisation(sample["x"], sample["mask"], sample["static"]),
         epochs=conf.epochs,
@@ -288,7 +293,11 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
     samples = rows.n_train * (fit["last_epoch"] - fit["first_epoch"])
     seconds = results[0]["seconds"]
     summary.metrics = {
-        **{k: round(v, 4) for k, v in final.items() if k.startswith(("val_auc", "val_decay_nll", "val_survival", "val_visits", "loss"))},
+        **{
+            k: round(v, 4)
+            for k, v in final.items()
+            if k.startswith(("val_auc", "val_decay_nll", "val_survival", "val_visits", "loss", "count_dispersion"))
+        },
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
         "processes": results[0]["size"],

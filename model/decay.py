@@ -36,6 +36,9 @@ MAX_TAU_DAYS = 365.0
 # Soft upper bounds on log rates (visits per day): e^7 ~ 1,100 visits a day is already a bot.
 MAX_LOG_RATE = 7.0
 RETURN_MEDIAN_CAP_DAYS = 365.0
+# Bounds of the negative binomial count likelihood's dispersion (variance = mu (1 + dispersion mu)).
+MIN_DISPERSION = 1e-3
+MAX_DISPERSION = 10.0
 PARAMS_LAYOUT = "log_level_now,tau_days,log_floor/v2"
 
 
@@ -121,13 +124,39 @@ def window_visits(params: tf.Tensor, n_windows: int | tf.Tensor, window_days: fl
     return cumulative[:, 1:] - cumulative[:, :-1]
 
 
-def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
-    """Poisson negative log-likelihood [B] of the visits in each of the next windows after the
-    as-of date (:func:`window_visits`). A count below 0 marks a window not observed yet (past
-    the end of the data) and is left out."""
+def _negative_binomial_nll(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor, dispersion: tf.Tensor) -> tf.Tensor:
+    """sum over known windows of the negative binomial NLL with mean mu and variance
+    mu (1 + dispersion mu), log n! left out as in :func:`_poisson_nll` (so the two compare, and
+    it tends to the Poisson one as the dispersion goes to 0), [B].
+
+    In float64: with r = 1 / dispersion in the hundreds, lgamma(n + r) - lgamma(r) loses most of
+    its digits in float32.
+    """
+    mu, n = tf.cast(expected, tf.float64) + 1e-8, tf.cast(counts, tf.float64)
+    r = 1.0 / tf.cast(dispersion, tf.float64)
+    terms = tf.math.lgamma(r) - tf.math.lgamma(n + r) + r * tf.math.log1p(mu / r) + n * (tf.math.log(r + mu) - tf.math.log(mu))
+    return tf.cast(tf.reduce_sum(tf.where(known, terms, tf.zeros_like(terms)), axis=-1), expected.dtype)
+
+
+def dispersion_from_raw(raw: tf.Tensor) -> tf.Tensor:
+    """A raw variable -> the negative binomial dispersion, bounded to [MIN_DISPERSION, MAX_DISPERSION]
+    log-uniformly (0 would be Poisson; 10 is a variance ten times the square of the mean)."""
+    low, high = math.log(MIN_DISPERSION), math.log(MAX_DISPERSION)
+    return tf.exp(low + (high - low) * tf.sigmoid(raw))
+
+
+def window_count_nll(
+    params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, n_components: int, dispersion: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Negative log-likelihood [B] of the visits in each of the next windows after the as-of
+    date (:func:`window_visits`): Poisson, or negative binomial with ``dispersion`` (visits that
+    come in bursts). A count below 0 marks a window not observed yet (past the end of the data)
+    and is left out."""
     counts = tf.cast(future_sessions, params.dtype)
     expected = window_visits(params, tf.shape(counts)[1], window_days, n_components)
-    return _poisson_nll(expected, tf.maximum(counts, 0.0), counts >= 0)
+    if dispersion is None:
+        return _poisson_nll(expected, tf.maximum(counts, 0.0), counts >= 0)
+    return _negative_binomial_nll(expected, tf.maximum(counts, 0.0), counts >= 0, dispersion)
 
 
 def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.Tensor:

@@ -6,8 +6,8 @@
     decay head: [h(T), static, mean of z] -> level_k, tau_k, floor -> rate(d), Lambda(d), S(d)
 
     loss = survival NLL (censored time to the next visit)
-         + count_weight * Poisson NLL of the visits in each of the next windows (masked past the data,
-           each row weighted by decay.count_row_weights)
+         + count_weight * Poisson (or negative binomial) NLL of the visits in each of the next
+           windows (masked past the data, each row weighted by decay.count_row_weights)
          + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
 
 Early stopping watches the first two terms on the validation rows (``val_decay_nll``).
@@ -23,6 +23,7 @@ model as constants, so the saved model carries them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import tensorflow as tf
@@ -52,13 +53,18 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss parts; beta ramps up linearly over ``kl_warmup_epochs``."""
+    """Weights of the loss parts; beta ramps up linearly over ``kl_warmup_epochs``.
+
+    ``count_likelihood`` "negative_binomial" learns one dispersion for the whole shop, so visits
+    that come in bursts are not read as a higher rate; on Poisson visits it shrinks towards 0.
+    """
 
     step: float = 0.2
     count: float = 1.0
     recon: float = 0.05
     beta: float = 0.01
     kl_warmup_epochs: int = 3
+    count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
 
 
 @dataclass
@@ -112,6 +118,10 @@ class InterestDecayModel(tf.keras.Model):
             2 * shape.n_components + 1, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
         )
         self.kl_weight = tf.Variable(0.0, trainable=False, name="kl_weight")
+        self.dispersion_raw = None
+        if self.loss_weights_spec.count_likelihood == "negative_binomial":
+            # 0 is a dispersion of 0.1, the geometric middle of its bounds.
+            self.dispersion_raw = self.add_weight(name="count_dispersion_raw", shape=(), initializer="zeros", trainable=True)
         self.trackers = {
             name: tf.keras.metrics.Mean(name=name) for name in ("loss", "decay_nll", "survival_nll", "count_nll", "step_bce", "recon", "kl")
         }
@@ -161,7 +171,9 @@ class InterestDecayModel(tf.keras.Model):
         parts = {"survival_nll": nll, "step_bce": step_bce, "recon": tf.constant(0.0), "kl": tf.constant(0.0)}
         parts["count_nll"] = tf.constant(0.0)
         if "future_sessions" in targets:
-            future = decay.window_count_nll(out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k)
+            future = decay.window_count_nll(
+                out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k, self.count_dispersion()
+            )
             weight = decay.count_row_weights(inputs["x"][:, :, SESSIONS_FEATURE])
             parts["count_nll"] = tf.reduce_sum(future * weight) / tf.reduce_sum(weight)
         if self.shape_spec.use_vae:
@@ -175,6 +187,10 @@ class InterestDecayModel(tf.keras.Model):
         parts["decay_nll"] = nll + w.count * parts["count_nll"]
         parts["loss"] = parts["decay_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
         return parts
+
+    def count_dispersion(self) -> tf.Tensor | None:
+        """The negative binomial dispersion of the visit counts (None: Poisson)."""
+        return None if self.dispersion_raw is None else decay.dispersion_from_raw(self.dispersion_raw)
 
     def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
         """Target of P(t): the next window is active; for the last step, from the labels."""

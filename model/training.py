@@ -218,6 +218,9 @@ def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverag
         log.info("final weights: the mean of %d epochs from epoch %d", result.averaged_epochs, averager.first_epoch)
     if val_sample is not None:
         result.final_metrics = {**validation_auc(model, *val_sample), **validation_visits(model, *val_sample)}
+    dispersion = model.count_dispersion()
+    if dispersion is not None:
+        result.final_metrics["count_dispersion"] = float(dispersion.numpy())
     return result
 
 

@@ -116,6 +116,44 @@ def test_window_counts_likelihood_matches_a_hand_count() -> None:
     assert decay.window_count_nll(params, counts, 7.0, 1).numpy()[0] == pytest.approx(expected, rel=1e-5)
 
 
+def test_negative_binomial_counts_match_scipy_and_tend_to_the_poisson_likelihood() -> None:
+    from scipy.special import gammaln
+    from scipy.stats import nbinom
+
+    params = _hand_set([1.0], [7.0], 0.1)
+    counts = tf.constant([[3.0, 0.0, 12.0, -1.0]])  # the last window is past the end of the data
+    lam = lambda d: 7.0 * (1 - np.exp(-d / 7.0)) + 0.1 * d  # noqa: E731
+    mu = np.array([lam(7 * (i + 1)) - lam(7 * i) for i in range(3)])
+    n = np.array([3.0, 0.0, 12.0])
+    for dispersion in (0.05, 1.0, 4.0):
+        r = 1 / dispersion
+        by_scipy = -(nbinom.logpmf(n, r, r / (r + mu)) + gammaln(n + 1)).sum()  # log n! left out, as in the Poisson one
+        nll = decay.window_count_nll(params, counts, 7.0, 1, tf.constant(dispersion)).numpy()[0]
+        assert nll == pytest.approx(by_scipy, rel=1e-5)
+    poisson = decay.window_count_nll(params, counts, 7.0, 1).numpy()[0]
+    # The two differ by about dispersion x n(n - 1) / 2 per window.
+    assert decay.window_count_nll(params, counts, 7.0, 1, tf.constant(1e-8)).numpy()[0] == pytest.approx(poisson, abs=1e-5)
+
+
+def test_the_negative_binomial_dispersion_is_learned_from_the_counts(tmp_path: Path) -> None:
+    """Visits in bursts (gamma-Poisson, dispersion 1) raise it well above its start of 0.1;
+    Poisson visits keep it near there (a short fit leaves some spread in the rates it learned)."""
+    learned = {}
+    for name, dispersion in (("bursts", 1.0), ("poisson", 0.0)):
+        inputs, targets = _toy(512, seed=4)
+        rng = np.random.default_rng(5)
+        rates = 1.5 * (rng.gamma(1 / dispersion, dispersion, size=(512, 3)) if dispersion else np.ones((512, 3)))
+        targets["future_sessions"] = rng.poisson(rates).astype(np.float32)
+        norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
+        model = InterestDecayModel(SHAPE, norm, LossWeights(count_likelihood="negative_binomial"))
+        model.compile(optimizer=tf.keras.optimizers.legacy.Adam(5e-2))
+        result = fit(
+            model, as_dataset(inputs, targets, 64), epochs=5, steps_per_epoch=8, checkpoint_dir=str(tmp_path / name)
+        )  # fmt: skip
+        learned[name] = result.final_metrics["count_dispersion"]
+    assert learned["bursts"] > 0.6 and learned["poisson"] < 0.2, learned
+
+
 def test_validation_visits_are_the_expected_over_the_observed_in_the_observed_windows() -> None:
     inputs, _ = _toy(2)
     model = _model(inputs)
