@@ -140,15 +140,15 @@ def test_the_negative_binomial_dispersion_is_learned_from_the_counts(tmp_path: P
     Poisson visits keep it near there (a short fit leaves some spread in the rates it learned)."""
     learned = {}
     for name, dispersion in (("bursts", 1.0), ("poisson", 0.0)):
-        inputs, targets = _toy(512, seed=4)
+        inputs, targets = _toy(256, seed=4)
         rng = np.random.default_rng(5)
-        rates = 1.5 * (rng.gamma(1 / dispersion, dispersion, size=(512, 3)) if dispersion else np.ones((512, 3)))
+        rates = 1.5 * (rng.gamma(1 / dispersion, dispersion, size=(256, 3)) if dispersion else np.ones((256, 3)))
         targets["future_sessions"] = rng.poisson(rates).astype(np.float32)
         norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
         model = InterestDecayModel(SHAPE, norm, LossWeights(count_likelihood="negative_binomial"))
         model.compile(optimizer=tf.keras.optimizers.legacy.Adam(5e-2))
         result = fit(
-            model, as_dataset(inputs, targets, 64), epochs=5, steps_per_epoch=8, checkpoint_dir=str(tmp_path / name)
+            model, as_dataset(inputs, targets, 64), epochs=4, steps_per_epoch=8, checkpoint_dir=str(tmp_path / name)
         )  # fmt: skip
         learned[name] = result.final_metrics["count_dispersion"]
     assert learned["bursts"] > 0.6 and learned["poisson"] < 0.2, learned
