@@ -110,10 +110,9 @@ def survival_nll(params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor
     return cumulative_rate(params, d, n_components)[:, 0] - observed * log_rate
 
 
-def _poisson_nll(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor) -> tf.Tensor:
-    """sum over known windows of mu - n log mu (the log n! term does not depend on the model), [B]."""
-    terms = expected - counts * tf.math.log(expected + 1e-8)
-    return tf.reduce_sum(tf.where(known, terms, 0.0), axis=-1)
+def _poisson_terms(expected: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
+    """mu - n log mu per window (the log n! term does not depend on the model), [B, W]."""
+    return expected - counts * tf.math.log(expected + 1e-8)
 
 
 def window_visits(params: tf.Tensor, n_windows: int | tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
@@ -124,10 +123,10 @@ def window_visits(params: tf.Tensor, n_windows: int | tf.Tensor, window_days: fl
     return cumulative[:, 1:] - cumulative[:, :-1]
 
 
-def _negative_binomial_nll(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor, dispersion: tf.Tensor) -> tf.Tensor:
-    """sum over known windows of the negative binomial NLL with mean mu and variance
-    mu (1 + dispersion mu), log n! left out as in :func:`_poisson_nll` (so the two compare, and
-    it tends to the Poisson one as the dispersion goes to 0), [B].
+def _negative_binomial_terms(expected: tf.Tensor, counts: tf.Tensor, dispersion: tf.Tensor) -> tf.Tensor:
+    """The negative binomial NLL per window with mean mu and variance mu (1 + dispersion mu),
+    log n! left out as in :func:`_poisson_terms` (so the two compare, and it tends to the Poisson
+    one as the dispersion goes to 0), [B, W].
 
     In float64: with r = 1 / dispersion in the hundreds, lgamma(n + r) - lgamma(r) loses most of
     its digits in float32.
@@ -135,7 +134,7 @@ def _negative_binomial_nll(expected: tf.Tensor, counts: tf.Tensor, known: tf.Ten
     mu, n = tf.cast(expected, tf.float64) + 1e-8, tf.cast(counts, tf.float64)
     r = 1.0 / tf.cast(dispersion, tf.float64)
     terms = tf.math.lgamma(r) - tf.math.lgamma(n + r) + r * tf.math.log1p(mu / r) + n * (tf.math.log(r + mu) - tf.math.log(mu))
-    return tf.cast(tf.reduce_sum(tf.where(known, terms, tf.zeros_like(terms)), axis=-1), expected.dtype)
+    return tf.cast(terms, expected.dtype)
 
 
 def dispersion_from_raw(raw: tf.Tensor) -> tf.Tensor:
@@ -154,9 +153,9 @@ def window_count_nll(
     and is left out."""
     counts = tf.cast(future_sessions, params.dtype)
     expected = window_visits(params, tf.shape(counts)[1], window_days, n_components)
-    if dispersion is None:
-        return _poisson_nll(expected, tf.maximum(counts, 0.0), counts >= 0)
-    return _negative_binomial_nll(expected, tf.maximum(counts, 0.0), counts >= 0, dispersion)
+    seen = tf.maximum(counts, 0.0)
+    terms = _poisson_terms(expected, seen) if dispersion is None else _negative_binomial_terms(expected, seen, dispersion)
+    return tf.reduce_sum(tf.where(counts >= 0, terms, 0.0), axis=-1)
 
 
 def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.Tensor:
