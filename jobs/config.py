@@ -161,6 +161,10 @@ class TrainSettings(_Strict):
     # validation users (their observed windows after each as-of date), so a run whose rates came
     # out high or low overall still gives calibrated counts. P(active) is left as trained.
     calibrate_visits: bool = True
+    # Models trained one after the other, each from its own random start and batch order, and
+    # saved as one: the mean of their decay curves (N x n_components components). Steadier
+    # expected visits and half-lives from one run, at N times the training time.
+    members: int = Field(1, ge=1)
     # Training and validation rows kept per as-of date (a seeded sample of users by hash; null:
     # all): bounds an epoch's cost by the number of dates, not users, for shops with millions.
     # The run summary gives the training rows available and kept.

@@ -234,7 +234,13 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
         seed=conf.seed,
         average_from_epoch=conf.average_from_epoch,
         calibrate_visits=conf.calibrate_visits,
-        training_facts={"until": str(conf.until or ""), "validation": rows.validation, "sequences_version": rows.view_version},
+        members=conf.members,
+        training_facts={
+            "until": str(conf.until or ""),
+            "validation": rows.validation,
+            "sequences_version": rows.view_version,
+            "members": conf.members,
+        },
     )
 
 
@@ -287,10 +293,11 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         "epochs_run": fit["last_epoch"] - fit["first_epoch"],
         "last_epoch": fit["last_epoch"],
         "averaged_epochs": fit["averaged_epochs"],
+        "members": max(1, len(fit["member_epochs"])),
     }
     # The saved weights' validation AUCs replace the last epoch's (they differ when averaged).
     final = {**({k: v[-1] for k, v in history.items()} if history else {}), **fit["final_metrics"]}
-    samples = rows.n_train * (fit["last_epoch"] - fit["first_epoch"])
+    samples = rows.n_train * (sum(fit["member_epochs"]) or fit["last_epoch"] - fit["first_epoch"])
     seconds = results[0]["seconds"]
     summary.metrics = {
         **{
@@ -304,6 +311,8 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         # What the saved model multiplies its expected visits by (train.calibrate_visits).
         "visits_scale": round(results[0]["visits_scale"], 4),
     }
+    for i, member in enumerate(fit["member_metrics"]):  # how far apart the averaged members were
+        summary.metrics.update({f"member{i}_{k}": round(v, 4) for k, v in member.items() if k.startswith(("val_auc", "val_visits"))})
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))

@@ -71,6 +71,24 @@ def head_params(raw: tf.Tensor, n_components: int) -> tf.Tensor:
     return tf.concat([log_level, tau, log_floor], axis=1)
 
 
+def average_curves(member_params: list[tf.Tensor], n_components: int) -> tf.Tensor:
+    """The mean of several models' decay curves as one curve of the same form, [B, 2NK + 1].
+
+    The mean of N curves sum_k level_k exp(-d / tau_k) + floor is itself such a curve with the
+    N x K components, each level divided by N, and the mean of the floors. So every closed form
+    (Lambda, S, the half-life, the return median) reads the average as it reads one model.
+    """
+    n = len(member_params)
+    if n == 0:
+        raise ValueError("member_params is empty: average at least one model's curves")
+    k, shrink = n_components, math.log(float(n))
+    levels = [params[:, :k] - shrink for params in member_params]
+    taus = [params[:, k : 2 * k] for params in member_params]
+    floors = tf.concat([params[:, 2 * k :] for params in member_params], axis=1)
+    log_floor = tf.reduce_logsumexp(floors, axis=1, keepdims=True) - shrink
+    return tf.concat([*levels, *taus, log_floor], axis=1)
+
+
 def split_params(params: tf.Tensor, n_components: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """decay_params [B, 2K + 1] -> (level today [B, K], tau_days [B, K], floor [B, 1]), rates per day."""
     k = n_components

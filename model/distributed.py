@@ -19,6 +19,8 @@ import numpy as np
 
 from model.network import LossWeights, ModelShape, Normalisation
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -41,6 +43,9 @@ class RunPlan:
     seed: int = 0
     average_from_epoch: int | None = None
     calibrate_visits: bool = True
+    # Models trained one after the other, each from its own random start, and saved as the mean
+    # of their decay curves (model.network.MemberAverage).
+    members: int = 1
     # Facts about the training run kept in the model's metadata (until, validation, view version).
     training_facts: dict = field(default_factory=dict)
     # Called by the chief after each epoch's checkpoint (epoch, logs): uploads checkpoints and logs.
@@ -60,6 +65,18 @@ def build_model(plan: RunPlan, learning_rate: float, optimizer_wrapper=None):  #
     optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
     model.compile(optimizer=optimizer_wrapper(optimizer) if optimizer_wrapper else optimizer)
     return model
+
+
+def member_checkpoints(plan: RunPlan, member: int) -> str:
+    """Where member ``member`` keeps its checkpoints: the run's folder itself for a single model
+    (as before members existed), ``member-<i>`` in it otherwise; so a crashed run resumes the
+    member it was training and keeps the ones it finished."""
+    return plan.checkpoint_dir if plan.members == 1 else os.path.join(plan.checkpoint_dir, f"member-{member}")
+
+
+def member_seed(plan: RunPlan, member: int) -> int:
+    """The random seed of member ``member``: each starts from its own weights and batch order."""
+    return plan.seed + 1000 * member
 
 
 def _mlflow_listener(plan: RunPlan):  # noqa: ANN202
@@ -113,7 +130,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     import tensorflow as tf
 
     from model.export import save_model
-    from model.training import fit, steps_for
+    from model.training import average_members, fit, steps_for
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     hvd.init()
@@ -128,11 +145,10 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    tf.random.set_seed(plan.seed + hvd.rank())
     to_model = _batch_reader(plan.shape.n_windows, plan.shape.n_window_features, plan.shape.n_static)
-    model = build_model(plan, plan.learning_rate * hvd.size(), hvd.DistributedOptimizer)
     chief = hvd.rank() == 0
     listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn] if chief else []
+    models, results = [], []
     started = time.perf_counter()
     with (
         train_converter.make_tf_dataset(
@@ -142,25 +158,34 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
             batch_size=plan.batch_size, num_epochs=None, cur_shard=hvd.rank(), shard_count=hvd.size(), workers_count=1
         ) as val_data,
     ):
-        result = fit(
-            model,
-            train_data.map(to_model),
-            epochs=plan.epochs,
-            steps_per_epoch=steps_for(n_train_rows, plan.batch_size, hvd.size()),
-            checkpoint_dir=plan.checkpoint_dir,
-            validation_data=val_data.map(to_model),
-            validation_steps=steps_for(n_val_rows, plan.batch_size, hvd.size()),
-            val_sample=val_sample if chief else None,
-            patience=plan.patience,
-            is_chief=chief,
-            first_callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()],
-            epoch_listeners=listeners,
-            tensorboard_dir=plan.tensorboard_dir if chief else None,
-            average_from_epoch=plan.average_from_epoch,
-        )
+        for member in range(plan.members):
+            if plan.members > 1 and chief:
+                log.info("member %d of %d", member + 1, plan.members)
+            tf.random.set_seed(member_seed(plan, member) + hvd.rank())
+            model = build_model(plan, plan.learning_rate * hvd.size(), hvd.DistributedOptimizer)
+            results.append(
+                fit(
+                    model,
+                    train_data.map(to_model),
+                    epochs=plan.epochs,
+                    steps_per_epoch=steps_for(n_train_rows, plan.batch_size, hvd.size()),
+                    checkpoint_dir=member_checkpoints(plan, member),
+                    validation_data=val_data.map(to_model),
+                    validation_steps=steps_for(n_val_rows, plan.batch_size, hvd.size()),
+                    val_sample=val_sample if chief else None,
+                    patience=plan.patience,
+                    is_chief=chief,
+                    first_callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()],
+                    epoch_listeners=listeners,
+                    tensorboard_dir=plan.tensorboard_dir if chief else None,
+                    average_from_epoch=plan.average_from_epoch,
+                )
+            )
+            models.append(model)
     seconds = time.perf_counter() - started
     # The learned parameters only: loss trackers are per-rank running means and may differ.
-    weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for w in model.trainable_weights))
+    weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for model in models for w in model.trainable_weights))
+    model, result = average_members(models, results, val_sample if chief else None)
     scale = visits_scale(result.final_metrics, plan.calibrate_visits)
     if chief:
         save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts, scale)
@@ -179,27 +204,36 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
     import tensorflow as tf
 
     from model.export import save_model
-    from model.training import as_dataset, fit, steps_for
+    from model.training import as_dataset, average_members, fit, steps_for
 
-    tf.random.set_seed(plan.seed)
-    model = build_model(plan, plan.learning_rate)
     listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn]
     n_rows = len(train[1]["censored"])
+    models, results = [], []
     started = time.perf_counter()
-    result = fit(
-        model,
-        as_dataset(*train, plan.batch_size, shuffle_seed=plan.seed),
-        epochs=plan.epochs,
-        steps_per_epoch=steps_for(n_rows, plan.batch_size),
-        checkpoint_dir=plan.checkpoint_dir,
-        validation_data=tf.data.Dataset.from_tensor_slices(val).batch(plan.batch_size * 4),
-        val_sample=val_sample,
-        patience=plan.patience,
-        epoch_listeners=listeners,
-        tensorboard_dir=plan.tensorboard_dir,
-        average_from_epoch=plan.average_from_epoch,
-    )
+    for member in range(plan.members):
+        if plan.members > 1:
+            log.info("member %d of %d", member + 1, plan.members)
+        seed = member_seed(plan, member)
+        tf.random.set_seed(seed)
+        model = build_model(plan, plan.learning_rate)
+        results.append(
+            fit(
+                model,
+                as_dataset(*train, plan.batch_size, shuffle_seed=seed),
+                epochs=plan.epochs,
+                steps_per_epoch=steps_for(n_rows, plan.batch_size),
+                checkpoint_dir=member_checkpoints(plan, member),
+                validation_data=tf.data.Dataset.from_tensor_slices(val).batch(plan.batch_size * 4),
+                val_sample=val_sample,
+                patience=plan.patience,
+                epoch_listeners=listeners,
+                tensorboard_dir=plan.tensorboard_dir,
+                average_from_epoch=plan.average_from_epoch,
+            )
+        )
+        models.append(model)
     seconds = time.perf_counter() - started
+    model, result = average_members(models, results, val_sample)
     scale = visits_scale(result.final_metrics, plan.calibrate_visits)
     save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts, scale)
     return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds, "visits_scale": scale}

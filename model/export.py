@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from model import decay
-from model.network import InterestDecayModel, Normalisation
+from model.network import InterestDecayModel, MemberAverage, Normalisation
 from model.scoring import METADATA_FILE, read_metadata
 
 DECAY_CURVE_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
@@ -26,7 +26,7 @@ class _Serving(tf.Module):
     not kept as an attribute, so saving traces these two functions only: not every layer's
     call for Keras's own format, nor the optimizer's slots (which made a save take seconds)."""
 
-    def __init__(self, model: InterestDecayModel, visits_scale: float = 1.0) -> None:
+    def __init__(self, model: InterestDecayModel | MemberAverage, visits_scale: float = 1.0) -> None:
         super().__init__()
         self.weights_read = list(model.weights)
         shape = model.shape_spec
@@ -57,7 +57,7 @@ class _Serving(tf.Module):
 
 
 def save_model(
-    model: InterestDecayModel,
+    model: InterestDecayModel | MemberAverage,
     path: str | Path,
     norm: Normalisation,
     feature_spec: dict,

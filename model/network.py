@@ -22,7 +22,7 @@ model as constants, so the saved model carries them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -93,7 +93,31 @@ def fit_normalisation(x: np.ndarray, mask: np.ndarray, static: np.ndarray) -> No
     )
 
 
-class InterestDecayModel(tf.keras.Model):
+class _DecayCurves:
+    """What scoring reads from a model: its ``shape_spec`` and a call that returns ``params``
+    (and, with the VAE, ``z_mean``, ``x_hat`` and ``x_norm``)."""
+
+    def predict_curves(self, inputs: dict, days: tf.Tensor) -> dict:
+        """What scoring needs: P(active within each horizon), S on ``days``, latent z, recon error."""
+        out = self(inputs, training=False)
+        k = self.shape_spec.n_components
+        horizons = tf.constant([list(self.shape_spec.horizons_days)], tf.float32)
+        expected = decay.cumulative_rate(out["params"], horizons, k)
+        result = {
+            "p_active": 1.0 - tf.exp(-expected),
+            "expected_visits": expected,
+            "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k),
+            "decay_params": out["params"],
+        }
+        if self.shape_spec.use_vae:
+            real = tf.cast(inputs["mask"], tf.float32)
+            squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
+            result["z"] = out["z_mean"]
+            result["reconstruction_error"] = tf.reduce_sum(squared * real, axis=-1) / tf.maximum(tf.reduce_sum(real, axis=-1), 1.0)
+        return result
+
+
+class InterestDecayModel(_DecayCurves, tf.keras.Model):
     """GRU encoder + VAE + parametric decay head, with its own training step."""
 
     def __init__(self, shape: ModelShape, norm: Normalisation, weights: LossWeights | None = None, **kwargs) -> None:
@@ -221,25 +245,6 @@ class InterestDecayModel(tf.keras.Model):
             tracker.update_state(parts[name])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
-    def predict_curves(self, inputs: dict, days: tf.Tensor) -> dict:
-        """What scoring needs: P(active within each horizon), S on ``days``, latent z, recon error."""
-        out = self(inputs, training=False)
-        k = self.shape_spec.n_components
-        horizons = tf.constant([list(self.shape_spec.horizons_days)], tf.float32)
-        expected = decay.cumulative_rate(out["params"], horizons, k)
-        result = {
-            "p_active": 1.0 - tf.exp(-expected),
-            "expected_visits": expected,
-            "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k),
-            "decay_params": out["params"],
-        }
-        if self.shape_spec.use_vae:
-            real = tf.cast(inputs["mask"], tf.float32)
-            squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
-            result["z"] = out["z_mean"]
-            result["reconstruction_error"] = tf.reduce_sum(squared * real, axis=-1) / tf.maximum(tf.reduce_sum(real, axis=-1), 1.0)
-        return result
-
 
 class KLWarmup(tf.keras.callbacks.Callback):
     """beta_t = beta * min(1, (epoch + 1) / warmup_epochs): the KL term eases in."""
@@ -248,3 +253,27 @@ class KLWarmup(tf.keras.callbacks.Callback):
         w = self.model.loss_weights_spec
         ramp = min(1.0, (epoch + 1) / max(w.kl_warmup_epochs, 1))
         self.model.kl_weight.assign(w.beta * ramp if self.model.shape_spec.use_vae else 0.0)
+
+
+class MemberAverage(_DecayCurves, tf.keras.Model):
+    """Several independently trained models (``train.members``) served as one: the decay curve
+    is the mean of the members' curves (:func:`model.decay.average_curves`, N x K components),
+    so P(active), expected visits and the half-life are those of the averaged rates. The latent
+    z and the reconstruction error are the first member's.
+
+    Members differ by their random start and batch order only; their mean is steadier than any
+    one of them (run-to-run spread is most of what one run gets wrong in expected visits).
+    """
+
+    def __init__(self, members: list[InterestDecayModel], **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not members:
+            raise ValueError("members is empty: average at least one model")
+        self.members = list(members)
+        first = members[0].shape_spec
+        self.member_components = first.n_components
+        self.shape_spec = replace(first, n_components=first.n_components * len(members))
+
+    def call(self, inputs: dict, training: bool = False) -> dict:
+        outs = [member(inputs, training=False) for member in self.members]
+        return {**outs[0], "params": decay.average_curves([out["params"] for out in outs], self.member_components)}

@@ -17,7 +17,7 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from model import decay
-from model.network import InterestDecayModel, KLWarmup
+from model.network import InterestDecayModel, KLWarmup, MemberAverage
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ class FitResult:
     averaged_epochs: int = 0
     # Validation AUCs of the final weights (on the chief; equal to the last epoch's without averaging).
     final_metrics: dict[str, float] = field(default_factory=dict)
+    # With ``train.members`` above 1: the epochs each member ran and each one's own final
+    # metrics; the other fields are then the last member's, ``final_metrics`` the average's.
+    member_epochs: list[int] = field(default_factory=list)
+    member_metrics: list[dict[str, float]] = field(default_factory=list)
 
 
 def auc_by_horizon(scores: np.ndarray, targets: dict, horizons: tuple[int, ...] | list[int]) -> dict[int, float]:
@@ -54,7 +58,7 @@ def auc_by_horizon(scores: np.ndarray, targets: dict, horizons: tuple[int, ...] 
     return result
 
 
-def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
+def validation_auc(model: InterestDecayModel | MemberAverage, inputs: dict, targets: dict) -> dict[str, float]:
     """The model's ``val_auc_<h>d`` for every horizon it predicts."""
     p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
     return {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, model.shape_spec.horizons_days).items()}
@@ -64,7 +68,7 @@ def validation_auc(model: InterestDecayModel, inputs: dict, targets: dict) -> di
 MIN_LATEST_VISITS = 100
 
 
-def validation_visits(model: InterestDecayModel, inputs: dict, targets: dict) -> dict[str, float]:
+def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, targets: dict) -> dict[str, float]:
     """Expected over observed visits in the validation rows' observed future windows (1.0 is
     calibrated in total; the evaluation breaks it down by decile):
 
@@ -222,6 +226,40 @@ def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverag
     if dispersion is not None:
         result.final_metrics["count_dispersion"] = float(dispersion.numpy())
     return result
+
+
+def average_members(
+    models: list[InterestDecayModel], results: list[FitResult], val_sample: tuple[dict, dict] | None
+) -> tuple[InterestDecayModel | MemberAverage, FitResult]:
+    """One model and result from the ``train.members`` trained: the only one as it is, or their
+    :class:`MemberAverage` with its validation metrics measured again (on the chief)."""
+    if len(models) != len(results) or not models:
+        raise ValueError(f"got {len(models)} models and {len(results)} results: pass one result per trained model")
+    if len(models) == 1:
+        return models[0], results[0]
+    average = MemberAverage(models)
+    last = results[-1]
+    result = FitResult(
+        history=last.history,
+        first_epoch=last.first_epoch,
+        last_epoch=last.last_epoch,
+        stopped_early=last.stopped_early,
+        averaged_epochs=last.averaged_epochs,
+        member_epochs=[r.last_epoch - r.first_epoch for r in results],
+        member_metrics=[r.final_metrics for r in results],
+    )
+    if val_sample is not None:
+        result.final_metrics = {**validation_auc(average, *val_sample), **validation_visits(average, *val_sample)}
+    dispersions = [r.final_metrics["count_dispersion"] for r in results if "count_dispersion" in r.final_metrics]
+    if dispersions:
+        result.final_metrics["count_dispersion"] = float(np.mean(dispersions))
+    log.info(
+        "the saved model is the mean of %d members' curves; validation AUCs of the members: %s, of their mean: %s",
+        len(models),
+        [{k: round(v, 4) for k, v in r.final_metrics.items() if k.startswith("val_auc")} for r in results],
+        {k: round(v, 4) for k, v in result.final_metrics.items() if k.startswith("val_auc")},
+    )
+    return average, result
 
 
 def as_dataset(inputs: dict, targets: dict, batch_size: int, shuffle_seed: int | None = 0) -> tf.data.Dataset:

@@ -10,7 +10,7 @@ from model import decay
 from model.distributed import visits_scale
 from model.export import DECAY_CURVE_DAYS, Scorer, save_model
 from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
-from model.training import as_dataset, fit, steps_for, validation_visits
+from model.training import as_dataset, average_members, fit, steps_for, validation_visits
 
 SHAPE = ModelShape(n_windows=6, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16)
 
@@ -394,3 +394,52 @@ def test_the_decay_head_learns_each_users_own_time_constant(tmp_path: Path) -> N
     params = model(test_inputs)["params"]
     predicted = decay.interest_half_life_days(params, shape.n_components).numpy()
     assert spearmanr(predicted, test_tau).statistic > 0.75
+
+
+def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
+    """train.members: the saved model's decay curve is the mean of the members' curves, in closed
+    form (N x K components), so P(active), expected visits and the half-life all read the mean."""
+    inputs, targets = _toy(256)
+    members, results = [], []
+    for seed in (0, 1):
+        tf.random.set_seed(seed)
+        model = _model(inputs)
+        results.append(
+            fit(
+                model,
+                as_dataset(inputs, targets, 64, shuffle_seed=seed),
+                epochs=1,
+                steps_per_epoch=4,
+                checkpoint_dir=str(tmp_path / f"member-{seed}"),
+                val_sample=_toy(128, seed=1),
+            )
+        )
+        members.append(model)
+    average, result = average_members(members, results, _toy(128, seed=1))
+    assert len(result.member_metrics) == 2 and "val_auc_7d" in result.final_metrics
+    inputs = {k: v[:64] for k, v in inputs.items()}
+    each = [member.predict_curves(inputs, tf.constant(DECAY_CURVE_DAYS, tf.float32)) for member in members]
+    assert np.abs(each[0]["expected_visits"] - each[1]["expected_visits"]).max() > 1e-3  # the members differ
+    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
+    scorer = Scorer(save_model(average, tmp_path / "model", norm, {"window_features": ["sessions"]}))
+    scores = scorer(inputs)
+    assert scorer.metadata["model_shape"]["n_components"] == 2 * SHAPE.n_components
+    mean_visits = np.mean([out["expected_visits"].numpy() for out in each], axis=0)
+    np.testing.assert_allclose(scores["expected_visits"], mean_visits, rtol=1e-4)
+    np.testing.assert_allclose(scores["p_active"], 1.0 - np.exp(-mean_visits), rtol=1e-4)
+    mean_lambda = np.mean([-np.log(out["decay_curve"].numpy()) for out in each], axis=0)
+    np.testing.assert_allclose(scores["decay_curve"], np.exp(-mean_lambda), rtol=1e-4)
+    days = tf.constant([[0.0, 3.0, 30.0]])
+    params = [out["decay_params"] for out in each]
+    k = 2 * SHAPE.n_components
+    np.testing.assert_allclose(
+        decay.rate(decay.average_curves(params, SHAPE.n_components), days, k),
+        np.mean([decay.rate(p, days, SHAPE.n_components) for p in params], axis=0),
+        rtol=1e-5,
+    )
+    # Two equal members average to the same curve: the same half-life and interest now.
+    twice = decay.average_curves([params[0], params[0]], SHAPE.n_components)
+    np.testing.assert_allclose(
+        decay.interest_half_life_days(twice, k), decay.interest_half_life_days(params[0], SHAPE.n_components), rtol=1e-4
+    )
+    np.testing.assert_allclose(decay.interest_now(twice, k), decay.interest_now(params[0], SHAPE.n_components), rtol=1e-5)
