@@ -140,6 +140,12 @@ class TrainSettings(_Strict):
     # The counts' likelihood: "poisson", or "negative_binomial" with one dispersion learned for
     # the shop (visits in bursts, as purchases often are; the run summary gives the dispersion).
     count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
+    # Weight of the spread of the users' log baselines (floors) in each batch: a prior that pulls
+    # the baseline of a user with little history towards the shop's (0: every floor free).
+    floor_pooling: float = Field(0.0, ge=0)
+    # Each row's weight in the count likelihood: "recent_sessions", 1 / (1 + its sessions per
+    # window lately), so the busy users do not set the fit for the fading ones; "none": all 1.
+    count_row_weights: Literal["recent_sessions", "none"] = "recent_sessions"
     # Use nothing after this date (labels censored there): an evaluation on it is out of time.
     until: dt.date | None = None
     # How the rows known by `until` are split for early stopping and validation metrics:

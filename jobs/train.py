@@ -216,6 +216,8 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
             step=conf.step_weight,
             count=conf.count_weight,
             count_likelihood=conf.count_likelihood,
+            floor_pooling=conf.floor_pooling,
+            count_row_weights=conf.count_row_weights,
             recon=conf.recon_weight,
             beta=conf.beta,
             kl_warmup_epochs=conf.kl_warmup_epochs,

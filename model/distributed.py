@@ -79,6 +79,15 @@ def member_seed(plan: RunPlan, member: int) -> int:
     return plan.seed + 1000 * member
 
 
+def member_listeners(plan: RunPlan, member: int, listeners: list[Callable[[int, dict], None]]) -> list[Callable[[int, dict], None]]:
+    """``listeners`` as member ``member`` calls them: its epochs numbered on from the members
+    before it, and a ``member`` entry in the logs, so MLflow draws one line through all of them."""
+    if plan.members == 1:
+        return listeners
+    offset = member * plan.epochs
+    return [lambda epoch, logs, listener=listener: listener(offset + epoch, {**logs, "member": member}) for listener in listeners]
+
+
 def _mlflow_listener(plan: RunPlan):  # noqa: ANN202
     if not plan.mlflow_tracking_uri or not plan.mlflow_run_id:
         return None
@@ -176,7 +185,7 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
                     patience=plan.patience,
                     is_chief=chief,
                     first_callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()],
-                    epoch_listeners=listeners,
+                    epoch_listeners=member_listeners(plan, member, listeners),
                     tensorboard_dir=plan.tensorboard_dir if chief else None,
                     average_from_epoch=plan.average_from_epoch,
                 )
@@ -226,7 +235,7 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
                 validation_data=tf.data.Dataset.from_tensor_slices(val).batch(plan.batch_size * 4),
                 val_sample=val_sample,
                 patience=plan.patience,
-                epoch_listeners=listeners,
+                epoch_listeners=member_listeners(plan, member, listeners),
                 tensorboard_dir=plan.tensorboard_dir,
                 average_from_epoch=plan.average_from_epoch,
             )

@@ -55,6 +55,11 @@ class ModelShape:
 class LossWeights:
     """Weights of the loss parts; beta ramps up linearly over ``kl_warmup_epochs``.
 
+    ``floor_pooling`` weighs the spread of the users' log floors in the batch (a Gaussian prior
+    around the shop's mean): shrinks the baseline of users with too little history to set their
+    own towards the shop's. ``count_row_weights`` "none" gives every row's count term the same
+    weight instead of :func:`model.decay.count_row_weights`.
+
     ``count_likelihood`` "negative_binomial" learns one dispersion for the whole shop, so visits
     that come in bursts are not read as a higher rate; on Poisson visits it shrinks towards 0.
     """
@@ -65,6 +70,8 @@ class LossWeights:
     beta: float = 0.01
     kl_warmup_epochs: int = 3
     count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
+    floor_pooling: float = 0.0
+    count_row_weights: Literal["recent_sessions", "none"] = "recent_sessions"
 
 
 @dataclass
@@ -186,7 +193,7 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
 
     def loss_parts(self, out: dict, inputs: dict, targets: dict) -> dict:
         """Each part of the loss, averaged over the batch."""
-        k = self.shape_spec.n_components
+        k, w = self.shape_spec.n_components, self.loss_weights_spec
         real = tf.cast(inputs["mask"], tf.float32)
         nll = tf.reduce_mean(decay.survival_nll(out["params"], targets["days_to_next"], targets["censored"], k))
         step_target, step_weight = self.step_targets(inputs, targets)
@@ -198,18 +205,22 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
             future = decay.window_count_nll(
                 out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k, self.count_dispersion()
             )
-            weight = decay.count_row_weights(inputs["x"][:, :, SESSIONS_FEATURE])
+            if w.count_row_weights == "none":
+                weight = tf.ones_like(future)
+            else:
+                weight = decay.count_row_weights(inputs["x"][:, :, SESSIONS_FEATURE])
             parts["count_nll"] = tf.reduce_sum(future * weight) / tf.reduce_sum(weight)
         if self.shape_spec.use_vae:
             squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
             parts["recon"] = tf.reduce_sum(squared * real) / tf.maximum(tf.reduce_sum(real), 1.0)
             kl = -0.5 * tf.reduce_sum(1 + out["z_log_var"] - tf.square(out["z_mean"]) - tf.exp(out["z_log_var"]), axis=-1)
             parts["kl"] = tf.reduce_mean(kl)
-        w = self.loss_weights_spec
         # The decay curve's own likelihood: what early stopping watches. The loss adds the step
         # head and the VAE's terms, and the KL weight still ramps up in the first epochs.
         parts["decay_nll"] = nll + w.count * parts["count_nll"]
         parts["loss"] = parts["decay_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
+        if w.floor_pooling:
+            parts["loss"] += w.floor_pooling * tf.math.reduce_variance(out["params"][:, 2 * k])
         return parts
 
     def count_dispersion(self) -> tf.Tensor | None:

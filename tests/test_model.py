@@ -216,6 +216,21 @@ def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
     assert result.history["val_auc_7d"][-1] > 0.8
 
 
+def test_floor_pooling_adds_the_spread_of_the_users_log_floors_to_the_loss() -> None:
+    inputs, targets = _toy_with_counts(64, seed=4)
+    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
+    free = InterestDecayModel(SHAPE, norm)
+    free.build_with_zeros()
+    kernel = free.head_out.kernel
+    kernel.assign(tf.random.stateless_normal(kernel.shape, seed=(4, 0), stddev=0.3))  # floors that differ by user
+    out = free(inputs)
+    spread = float(np.var(out["params"][:, 2 * SHAPE.n_components].numpy()))
+    assert spread > 0.01
+    pooled = InterestDecayModel(SHAPE, norm, LossWeights(floor_pooling=3.0))
+    loss_free, loss_pooled = free.loss_parts(out, inputs, targets)["loss"], pooled.loss_parts(out, inputs, targets)["loss"]
+    assert float(loss_pooled) == pytest.approx(float(loss_free) + 3.0 * spread, rel=1e-5)
+
+
 def test_early_stopping_watches_the_decay_likelihood_counts_included(tmp_path: Path) -> None:
     inputs, targets = _toy_with_counts(512, seed=2)
     model = InterestDecayModel(SHAPE, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]), LossWeights(count=2.0))
@@ -335,17 +350,6 @@ def test_saved_model_gives_the_same_scores_without_custom_code(tmp_path: Path) -
     assert np.std(scores["p_active"][:, -1]) > 0.01  # trained: the users' chances differ
     assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
     assert scorer.feature_spec == {"window_features": ["sessions"]}
-    # Calibrated counts: a visits scale multiplies the expected visits and the baseline in
-    # visits, as served and as computed from the decay parameters, and leaves P(active) alone.
-    scaled = Scorer(save_model(model, tmp_path / "scaled", norm, {"window_features": ["sessions"]}, visits_scale=1.5))
-    rescored = scaled(inputs)
-    np.testing.assert_allclose(rescored["expected_visits"], 1.5 * scores["expected_visits"], rtol=1e-5)
-    np.testing.assert_allclose(rescored["baseline_visits_per_30d"], 1.5 * scores["baseline_visits_per_30d"], rtol=1e-5)
-    for unchanged in ("p_active", "decay_curve", "interest_half_life_days", "interest_now"):
-        np.testing.assert_allclose(rescored[unchanged], scores[unchanged], rtol=1e-5, err_msg=unchanged)
-    horizons = list(SHAPE.horizons_days)
-    np.testing.assert_allclose(scaled.expected_visits_from(rescored["decay_params"], horizons), rescored["expected_visits"], rtol=1e-5)
-    np.testing.assert_allclose(scaled.p_active_from(rescored["decay_params"], horizons), rescored["p_active"], rtol=1e-5)
 
 
 def _fading_users(n: int, seed: int = 0) -> tuple[dict, dict, np.ndarray]:
@@ -421,21 +425,28 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
     each = [member.predict_curves(inputs, tf.constant(DECAY_CURVE_DAYS, tf.float32)) for member in members]
     assert np.abs(each[0]["expected_visits"] - each[1]["expected_visits"]).max() > 1e-3  # the members differ
     norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
-    scorer = Scorer(save_model(average, tmp_path / "model", norm, {"window_features": ["sessions"]}))
+    # Saved with a visits scale: it multiplies the expected visits and the baseline in visits,
+    # as served and as computed from the decay parameters, and leaves P(active) alone.
+    scorer = Scorer(save_model(average, tmp_path / "model", norm, {"window_features": ["sessions"]}, visits_scale=1.5))
     scores = scorer(inputs)
-    assert scorer.metadata["model_shape"]["n_components"] == 2 * SHAPE.n_components
+    k = 2 * SHAPE.n_components
+    assert scorer.metadata["model_shape"]["n_components"] == k
     mean_visits = np.mean([out["expected_visits"].numpy() for out in each], axis=0)
-    np.testing.assert_allclose(scores["expected_visits"], mean_visits, rtol=1e-4)
+    np.testing.assert_allclose(scores["expected_visits"], 1.5 * mean_visits, rtol=1e-4)
     np.testing.assert_allclose(scores["p_active"], 1.0 - np.exp(-mean_visits), rtol=1e-4)
     mean_lambda = np.mean([-np.log(out["decay_curve"].numpy()) for out in each], axis=0)
     np.testing.assert_allclose(scores["decay_curve"], np.exp(-mean_lambda), rtol=1e-4)
-    days = tf.constant([[0.0, 3.0, 30.0]])
     params = [out["decay_params"] for out in each]
-    k = 2 * SHAPE.n_components
+    mean_params = decay.average_curves(params, SHAPE.n_components)
+    np.testing.assert_allclose(scores["decay_params"], mean_params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores["baseline_visits_per_30d"], 1.5 * decay.baseline_visits(mean_params, k).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(scores["interest_half_life_days"], decay.interest_half_life_days(mean_params, k), rtol=1e-4)
+    horizons = list(SHAPE.horizons_days)
+    np.testing.assert_allclose(scorer.expected_visits_from(scores["decay_params"], horizons), scores["expected_visits"], rtol=1e-5)
+    np.testing.assert_allclose(scorer.p_active_from(scores["decay_params"], horizons), scores["p_active"], rtol=1e-5)
+    days = tf.constant([[0.0, 3.0, 30.0]])
     np.testing.assert_allclose(
-        decay.rate(decay.average_curves(params, SHAPE.n_components), days, k),
-        np.mean([decay.rate(p, days, SHAPE.n_components) for p in params], axis=0),
-        rtol=1e-5,
+        decay.rate(mean_params, days, k), np.mean([decay.rate(p, days, SHAPE.n_components) for p in params], axis=0), rtol=1e-5
     )
     # Two equal members average to the same curve: the same half-life and interest now.
     twice = decay.average_curves([params[0], params[0]], SHAPE.n_components)
