@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from model import decay
-from model.distributed import visits_scale
+from model.distributed import RunPlan, build_model, member_checkpoints, train_in_process, visits_scale
 from model.export import DECAY_CURVE_DAYS, Scorer, save_model
 from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
-from model.training import as_dataset, average_members, fit, steps_for, validation_visits
+from model.training import as_dataset, fit, steps_for, validation_visits
 
 SHAPE = ModelShape(n_windows=6, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16)
 
@@ -401,45 +401,55 @@ def test_the_decay_head_learns_each_users_own_time_constant(tmp_path: Path) -> N
 
 
 def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
-    """train.members: the saved model's decay curve is the mean of the members' curves, in closed
-    form (N x K components), so P(active), expected visits and the half-life all read the mean."""
-    inputs, targets = _toy(256)
-    members, results = [], []
-    for seed in (0, 1):
-        tf.random.set_seed(seed)
-        model = _model(inputs)
-        results.append(
-            fit(
-                model,
-                as_dataset(inputs, targets, 64, shuffle_seed=seed),
-                epochs=1,
-                steps_per_epoch=4,
-                checkpoint_dir=str(tmp_path / f"member-{seed}"),
-                val_sample=_toy(128, seed=1),
-            )
-        )
+    """train.members: each member trains from its own seed into its own checkpoints, and the saved
+    model's decay curve is the mean of the members' curves, in closed form (N x K components), so
+    P(active), expected visits and the half-life all read the mean."""
+    train, val = _toy_with_counts(256, seed=0), _toy_with_counts(128, seed=1)
+    norm = fit_normalisation(train[0]["x"], train[0]["mask"], train[0]["static"])
+    plan = RunPlan(
+        shape=SHAPE,
+        feature_spec={"window_features": ["sessions"]},
+        loss_weights=LossWeights(),
+        normalisation=norm,
+        epochs=1,
+        batch_size=64,
+        learning_rate=5e-3,
+        patience=3,
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        model_dir=str(tmp_path / "model"),
+        tensorboard_dir="",
+        members=2,
+    )
+    result = train_in_process(plan, train, val, val)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["member-0", "member-1"]
+    assert len(result["fit"]["member_metrics"]) == 2 and "val_auc_7d" in result["fit"]["final_metrics"]  # measured on the mean
+    members = []
+    for member in (0, 1):  # each member as its last checkpoint left it
+        model = build_model(plan, plan.learning_rate)
+        model.build_with_zeros()
+        tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(member_checkpoints(plan, member))).expect_partial()
         members.append(model)
-    average, result = average_members(members, results, _toy(128, seed=1))
-    assert len(result.member_metrics) == 2 and "val_auc_7d" in result.final_metrics
-    inputs = {k: v[:64] for k, v in inputs.items()}
+    inputs = {k: v[:64] for k, v in train[0].items()}
     each = [member.predict_curves(inputs, tf.constant(DECAY_CURVE_DAYS, tf.float32)) for member in members]
-    assert np.abs(each[0]["expected_visits"] - each[1]["expected_visits"]).max() > 1e-3  # the members differ
-    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
-    # Saved with a visits scale: it multiplies the expected visits and the baseline in visits,
-    # as served and as computed from the decay parameters, and leaves P(active) alone.
-    scorer = Scorer(save_model(average, tmp_path / "model", norm, {"window_features": ["sessions"]}, visits_scale=1.5))
+    assert np.abs(each[0]["expected_visits"] - each[1]["expected_visits"]).max() > 1e-3  # two seeds, two models
+    # Saved with the visits scale from the validation rows: it multiplies the expected visits and
+    # the baseline in visits, as served and as computed from the decay parameters, and leaves
+    # P(active) alone.
+    scorer = Scorer(tmp_path / "model")
+    scale = scorer.visits_scale
+    assert scale == pytest.approx(result["visits_scale"]) and abs(scale - 1.0) > 1e-3
     scores = scorer(inputs)
     k = 2 * SHAPE.n_components
     assert scorer.metadata["model_shape"]["n_components"] == k
     mean_visits = np.mean([out["expected_visits"].numpy() for out in each], axis=0)
-    np.testing.assert_allclose(scores["expected_visits"], 1.5 * mean_visits, rtol=1e-4)
+    np.testing.assert_allclose(scores["expected_visits"], scale * mean_visits, rtol=1e-4)
     np.testing.assert_allclose(scores["p_active"], 1.0 - np.exp(-mean_visits), rtol=1e-4)
     mean_lambda = np.mean([-np.log(out["decay_curve"].numpy()) for out in each], axis=0)
     np.testing.assert_allclose(scores["decay_curve"], np.exp(-mean_lambda), rtol=1e-4)
     params = [out["decay_params"] for out in each]
     mean_params = decay.average_curves(params, SHAPE.n_components)
     np.testing.assert_allclose(scores["decay_params"], mean_params, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(scores["baseline_visits_per_30d"], 1.5 * decay.baseline_visits(mean_params, k).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(scores["baseline_visits_per_30d"], scale * decay.baseline_visits(mean_params, k).numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["interest_half_life_days"], decay.interest_half_life_days(mean_params, k), rtol=1e-4)
     horizons = list(SHAPE.horizons_days)
     np.testing.assert_allclose(scorer.expected_visits_from(scores["decay_params"], horizons), scores["expected_visits"], rtol=1e-5)
