@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tensorflow as tf
@@ -238,13 +238,9 @@ def average_members(
     if len(models) == 1:
         return models[0], results[0]
     average = MemberAverage(models)
-    last = results[-1]
-    result = FitResult(
-        history=last.history,
-        first_epoch=last.first_epoch,
-        last_epoch=last.last_epoch,
-        stopped_early=last.stopped_early,
-        averaged_epochs=last.averaged_epochs,
+    result = replace(
+        results[-1],
+        final_metrics={},
         member_epochs=[r.last_epoch - r.first_epoch for r in results],
         member_metrics=[r.final_metrics for r in results],
     )

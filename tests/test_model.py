@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from model import decay
 from model.distributed import RunPlan, build_model, member_checkpoints, train_in_process, visits_scale
-from model.export import DECAY_CURVE_DAYS, Scorer, save_model
+from model.export import DECAY_CURVE_DAYS, Scorer
 from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
 from model.training import as_dataset, fit, steps_for, validation_visits
 
@@ -334,24 +334,6 @@ def test_one_averaged_epoch_is_exactly_that_epoch(tmp_path: Path) -> None:
         np.testing.assert_array_equal(final.numpy(), at_epoch_end)
 
 
-def test_saved_model_gives_the_same_scores_without_custom_code(tmp_path: Path) -> None:
-    """Round trip of a trained model: its users' curves differ, and the SavedModel keeps them."""
-    inputs, targets = _toy(256)
-    model = _model(inputs)
-    fit(model, as_dataset(inputs, targets, 64), epochs=2, steps_per_epoch=8, checkpoint_dir=str(tmp_path / "checkpoints"))
-    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])  # what _model built it with
-    inputs = {k: v[:64] for k, v in inputs.items()}
-    path = save_model(model, tmp_path / "model", norm, {"window_features": ["sessions"]})
-    scorer = Scorer(path)
-    scores = scorer(inputs)
-    direct = model.predict_curves(inputs, tf.constant(DECAY_CURVE_DAYS, tf.float32))
-    np.testing.assert_allclose(scores["p_active"], direct["p_active"].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(scores["decay_curve"], direct["decay_curve"].numpy(), rtol=1e-5)
-    assert np.std(scores["p_active"][:, -1]) > 0.01  # trained: the users' chances differ
-    assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
-    assert scorer.feature_spec == {"window_features": ["sessions"]}
-
-
 def _fading_users(n: int, seed: int = 0) -> tuple[dict, dict, np.ndarray]:
     """Users whose session rate fades as 3 exp(-t / tau) from their first session, tau known:
     (inputs, targets, tau) at an as-of date 84 days (12 weekly windows) after the start."""
@@ -401,7 +383,7 @@ def test_the_decay_head_learns_each_users_own_time_constant(tmp_path: Path) -> N
 
 
 def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
-    """train.members: each member trains from its own seed into its own checkpoints, and the saved
+    """The SavedModel round trip, without custom code, of the model train.members saves: each member trains from its own seed into its own checkpoints, and the saved
     model's decay curve is the mean of the members' curves, in closed form (N x K components), so
     P(active), expected visits and the half-life all read the mean."""
     train, val = _toy_with_counts(256, seed=0), _toy_with_counts(128, seed=1)
@@ -439,6 +421,9 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
     scale = scorer.visits_scale
     assert scale == pytest.approx(result["visits_scale"]) and abs(scale - 1.0) > 1e-3
     scores = scorer(inputs)
+    assert scorer.feature_spec == {"window_features": ["sessions"]}
+    assert np.std(scores["p_active"][:, -1]) > 0.01  # trained: the users' chances differ
+    assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
     k = 2 * SHAPE.n_components
     assert scorer.metadata["model_shape"]["n_components"] == k
     mean_visits = np.mean([out["expected_visits"].numpy() for out in each], axis=0)
