@@ -97,6 +97,12 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
     return ratios
 
 
+def validation_metrics(model: InterestDecayModel | MemberAverage, val_sample: tuple[dict, dict]) -> dict[str, float]:
+    """What the saved weights do on the validation sample: :func:`validation_auc` and
+    :func:`validation_visits` together."""
+    return {**validation_auc(model, *val_sample), **validation_visits(model, *val_sample)}
+
+
 class WeightAverage(tf.keras.callbacks.Callback):
     """Running mean of the trainable weights at the end of every epoch from ``first_epoch`` (1-based) on.
 
@@ -221,7 +227,7 @@ def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverag
         result.averaged_epochs = averager.apply(model)
         log.info("final weights: the mean of %d epochs from epoch %d", result.averaged_epochs, averager.first_epoch)
     if val_sample is not None:
-        result.final_metrics = {**validation_auc(model, *val_sample), **validation_visits(model, *val_sample)}
+        result.final_metrics = validation_metrics(model, val_sample)
     dispersion = model.count_dispersion()
     if dispersion is not None:
         result.final_metrics["count_dispersion"] = float(dispersion.numpy())
@@ -245,7 +251,7 @@ def average_members(
         member_metrics=[r.final_metrics for r in results],
     )
     if val_sample is not None:
-        result.final_metrics = {**validation_auc(average, *val_sample), **validation_visits(average, *val_sample)}
+        result.final_metrics = validation_metrics(average, val_sample)
     dispersions = [r.final_metrics["count_dispersion"] for r in results if "count_dispersion" in r.final_metrics]
     if dispersions:
         result.final_metrics["count_dispersion"] = float(np.mean(dispersions))
