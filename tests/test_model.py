@@ -393,7 +393,7 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
         feature_spec={"window_features": ["sessions"]},
         loss_weights=LossWeights(),
         normalisation=norm,
-        epochs=1,
+        epochs=2,
         batch_size=64,
         learning_rate=5e-3,
         patience=3,
@@ -422,7 +422,9 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
     assert scale == pytest.approx(result["visits_scale"]) and abs(scale - 1.0) > 1e-3
     scores = scorer(inputs)
     assert scorer.feature_spec == {"window_features": ["sessions"]}
-    assert np.std(scores["p_active"][:, -1]) > 0.01  # trained: the users' chances differ
+    # Trained: the users' chances differ (at 7 days; the counts of this toy shop put every
+    # user's 30-day chance near 0.93).
+    assert np.std(scores["p_active"][:, 0]) > 0.01
     assert scores["return_median_days"].shape == scores["interest_half_life_days"].shape == (64,)
     k = 2 * SHAPE.n_components
     assert scorer.metadata["model_shape"]["n_components"] == k
