@@ -191,11 +191,15 @@ def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.T
 
 def _bisect(function, low: tf.Tensor, high: tf.Tensor, steps: int = 40) -> tf.Tensor:  # noqa: ANN001
     """The d in [low, high] where the decreasing ``function(d)`` [B] crosses zero, per user."""
-    for _ in range(steps):
+
+    def halve(step: tf.Tensor, low: tf.Tensor, high: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         middle = (low + high) / 2
         above = function(middle) > 0
-        low = tf.where(above, middle, low)
-        high = tf.where(above, high, middle)
+        return step + 1, tf.where(above, middle, low), tf.where(above, high, middle)
+
+    # A loop op, not a Python loop: unrolled, 40 steps made the saved model's graph (and the time
+    # to trace and save it) several times larger.
+    _, low, high = tf.while_loop(lambda step, *_: step < steps, halve, (tf.constant(0), low, high))
     return (low + high) / 2
 
 

@@ -180,6 +180,9 @@ def fit(
     the model ends with the mean of its weights at the end of that epoch and every later one.
     """
     model.build_with_zeros()  # every weight exists before a checkpoint is restored into it
+    # The optimizer's slots too: created inside the first training step they make tf.function
+    # trace that step a second time (about 3 s per model on 2 cores).
+    model.optimizer._create_all_weights(model.trainable_variables)  # noqa: SLF001 -- legacy Adam has no public build
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     averager = WeightAverage(model, average_from_epoch) if average_from_epoch else None
     tracked = {"average": averager.mean, "averaged_epochs": averager.count} if averager else {}
