@@ -73,8 +73,8 @@ def cluster_run(
     """test_cluster.py's spark-submit of the shop's train and score on a standalone cluster,
     running in the background, and its work folder.
 
-    It takes about two and a half minutes with one of two cores idle most of that time, so the
-    hook below starts it with the first test that uses the shop and runs test_cluster.py last."""
+    It takes about two and a half minutes, so the hook below starts it with the first test that
+    uses the shop and runs test_cluster.py last."""
     work_dir = tmp_path_factory.mktemp("cluster_run")
     with contextlib.ExitStack() as stack:
         try:

@@ -1,13 +1,12 @@
-"""Training and scoring through spark-submit against a real standalone cluster (a master and two
-workers started from pyspark's own scripts), with the lakehouse on an S3 server: executors in
-their own JVMs, Horovod ranks inside executor tasks reading petastorm's cache from the bucket,
-the scoring UDF fetching the published model on each executor, Delta on s3a from --jars.
+"""Training and scoring through spark-submit against a real standalone cluster (a master and a
+worker of two cores, started from pyspark's own scripts), with the lakehouse on an S3 server: an
+executor in its own JVM, Horovod ranks inside executor tasks reading petastorm's cache from the bucket,
+the scoring UDF fetching the published model on the executor, Delta on s3a from --jars.
 
 The stages before training are the shared shop's (generated and featurised in the test
 process); the whole pipeline from raw events on a cluster is `bench/pipeline.py --master`.
 
-The submission takes two and a half minutes, most of it with one of this machine's two cores
-idle, so the suite starts it in the background as soon as the shop is trained (conftest.py) and
+The submission takes about two and a half minutes, so the suite starts it in the background as soon as the shop is trained (conftest.py) and
 runs this test last, when it has finished."""
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ def test_train_and_score_through_spark_submit_on_a_standalone_cluster_with_the_l
     trained, scored = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"stage"')]
 
     assert (trained["stage"], scored["stage"]) == ("train", "score")
-    assert trained["metrics"]["processes"] == 2  # two Horovod ranks, one in each worker's executor
+    assert trained["metrics"]["processes"] == 2  # two Horovod ranks, two tasks of the executor
     assert trained["metrics"]["rank_weight_spread"] == 0.0  # every rank ends with the same averaged weights
     assert (trained["counts"]["epochs_run"], trained["counts"]["averaged_epochs"]) == (1, 1)
     assert trained["metrics"]["val_auc_7d"] > 0.6
