@@ -163,8 +163,8 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
 
     def call(self, inputs: dict, training: bool = False) -> dict:
         x, mask, static = inputs["x"], inputs["mask"], inputs["static"]
-        real = tf.cast(mask, tf.float32)
-        xn = self.x_norm(tf.math.log1p(tf.maximum(x, 0.0))) * real[..., None]
+        xn = self.x_norm(tf.math.log1p(tf.maximum(x, 0.0)))
+        xn = xn * tf.cast(mask, xn.dtype)[..., None]  # bfloat16 under a mixed-precision policy
         sequence, last = self.encoder(xn, mask=tf.cast(mask, tf.bool), training=training)
         previous = tf.concat([tf.zeros_like(sequence[:, :1]), sequence[:, :-1]], axis=1)
         step_logits = self.step_head(tf.concat([xn, previous], axis=-1))[..., 0]
@@ -173,7 +173,7 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         head_input = encoded
         if self.shape_spec.use_vae:
             z_mean, z_log_var = self.z_mean(encoded), self.z_log_var(encoded)
-            z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean)) if training else z_mean
+            z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean), dtype=z_mean.dtype) if training else z_mean
             repeated = tf.repeat(z[:, None, :], self.shape_spec.n_windows, axis=1)
             out.update(z_mean=z_mean, z_log_var=z_log_var, z=z, x_hat=self.reconstruct(self.decoder(repeated, training=training)))
             # The head reads the posterior mean: a sampled z would teach it rates that are right

@@ -216,6 +216,22 @@ def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:
     assert result.history["val_auc_7d"][-1] > 0.8
 
 
+def test_mixed_precision_computes_the_layers_in_bfloat16_and_the_decay_in_float32(tmp_path: Path) -> None:
+    """train.mixed_precision (conf/cluster-gpu.yaml, bench/gpu_check.py) trains, and what it
+    serves is float32 and finite."""
+    inputs, targets = _toy_with_counts(256, seed=5)
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _model(inputs)
+        result = fit(model, as_dataset(inputs, targets, 64), epochs=1, steps_per_epoch=4, checkpoint_dir=str(tmp_path))
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert model.encoder.compute_dtype == "bfloat16" and np.isfinite(result.history["loss"]).all()
+    curves = model.predict_curves(inputs, tf.constant([7.0, 30.0]))
+    for name in ("p_active", "expected_visits", "decay_params"):
+        assert curves[name].dtype == tf.float32 and np.isfinite(curves[name].numpy()).all()
+
+
 def test_floor_pooling_adds_the_spread_of_the_users_log_floors_to_the_loss() -> None:
     inputs, targets = _toy_with_counts(64, seed=4)
     norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
