@@ -158,16 +158,17 @@ def train_and_score_on_a_cluster(shop: TrainedShop, s3: S3Server, work_dir: Path
     """Upload the shop's view to the bucket and start `jobs/run.py --from train --to score` with
     spark-submit against a one-worker standalone cluster of two cores (one executor JVM, two
     Horovod ranks in it: a second worker's JVMs cost the suite about half a minute of CPU and
-    test nothing more on one machine); yields while it runs. The suite starts
-    it early (conftest.py's ``cluster_run``) and test_cluster.py waits for it and checks it."""
+    test nothing more on one machine); yields while it runs. The suite starts it early
+    (conftest.py's ``cluster_run``) and test_cluster.py waits for it and checks it."""
     lake = s3.uri("cluster-lake")
     _upload(shop, ("sequences", "category_interest"), lake)
     (work_dir / "cwd").mkdir()
+    cores = 2  # the one worker's, all of them the executor's: one task slot per Horovod rank
     settings = [
         f"lakehouse={lake}",
         f"storage.cache_dir={work_dir / 'cwd' / 'cache'}",
         "train.mode=horovod",
-        "train.num_proc=2",
+        f"train.num_proc={cores}",
         "train.epochs=1",
         "train.average_from_epoch=1",
         "train.validation=users",
@@ -180,13 +181,13 @@ def train_and_score_on_a_cluster(shop: TrainedShop, s3: S3Server, work_dir: Path
     args = [
         "--jars",
         jars,
-        *("--conf", "spark.driver.memory=1g", "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=2"),
-        *("--conf", "spark.sql.shuffle.partitions=2", "--conf", f"spark.pyspark.python={sys.executable}"),
+        *("--conf", "spark.driver.memory=1g", "--conf", "spark.executor.memory=1g", "--conf", f"spark.executor.cores={cores}"),
+        *("--conf", f"spark.sql.shuffle.partitions={cores}", "--conf", f"spark.pyspark.python={sys.executable}"),
         str(Path(LOCAL).parent.parent / "jobs" / "run.py"),
         *("--conf", str(LOCAL)),
         *[arg for setting in settings for arg in ("--set", setting)],
         *("--from", "train", "--to", "score"),
     ]
     env = {**os.environ, **s3.env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    with submit_in_background(work_dir, args, env, cwd=work_dir / "cwd", workers=1, cores=2, memory="2g") as submission:
+    with submit_in_background(work_dir, args, env, cwd=work_dir / "cwd", workers=1, cores=cores, memory="2g") as submission:
         yield submission

@@ -1,13 +1,13 @@
 """Training and scoring through spark-submit against a real standalone cluster (a master and a
 worker of two cores, started from pyspark's own scripts), with the lakehouse on an S3 server: an
-executor in its own JVM, Horovod ranks inside executor tasks reading petastorm's cache from the bucket,
-the scoring UDF fetching the published model on the executor, Delta on s3a from --jars.
+executor in its own JVM, Horovod ranks inside executor tasks reading petastorm's cache from the
+bucket, the scoring UDF fetching the published model on the executor, Delta on s3a from --jars.
 
 The stages before training are the shared shop's (generated and featurised in the test
 process); the whole pipeline from raw events on a cluster is `bench/pipeline.py --master`.
 
-The submission takes about two and a half minutes, so the suite starts it in the background as soon as the shop is trained (conftest.py) and
-runs this test last, when it has finished."""
+The submission takes about two and a half minutes, so the suite starts it in the background as
+soon as the shop is trained (conftest.py) and runs this test last, when it has finished."""
 
 from __future__ import annotations
 

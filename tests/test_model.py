@@ -399,9 +399,10 @@ def test_the_decay_head_learns_each_users_own_time_constant(tmp_path: Path) -> N
 
 
 def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
-    """The SavedModel round trip, without custom code, of the model train.members saves: each member trains from its own seed into its own checkpoints, and the saved
-    model's decay curve is the mean of the members' curves, in closed form (N x K components), so
-    P(active), expected visits and the half-life all read the mean."""
+    """The SavedModel round trip, without custom code, of the model train.members saves: each
+    member trains from its own seed into its own checkpoints, and the saved model's decay curve is
+    the mean of the members' curves, in closed form (N x K components), so P(active), expected
+    visits and the half-life all read the mean."""
     train, val = _toy_with_counts(256, seed=0), _toy_with_counts(128, seed=1)
     norm = fit_normalisation(train[0]["x"], train[0]["mask"], train[0]["static"])
     plan = RunPlan(
