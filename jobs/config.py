@@ -146,6 +146,11 @@ class TrainSettings(_Strict):
     # Each row's weight in the count likelihood: "recent_sessions", 1 / (1 + its sessions per
     # window lately), so the busy users do not set the fit for the fading ones; "none": all 1.
     count_row_weights: Literal["recent_sessions", "none"] = "recent_sessions"
+    # "gamma": each user's rate is the curve's times a factor of mean 1 whose variance is learned
+    # for the shop (the run summary's `frailty`), shared by the survival, the counts (all of a
+    # user's windows together) and P(active): the curve gives the mean visits of the users who
+    # look alike, P(active) allows for how much they differ. "none": one Poisson rate serves both.
+    frailty: Literal["none", "gamma"] = "none"
     # Use nothing after this date (labels censored there): an evaluation on it is out of time.
     until: dt.date | None = None
     # How the rows known by `until` are split for early stopping and validation metrics:
@@ -190,6 +195,8 @@ class TrainSettings(_Strict):
     def _one_kind_of_validation(self) -> TrainSettings:
         if self.validation == "users" and self.validation_as_of is not None:
             raise ValueError("validation_as_of goes with validation: as_of_date (with validation: users a share of the users validates)")
+        if self.frailty == "gamma" and self.count_likelihood == "negative_binomial":
+            raise ValueError("frailty: gamma already makes the counts negative binomial: set count_likelihood: poisson with it")
         return self
 
 

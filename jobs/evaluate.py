@@ -52,6 +52,7 @@ from model.evaluation import (
     visits_calibration,
 )
 from model.metrics import auc_gain_intervals
+from model.reference import generator_expected_visits
 from model.scoring import drivers, load_scorer, read_metadata, risk_tier, score_columns, typical_user
 
 log = logging.getLogger(__name__)
@@ -327,18 +328,23 @@ def _users_frame(spark: SparkSession, user_ids: np.ndarray) -> DataFrame:
     return F.broadcast(spark.createDataFrame(pd.DataFrame({"user_id": user_ids})))
 
 
-def _truth_tau(spark: SparkSession, settings: Settings, user_ids: np.ndarray) -> np.ndarray | None:
+def read_truth(spark: SparkSession, settings: Settings, user_ids: np.ndarray) -> pd.DataFrame | None:
+    """The generator's truth for ``user_ids``, one row each in their order (generated data), or
+    None: no truth table, or its users are not these (pseudonymised ids do not match)."""
     path = settings.table_path("truth")
     if not table_exists(spark, path):
         return None
-    truth = spark.read.format("delta").load(path).select("user_id", "tau_days").join(_users_frame(spark, user_ids), "user_id")
-    matched = truth.toPandas().set_index("user_id")["tau_days"].reindex(user_ids).to_numpy(np.float64)
-    return matched if np.isfinite(matched).mean() > 0.9 else None  # pseudonymised ids do not match
+    truth = spark.read.format("delta").load(path).join(_users_frame(spark, user_ids), "user_id")
+    matched = truth.toPandas().set_index("user_id").reindex(user_ids)
+    return matched if matched["tau_days"].notna().mean() > 0.9 else None
 
 
-def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:  # noqa: ANN001
+def visit_checks(  # noqa: ANN001
+    scorer, evaluated: Evaluated, window_days: int, truth: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(expected-visits calibration by decile over the next 2 and 4 windows, the decay check by
-    decile of interest half-life, their headline metrics), from the observed future windows."""
+    decile of interest half-life, their headline metrics), from the observed future windows;
+    with the generator's ``truth``, each decile also against the visits the truth expects."""
     params, future = evaluated.model_outputs["decay_params"], evaluated.future_sessions
     spans = sorted({min(k, future.shape[1]) for k in VISIT_CHECK_WINDOWS} - {0})
     tables, metrics = [], {}
@@ -347,10 +353,18 @@ def visit_checks(scorer, evaluated: Evaluated, window_days: int) -> tuple[pd.Dat
         if known.sum() < 20:
             continue
         expected = scorer.expected_visits_from(params[known], [k * window_days])[:, 0]
-        table = visits_calibration(expected, future[known, :k].sum(axis=1)).assign(days=k * window_days)
+        truth_expected = None
+        if truth is not None:
+            start = dt.datetime.combine(evaluated.as_of, dt.time())
+            truth_expected = generator_expected_visits(truth[known], start, float(k * window_days))
+        table = visits_calibration(expected, future[known, :k].sum(axis=1), truth_expected=truth_expected).assign(days=k * window_days)
         # Over the deciles with 100 visits or more, where Poisson noise alone is within 10%.
         measurable = table["observed_visits"] >= 100
         metrics[f"visits_calibration_max_error_{k * window_days}d"] = float(table.loc[measurable, "relative_error"].abs().max())
+        if truth_expected is not None:
+            # The same deciles against the truth's expectation: the model's error without the draw's noise.
+            errors = table.loc[measurable, "relative_error_vs_truth"].abs()
+            metrics[f"visits_calibration_max_error_vs_truth_{k * window_days}d"] = float(errors.max())
         metrics[f"visits_predicted_over_observed_{k * window_days}d"] = float(expected.sum() / max(table["observed_visits"].sum(), 1))
         tables.append(table)
     decay = pd.DataFrame()
@@ -427,13 +441,15 @@ def truth_comparison(
     return table, metrics
 
 
-def truth_section(spark: SparkSession, settings: Settings, main: Evaluated, seed: int = 0) -> tuple[np.ndarray | None, pd.DataFrame, dict]:
-    """On generated data (a ``truth`` table whose users match): (each user's true time constant,
-    the half-life comparison by past sessions on up to TRUTH_USERS of them, its metrics);
-    elsewhere (None, empty, {})."""
-    truth_tau = _truth_tau(spark, settings, main.user_ids)
-    if truth_tau is None:
+def truth_section(
+    spark: SparkSession, settings: Settings, main: Evaluated, truth: pd.DataFrame | None, seed: int = 0
+) -> tuple[np.ndarray | None, pd.DataFrame, dict]:
+    """On generated data (``truth`` from :func:`read_truth`): (each user's true time constant, the
+    half-life comparison by past sessions on up to TRUTH_USERS of them, its metrics); elsewhere
+    (None, empty, {})."""
+    if truth is None:
         return None, pd.DataFrame(), {}
+    truth_tau = truth["tau_days"].to_numpy(np.float64)
     # The interest half-life (the excess rate halves) is what the generator's time constant
     # sets; the median wait for the next visit is shown for contrast.
     table, metrics = truth_comparison(spark, settings, main, truth_tau, sample_indices(len(main.user_ids), TRUTH_USERS, seed))
@@ -576,8 +592,9 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         tier_p = scorer.p_active_from(main.model_outputs["decay_params"], [max(settings.horizons_days)])[:, 0]
         thresholds = settings.score.thresholds(lambda probabilities: np.quantile(tier_p, probabilities))
         tiers = risk_tier(tier_p, *thresholds)
-        calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days)
-        truth_tau, truth_table, truth_metrics = truth_section(spark, settings, main, conf.seed)
+        truth = read_truth(spark, settings, main.user_ids)
+        calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days, truth)
+        truth_tau, truth_table, truth_metrics = truth_section(spark, settings, main, truth, conf.seed)
         metrics = {**headline_metrics(main, horizons, tiers), **visit_metrics, **truth_metrics}
         importance, explained_users = explain(scorer, main, conf, horizons[-1])
         facts = {

@@ -188,6 +188,8 @@ def _visits(data: ReportData, folder: Path) -> str | None:
     for ax, days in zip(axes[0], spans, strict=False):
         table = data.visits_calibration[data.visits_calibration["days"] == days]
         ax.plot(table["predicted"], table["observed"], "o-", label="deciles of the prediction")
+        if "truth_expected" in table:
+            ax.plot(table["predicted"], table["truth_expected"], "^--", label="what the generator's truth expects")
         top = float(max(table["predicted"].max(), table["observed"].max())) * 1.05
         ax.plot([0, top], [0, top], "k:", lw=1)
         ax.set(xlabel="predicted visits per user", ylabel="observed visits per user", title=f"Expected visits, next {days} days")

@@ -218,6 +218,7 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
             count_likelihood=conf.count_likelihood,
             floor_pooling=conf.floor_pooling,
             count_row_weights=conf.count_row_weights,
+            frailty=conf.frailty,
             recon=conf.recon_weight,
             beta=conf.beta,
             kl_warmup_epochs=conf.kl_warmup_epochs,
@@ -305,7 +306,7 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         **{
             k: round(v, 4)
             for k, v in final.items()
-            if k.startswith(("val_auc", "val_decay_nll", "val_survival", "val_visits", "loss", "count_dispersion"))
+            if k.startswith(("val_auc", "val_decay_nll", "val_survival", "val_visits", "loss", "count_dispersion", "frailty"))
         },
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,

@@ -6,6 +6,9 @@ A user's expected visit rate ``d`` days after the as-of date (visits = sessions)
     Lambda(d) = sum_k level_k * tau_k * (1 - exp(-d / tau_k)) + floor * d      (expected visits in d days)
     S(d)      = exp(-Lambda(d))                                                 (P(no visit in d days))
 
+or, when users who look alike differ by a gamma factor of variance a on their rate (the
+``frailty``), S(d) = (1 + a Lambda(d))^(-1/a), with Lambda still the mean visits.
+
 ``level_k`` is today's interest in component k (visits per day above the baseline), ``tau_k`` how
 fast it fades (days), ``floor`` the baseline that stays. From these, in closed form:
 
@@ -111,21 +114,47 @@ def rate(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
     return tf.reduce_sum(level[:, None, :] * tf.exp(-d[..., None] / tau[:, None, :]), axis=-1) + floor
 
 
-def survival(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
-    """S(d) = P(no visit within d days), [B, H]."""
-    return tf.exp(-cumulative_rate(params, days, n_components))
+def survival_from_cumulative(cumulative: tf.Tensor, frailty: tf.Tensor | float | None = None) -> tf.Tensor:
+    """S = P(no visit) from Lambda, the expected visits: exp(-Lambda) for a Poisson process;
+    (1 + a Lambda)^(-1/a) when each user's rate is Lambda's times a gamma-distributed factor of
+    mean 1 and variance ``frailty`` = a (see :func:`survival`)."""
+    if frailty is None:
+        return tf.exp(-cumulative)
+    a = tf.cast(frailty, cumulative.dtype)
+    return tf.exp(-tf.math.log1p(a * cumulative) / a)
 
 
-def survival_nll(params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor, n_components: int) -> tf.Tensor:
+def survival(params: tf.Tensor, days: tf.Tensor, n_components: int, frailty: tf.Tensor | float | None = None) -> tf.Tensor:
+    """S(d) = P(no visit within d days), [B, H].
+
+    With ``frailty`` (a gamma frailty's variance, a > 0), Lambda(d) is the mean of the expected
+    visits of the users who look like this one, and their own rates spread around it: P(active)
+    is then below 1 - exp(-Lambda), because the visits of the busier ones do not bring back more
+    users. Without it, one Poisson rate has to serve both how many users come back and how
+    often, and neither comes out right when users who look alike differ.
+    """
+    return survival_from_cumulative(cumulative_rate(params, days, n_components), frailty)
+
+
+def survival_nll(
+    params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor, n_components: int, frailty: tf.Tensor | None = None
+) -> tf.Tensor:
     """Negative log-likelihood [B] of each user's time to the next visit, right-censored.
 
-    Observed return after ``d`` days: -log rate(d) + Lambda(d). Censored at ``d`` (not back by
-    then, as far as we know): Lambda(d).
+    Observed return after ``d`` days: minus the log density, -log rate(d) + Lambda(d). Censored
+    at ``d`` (not back by then, as far as we know): -log S(d) = Lambda(d). With a gamma
+    ``frailty`` a: -log S(d) = log(1 + a Lambda(d)) / a, and the density is
+    rate(d) (1 + a Lambda(d))^(-1/a - 1).
     """
     d = tf.maximum(tf.cast(days_to_next, params.dtype), 1e-3)[:, None]
     observed = 1.0 - tf.cast(censored, params.dtype)
     log_rate = tf.math.log(rate(params, d, n_components)[:, 0] + 1e-8)
-    return cumulative_rate(params, d, n_components)[:, 0] - observed * log_rate
+    cumulative = cumulative_rate(params, d, n_components)[:, 0]
+    if frailty is None:
+        return cumulative - observed * log_rate
+    a = tf.cast(frailty, params.dtype)
+    log_spread = tf.math.log1p(a * cumulative)
+    return log_spread / a + observed * (log_spread - log_rate)
 
 
 def _poisson_terms(expected: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
@@ -163,17 +192,51 @@ def dispersion_from_raw(raw: tf.Tensor) -> tf.Tensor:
 
 
 def window_count_nll(
-    params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, n_components: int, dispersion: tf.Tensor | None = None
+    params: tf.Tensor,
+    future_sessions: tf.Tensor,
+    window_days: float,
+    n_components: int,
+    dispersion: tf.Tensor | None = None,
+    frailty: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Negative log-likelihood [B] of the visits in each of the next windows after the as-of
-    date (:func:`window_visits`): Poisson, or negative binomial with ``dispersion`` (visits that
-    come in bursts). A count below 0 marks a window not observed yet (past the end of the data)
-    and is left out."""
+    date (:func:`window_visits`): Poisson; or negative binomial with ``dispersion``, each window
+    on its own (visits that come in bursts); or, with a gamma ``frailty``, the windows together
+    (:func:`_shared_frailty_terms`: one factor scales all of a user's windows). A count below 0
+    marks a window not observed yet (past the end of the data) and is left out."""
+    if dispersion is not None and frailty is not None:
+        raise ValueError("give dispersion or frailty, not both: the frailty already makes the counts negative binomial")
     counts = tf.cast(future_sessions, params.dtype)
     expected = window_visits(params, tf.shape(counts)[1], window_days, n_components)
     seen = tf.maximum(counts, 0.0)
+    if frailty is not None:
+        return _shared_frailty_terms(expected, seen, counts >= 0, frailty)
     terms = _poisson_terms(expected, seen) if dispersion is None else _negative_binomial_terms(expected, seen, dispersion)
     return tf.reduce_sum(tf.where(counts >= 0, terms, 0.0), axis=-1)
+
+
+def _shared_frailty_terms(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor, frailty: tf.Tensor) -> tf.Tensor:
+    """NLL [B] of the known windows' counts n_w with means mu_w, all scaled by one gamma factor
+    of mean 1 and variance a = 1/r (log n_w! left out, as in :func:`_poisson_terms`; it tends to
+    the Poisson sum as a goes to 0). With N = sum n_w and M = sum mu_w:
+
+        -log P = lgamma(r) - lgamma(r + N) + (r + N) log(1 + M / r) + N log r - sum n_w log mu_w
+
+    In float64, as :func:`_negative_binomial_terms` and for the same reason.
+    """
+    mu = tf.cast(expected, tf.float64) + 1e-8
+    n = tf.where(known, tf.cast(counts, tf.float64), 0.0)
+    mu_known = tf.where(known, mu, 0.0)
+    total_n, total_mu = tf.reduce_sum(n, axis=-1), tf.reduce_sum(mu_known, axis=-1)
+    r = 1.0 / tf.cast(frailty, tf.float64)
+    nll = (
+        tf.math.lgamma(r)
+        - tf.math.lgamma(r + total_n)
+        + (r + total_n) * tf.math.log1p(total_mu / r)
+        + total_n * tf.math.log(r)
+        - tf.reduce_sum(n * tf.math.log(mu), axis=-1)
+    )
+    return tf.cast(nll, expected.dtype)
 
 
 def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.Tensor:
@@ -203,12 +266,19 @@ def _bisect(function, low: tf.Tensor, high: tf.Tensor, steps: int = 40) -> tf.Te
     return (low + high) / 2
 
 
-def return_median_days(params: tf.Tensor, n_components: int, cap: float = RETURN_MEDIAN_CAP_DAYS) -> tf.Tensor:
+def return_median_days(
+    params: tf.Tensor, n_components: int, cap: float = RETURN_MEDIAN_CAP_DAYS, frailty: tf.Tensor | float | None = None
+) -> tf.Tensor:
     """Days until the chance of having come back reaches one half (S(d) = 1/2), per user [B]:
     the median wait for the next visit. A curve that does not reach one half within ``cap``
-    days gives ``cap``. Bisection on the closed form, in TensorFlow ops (it runs in the saved model)."""
+    days gives ``cap``. Bisection on the closed form, in TensorFlow ops (it runs in the saved model).
+    S = 1/2 where Lambda = ln 2, or (2^a - 1) / a with a gamma ``frailty`` a."""
     params = tf.convert_to_tensor(params, tf.float32)
-    target = math.log(2.0)
+    if frailty is None:
+        target = math.log(2.0)
+    else:
+        a = tf.cast(frailty, tf.float32)
+        target = tf.math.expm1(a * math.log(2.0)) / a
 
     def still_away(d: tf.Tensor) -> tf.Tensor:
         return target - cumulative_rate(params, d[:, None], n_components)[:, 0]

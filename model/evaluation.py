@@ -201,23 +201,37 @@ def _deciles(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
     return (ranks * n_bins // max(len(values), 1)).astype(int)
 
 
-def visits_calibration(expected: np.ndarray, observed: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+def visits_calibration(
+    expected: np.ndarray, observed: np.ndarray, n_bins: int = 10, truth_expected: np.ndarray | None = None
+) -> pd.DataFrame:
     """Predicted against observed visits by decile of the prediction: (decile, users, predicted,
     observed (means per user), observed_visits (the decile's total), relative_error, and
     count_noise: the relative error that Poisson noise alone gives on that total, 1/sqrt(n),
-    so a decile of near-silent users, whose relative error is mostly noise, reads as such)."""
+    so a decile of near-silent users, whose relative error is mostly noise, reads as such).
+
+    With ``truth_expected`` (generated data: each user's expected visits under the process that
+    drew them), also truth_expected (its mean per user) and relative_error_vs_truth: the model's
+    error without the noise of the one draw that was observed."""
     if len(expected) != len(observed):
         raise ValueError(f"expected has {len(expected)} users, observed {len(observed)}")
     frame = pd.DataFrame({"decile": _deciles(expected, n_bins) + 1, "predicted": expected, "observed": observed})
-    table = (
-        frame.groupby("decile")
-        .agg(
-            users=("predicted", "size"), predicted=("predicted", "mean"), observed=("observed", "mean"), observed_visits=("observed", "sum")
-        )
-        .reset_index()
-    )
+    aggregates = {
+        "users": ("predicted", "size"),
+        "predicted": ("predicted", "mean"),
+        "observed": ("observed", "mean"),
+        "observed_visits": ("observed", "sum"),
+    }
+    if truth_expected is not None:
+        if len(truth_expected) != len(expected):
+            raise ValueError(f"truth_expected has {len(truth_expected)} users, expected {len(expected)}")
+        frame["truth_expected"] = truth_expected
+        aggregates["truth_expected"] = ("truth_expected", "mean")
+    table = frame.groupby("decile").agg(**aggregates).reset_index()
     table["relative_error"] = (table["predicted"] - table["observed"]) / table["observed"].where(table["observed"] > 0)
     table["count_noise"] = 1.0 / np.sqrt(table["observed_visits"].where(table["observed_visits"] > 0))
+    if truth_expected is not None:
+        truth = table["truth_expected"].where(table["truth_expected"] > 0)
+        table["relative_error_vs_truth"] = (table["predicted"] - truth) / truth
     return table
 
 

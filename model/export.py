@@ -31,6 +31,7 @@ class _Serving(tf.Module):
         self.weights_read = list(model.weights)
         shape = model.shape_spec
         k = shape.n_components
+        frailty = model.frailty()
         signature = [
             tf.TensorSpec([None, shape.n_windows, shape.n_window_features], tf.float32, name="x"),
             tf.TensorSpec([None, shape.n_windows], tf.float32, name="mask"),
@@ -40,7 +41,7 @@ class _Serving(tf.Module):
         def serve(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
             out = model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
             out["expected_visits"] = out["expected_visits"] * visits_scale
-            out["return_median_days"] = decay.return_median_days(out["decay_params"], k)
+            out["return_median_days"] = decay.return_median_days(out["decay_params"], k, frailty=frailty)
             out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
             out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0) * visits_scale
             out["interest_now"] = decay.interest_now(out["decay_params"], k)
@@ -50,7 +51,7 @@ class _Serving(tf.Module):
             """P(active within each horizon) alone: what explaining a score asks for, many times over."""
             out = model({"x": x, "mask": mask, "static": static}, training=False)
             horizons = tf.constant([list(shape.horizons_days)], tf.float32)
-            return {"p_active": 1.0 - decay.survival(out["params"], horizons, k)}
+            return {"p_active": 1.0 - decay.survival(out["params"], horizons, k, frailty)}
 
         self.serve = tf.function(serve, input_signature=signature)
         self.p_active = tf.function(p_active, input_signature=signature)
@@ -70,6 +71,7 @@ def save_model(
     the calibration of the counts on the validation users."""
     path = Path(path)
     serving = _Serving(model, float(visits_scale))
+    frailty = model.frailty()
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
     metadata = {
         "feature_spec": feature_spec,
@@ -79,6 +81,8 @@ def save_model(
         "normalisation": norm.to_dict(),
         "training": dict(training or {}),
         "visits_scale": float(visits_scale),
+        # The gamma frailty's variance that P(active) reads (None: a Poisson process).
+        "frailty": None if frailty is None else float(frailty.numpy()),
     }
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return path
@@ -102,6 +106,13 @@ class Scorer:
     @property
     def feature_spec(self) -> dict:
         return self.metadata["feature_spec"]
+
+    @property
+    def frailty(self) -> float | None:
+        """The variance of the gamma factor on each user's rate that P(active) allows for (None:
+        a Poisson process, as every model saved before it had one)."""
+        value = self.metadata.get("frailty")
+        return None if value is None else float(value)
 
     @property
     def visits_scale(self) -> float:
@@ -129,7 +140,8 @@ class Scorer:
     def p_active_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """P(active within each of ``days``) from the ``decay_params`` a call already returned,
         so one pass of the network serves every horizon and curve."""
-        return 1.0 - np.exp(-self._cumulative_rate(decay_params, days))
+        cumulative = tf.constant(self._cumulative_rate(decay_params, days))
+        return 1.0 - decay.survival_from_cumulative(cumulative, self.frailty).numpy()
 
     def expected_visits_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """Expected visits within each of ``days``, users x days, from ``decay_params``: Lambda

@@ -62,6 +62,11 @@ class LossWeights:
 
     ``count_likelihood`` "negative_binomial" learns one dispersion for the whole shop, so visits
     that come in bursts are not read as a higher rate; on Poisson visits it shrinks towards 0.
+
+    ``frailty`` "gamma" learns one variance for the whole shop of a factor that scales each user's
+    rate around the curve (:func:`model.decay.survival`): the survival, the counts (all of a
+    user's windows together) and P(active) read it, so the curve can be the mean visits of the
+    users who look alike while P(active) allows for how much they differ.
     """
 
     step: float = 0.2
@@ -72,6 +77,11 @@ class LossWeights:
     count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
     floor_pooling: float = 0.0
     count_row_weights: Literal["recent_sessions", "none"] = "recent_sessions"
+    frailty: Literal["none", "gamma"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.frailty == "gamma" and self.count_likelihood == "negative_binomial":
+            raise ValueError("frailty 'gamma' already makes the counts negative binomial: use count_likelihood 'poisson' with it")
 
 
 @dataclass
@@ -107,13 +117,13 @@ class _DecayCurves:
     def predict_curves(self, inputs: dict, days: tf.Tensor) -> dict:
         """What scoring needs: P(active within each horizon), S on ``days``, latent z, recon error."""
         out = self(inputs, training=False)
-        k = self.shape_spec.n_components
+        k, frailty = self.shape_spec.n_components, self.frailty()
         horizons = tf.constant([list(self.shape_spec.horizons_days)], tf.float32)
         expected = decay.cumulative_rate(out["params"], horizons, k)
         result = {
-            "p_active": 1.0 - tf.exp(-expected),
+            "p_active": 1.0 - decay.survival_from_cumulative(expected, frailty),
             "expected_visits": expected,
-            "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k),
+            "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k, frailty),
             "decay_params": out["params"],
         }
         if self.shape_spec.use_vae:
@@ -153,6 +163,10 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         if self.loss_weights_spec.count_likelihood == "negative_binomial":
             # 0 is a dispersion of 0.1, the geometric middle of its bounds.
             self.dispersion_raw = self.add_weight(name="count_dispersion_raw", shape=(), initializer="zeros", trainable=True)
+        self.frailty_raw = None
+        if self.loss_weights_spec.frailty == "gamma":
+            # The same bounds as the dispersion: 0 is a variance of 0.1.
+            self.frailty_raw = self.add_weight(name="frailty_raw", shape=(), initializer="zeros", trainable=True)
         self.trackers = {
             name: tf.keras.metrics.Mean(name=name) for name in ("loss", "decay_nll", "survival_nll", "count_nll", "step_bce", "recon", "kl")
         }
@@ -195,7 +209,8 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         """Each part of the loss, averaged over the batch."""
         k, w = self.shape_spec.n_components, self.loss_weights_spec
         real = tf.cast(inputs["mask"], tf.float32)
-        nll = tf.reduce_mean(decay.survival_nll(out["params"], targets["days_to_next"], targets["censored"], k))
+        frailty = self.frailty()
+        nll = tf.reduce_mean(decay.survival_nll(out["params"], targets["days_to_next"], targets["censored"], k, frailty))
         step_target, step_weight = self.step_targets(inputs, targets)
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=step_target, logits=out["step_logits"])
         step_bce = tf.reduce_sum(bce * step_weight) / tf.maximum(tf.reduce_sum(step_weight), 1.0)
@@ -203,7 +218,7 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         parts["count_nll"] = tf.constant(0.0)
         if "future_sessions" in targets:
             future = decay.window_count_nll(
-                out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k, self.count_dispersion()
+                out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k, self.count_dispersion(), frailty
             )
             if w.count_row_weights == "none":
                 weight = tf.ones_like(future)
@@ -226,6 +241,10 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
     def count_dispersion(self) -> tf.Tensor | None:
         """The negative binomial dispersion of the visit counts (None: Poisson)."""
         return None if self.dispersion_raw is None else decay.dispersion_from_raw(self.dispersion_raw)
+
+    def frailty(self) -> tf.Tensor | None:
+        """The variance of the gamma factor on each user's rate (None: a plain Poisson process)."""
+        return None if self.frailty_raw is None else decay.dispersion_from_raw(self.frailty_raw)
 
     def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
         """Target of P(t): the next window is active; for the last step, from the labels."""
@@ -284,6 +303,11 @@ class MemberAverage(_DecayCurves, tf.keras.Model):
         first = members[0].shape_spec
         self.member_components = first.n_components
         self.shape_spec = replace(first, n_components=first.n_components * len(members))
+
+    def frailty(self) -> tf.Tensor | None:
+        """The members' mean frailty variance (None when they have none)."""
+        values = [member.frailty() for member in self.members]
+        return None if values[0] is None else tf.add_n(values) / len(values)
 
     def call(self, inputs: dict, training: bool = False) -> dict:
         outs = [member(inputs, training=False) for member in self.members]

@@ -18,9 +18,11 @@ few hundred thousand users take seconds. Pure numpy: no TensorFlow, no Spark.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 TAU_MIN_DAYS = 0.5
 TAU_MAX_DAYS = 365.0
@@ -123,3 +125,33 @@ def fit_decay_mle(
         log_likelihood=result["loglik"],
         identified=identified,
     )
+
+
+def generator_expected_visits(truth: pd.DataFrame, start: dt.datetime, days: float) -> np.ndarray:
+    """Each user's expected sessions in ``days`` days from ``start`` under the process that drew
+    them (features/synthetic.py), from the ``truth`` table's columns: the fading interest from
+    ``joined_at``, the floor, and the win-back from ``reengaged_at`` (missing: none). What the
+    observed count of a user like this scatters around, so a decile's predicted visits can be
+    set against the truth without the Poisson noise of one draw."""
+    if days <= 0:
+        raise ValueError(f"days must be positive, got {days}")
+    missing = {"joined_at", "initial_rate_per_day", "tau_days", "floor_rate_per_day"} - set(truth.columns)
+    if missing:
+        raise ValueError(f"truth lacks the columns {sorted(missing)}: pass the generator's truth table")
+
+    def since(column: str) -> tuple[np.ndarray, np.ndarray]:
+        elapsed = (pd.Timestamp(start) - pd.to_datetime(truth[column])).dt.total_seconds().to_numpy(np.float64) / 86_400
+        return np.maximum(elapsed, 0.0), np.maximum(elapsed + days, 0.0)
+
+    def fading(rate: np.ndarray, tau: np.ndarray, window: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return rate * tau * (np.exp(-window[0] / tau) - np.exp(-window[1] / tau))
+
+    joined = since("joined_at")
+    expected = truth["floor_rate_per_day"].to_numpy(np.float64) * (joined[1] - joined[0])
+    expected = expected + fading(truth["initial_rate_per_day"].to_numpy(np.float64), truth["tau_days"].to_numpy(np.float64), joined)
+    if "reengaged_at" in truth.columns and truth["reengaged_at"].notna().any():
+        back = since("reengaged_at")
+        rate = truth["reengage_rate_per_day"].fillna(0.0).to_numpy(np.float64)
+        tau = truth["reengage_tau_days"].fillna(1.0).to_numpy(np.float64)
+        expected = expected + np.where(truth["reengaged_at"].notna(), np.nan_to_num(fading(rate, tau, back)), 0.0)
+    return expected

@@ -151,6 +151,14 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     visits = pd.read_csv(index.parent / "expected_visits.csv")
     assert sorted(visits["days"].unique()) == [14, 28] and (visits.groupby("days")["users"].sum() == summary.counts["users"]).all()
     assert summary.metrics["visits_predicted_over_observed_28d"] == pytest.approx(1.0, abs=0.3)
+    # On generated data each decile also gets what the generator's truth expects: the observed
+    # visits are one draw around it, so over every user the two agree within Poisson noise.
+    truth_visits = (visits["truth_expected"] * visits["users"]).groupby(visits["days"]).sum()
+    # (Measured: 1,606 expected for 1,554 seen over 14 days, 2,893 for 2,832 over 28.)
+    assert (truth_visits / visits.groupby("days")["observed_visits"].sum()).to_list() == pytest.approx([1.0, 1.0], abs=0.1)
+    relative = (visits["predicted"] - visits["truth_expected"]) / visits["truth_expected"]
+    pd.testing.assert_series_equal(visits["relative_error_vs_truth"], relative, check_names=False)
+    assert {"visits_calibration_max_error_vs_truth_14d", "visits_calibration_max_error_vs_truth_28d"} <= set(summary.metrics)
     visits_scale = round(read_metadata(summary.inputs["model"])["visits_scale"], 4)  # train.calibrate_visits
     assert f"<th>expected visits scaled by</th><td>{visits_scale}</td>" in index.read_text()
     assert len(pd.read_csv(index.parent / "decay_check.csv")) == 10

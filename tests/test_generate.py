@@ -80,6 +80,23 @@ def test_every_user_has_exactly_the_sessions_the_truth_says(spark: SparkSession,
     assertDataFrameEqual(sessions, expected)
 
 
+def test_the_truths_expected_visits_add_up_to_the_generators_own(spark: SparkSession, generated: tuple[Settings, dict]) -> None:
+    """The evaluation's closed form of the process that drew the sessions, over the whole
+    generated period, is the truth table's expected_sessions (which the generator's Poisson
+    draws come from), win-backs included; two halves add up to the whole."""
+    from model.reference import generator_expected_visits
+
+    settings, _ = generated
+    truth = spark.read.format("delta").load(settings.table_path("truth")).toPandas()
+    assert truth["reengaged_at"].notna().any() and truth["reengaged_at"].isna().any()
+    start = dt.datetime(2026, 3, 1)
+    whole = generator_expected_visits(truth, start, 60.0)
+    assert whole == pytest.approx(truth["expected_sessions"].to_numpy(), rel=1e-4)
+    first = generator_expected_visits(truth, start, 30.0)
+    second = generator_expected_visits(truth, start + dt.timedelta(days=30), 30.0)
+    assert first + second == pytest.approx(whole, rel=1e-6)
+
+
 def test_events_are_well_formed(spark: SparkSession, generated: tuple[Settings, dict]) -> None:
     _, summary = generated
     events = spark.read.parquet(summary["outputs"]["events"])
