@@ -157,7 +157,7 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     # (Measured: 1,606 expected for 1,554 seen over 14 days, 2,893 for 2,832 over 28.)
     assert (truth_visits / visits.groupby("days")["observed_visits"].sum()).to_list() == pytest.approx([1.0, 1.0], abs=0.1)
     relative = (visits["predicted"] - visits["truth_expected"]) / visits["truth_expected"]
-    pd.testing.assert_series_equal(visits["relative_error_vs_truth"], relative, check_names=False)
+    pd.testing.assert_series_equal(visits["relative_error_vs_truth"], relative, check_names=False, rtol=1e-5, atol=1e-7)
     assert {"visits_calibration_max_error_vs_truth_14d", "visits_calibration_max_error_vs_truth_28d"} <= set(summary.metrics)
     visits_scale = round(read_metadata(summary.inputs["model"])["visits_scale"], 4)  # train.calibrate_visits
     assert f"<th>expected visits scaled by</th><td>{visits_scale}</td>" in index.read_text()
