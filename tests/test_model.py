@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,15 +117,22 @@ def test_window_counts_likelihood_matches_a_hand_count() -> None:
     assert decay.window_count_nll(params, counts, 7.0, 1).numpy()[0] == pytest.approx(expected, rel=1e-5)
 
 
+def _three_weeks_of_one_user() -> tuple[tf.Tensor, tf.Tensor, Callable[[float], float], np.ndarray, np.ndarray]:
+    """One user fading as exp(-d / 7) over a floor of 0.1 a day, with 3, 0 and 12 visits in the
+    next three weeks and a fourth past the end of the data: (decay_params, the counts as the view
+    has them, Lambda(d), each week's expected visits, the three counts)."""
+    params = _hand_set([1.0], [7.0], 0.1)
+    counts = tf.constant([[3.0, 0.0, 12.0, -1.0]])
+    lam = lambda d: 7.0 * (1 - np.exp(-d / 7.0)) + 0.1 * d  # noqa: E731
+    mu = np.array([lam(7 * (i + 1)) - lam(7 * i) for i in range(3)])
+    return params, counts, lam, mu, np.array([3.0, 0.0, 12.0])
+
+
 def test_negative_binomial_counts_match_scipy_and_tend_to_the_poisson_likelihood() -> None:
     from scipy.special import gammaln
     from scipy.stats import nbinom
 
-    params = _hand_set([1.0], [7.0], 0.1)
-    counts = tf.constant([[3.0, 0.0, 12.0, -1.0]])  # the last window is past the end of the data
-    lam = lambda d: 7.0 * (1 - np.exp(-d / 7.0)) + 0.1 * d  # noqa: E731
-    mu = np.array([lam(7 * (i + 1)) - lam(7 * i) for i in range(3)])
-    n = np.array([3.0, 0.0, 12.0])
+    params, counts, lam, mu, n = _three_weeks_of_one_user()
     for dispersion in (0.05, 1.0, 4.0):
         r = 1 / dispersion
         by_scipy = -(nbinom.logpmf(n, r, r / (r + mu)) + gammaln(n + 1)).sum()  # log n! left out, as in the Poisson one
@@ -161,11 +169,7 @@ def test_a_gamma_frailty_gives_the_mixed_poisson_closed_forms() -> None:
     is where S = 1/2; a tiny a is the Poisson process."""
     from scipy.special import gammaln
 
-    params = _hand_set([1.0], [7.0], 0.1)
-    counts = tf.constant([[3.0, 0.0, 12.0, -1.0]])  # the last window is past the end of the data
-    lam = lambda d: 7.0 * (1 - np.exp(-d / 7.0)) + 0.1 * d  # noqa: E731
-    mu = np.array([lam(7 * (i + 1)) - lam(7 * i) for i in range(3)])
-    n = np.array([3.0, 0.0, 12.0])
+    params, counts, lam, mu, n = _three_weeks_of_one_user()
     for a in (0.05, 1.0, 4.0):
         r = 1 / a
         # P(n) = prod(mu^n / n!) G(r + N) / G(r) r^r / (r + M)^(r + N), log n! left out.
