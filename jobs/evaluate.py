@@ -347,6 +347,7 @@ def visit_checks(  # noqa: ANN001
     with the generator's ``truth``, each decile also against the visits the truth expects."""
     params, future = evaluated.model_outputs["decay_params"], evaluated.future_sessions
     spans = sorted({min(k, future.shape[1]) for k in VISIT_CHECK_WINDOWS} - {0})
+    start = dt.datetime.combine(evaluated.as_of, dt.time())
     tables, metrics = [], {}
     for k in spans:
         known = (future[:, :k] >= 0).all(axis=1)
@@ -355,7 +356,6 @@ def visit_checks(  # noqa: ANN001
         expected = scorer.expected_visits_from(params[known], [k * window_days])[:, 0]
         truth_expected = None
         if truth is not None:
-            start = dt.datetime.combine(evaluated.as_of, dt.time())
             truth_expected = generator_expected_visits(truth[known], start, float(k * window_days))
         table = visits_calibration(expected, future[known, :k].sum(axis=1), truth_expected=truth_expected).assign(days=k * window_days)
         # Over the deciles with 100 visits or more, where Poisson noise alone is within 10%.

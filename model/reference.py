@@ -149,9 +149,8 @@ def generator_expected_visits(truth: pd.DataFrame, start: dt.datetime, days: flo
     joined = since("joined_at")
     expected = truth["floor_rate_per_day"].to_numpy(np.float64) * (joined[1] - joined[0])
     expected = expected + fading(truth["initial_rate_per_day"].to_numpy(np.float64), truth["tau_days"].to_numpy(np.float64), joined)
-    if "reengaged_at" in truth.columns and truth["reengaged_at"].notna().any():
-        back = since("reengaged_at")
-        rate = truth["reengage_rate_per_day"].fillna(0.0).to_numpy(np.float64)
-        tau = truth["reengage_tau_days"].fillna(1.0).to_numpy(np.float64)
-        expected = expected + np.where(truth["reengaged_at"].notna(), np.nan_to_num(fading(rate, tau, back)), 0.0)
+    if "reengaged_at" in truth.columns:
+        rate, tau = (truth[c].to_numpy(np.float64) for c in ("reengage_rate_per_day", "reengage_tau_days"))
+        win_back = fading(rate, tau, since("reengaged_at"))  # NaN for users who never came back
+        expected = expected + np.where(truth["reengaged_at"].notna(), win_back, 0.0)
     return expected
