@@ -172,6 +172,10 @@ class TrainSettings(_Strict):
     # validation users (their observed windows after each as-of date), so a run whose rates came
     # out high or low overall still gives calibrated counts. P(active) is left as trained.
     calibrate_visits: bool = True
+    # With calibrate_visits, a calibration slope too: each user's factor is scale x (the user's
+    # expected visits in one window) ^ (slope - 1), fitted on the same validation rows, so a model
+    # whose busiest users come out too high (or too low) against the rest is mended as well.
+    calibrate_visits_slope: bool = True
     # Models trained one after the other, each from its own random start and batch order, and
     # saved as one: the mean of their decay curves (N x n_components components). Steadier
     # expected visits and half-lives from one run, at N times the training time.

@@ -600,8 +600,10 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         facts = {
             "model trained until": str(target.trained_until or "(not set)"),
             "sample sizes": sample_sizes(main, conf),
-            # train.calibrate_visits: what the model multiplies its expected visits by (not P(active)).
+            # train.calibrate_visits: what the model multiplies its expected visits by (not P(active)):
+            # the scale, and the slope's power of each user's visits in one window.
             "expected visits scaled by": round(scorer.visits_scale, 4),
+            "expected visits calibration slope": round(scorer.visits_slope, 4),
             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
             **metrics,
         }

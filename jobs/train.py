@@ -237,6 +237,7 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
         seed=conf.seed,
         average_from_epoch=conf.average_from_epoch,
         calibrate_visits=conf.calibrate_visits,
+        calibrate_visits_slope=conf.calibrate_visits_slope,
         members=conf.members,
         training_facts={
             "until": str(conf.until or ""),
@@ -311,8 +312,9 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
         "processes": results[0]["size"],
-        # What the saved model multiplies its expected visits by (train.calibrate_visits).
+        # What the saved model multiplies its expected visits by (train.calibrate_visits, _slope).
         "visits_scale": round(results[0]["visits_scale"], 4),
+        "visits_slope": round(results[0]["visits_slope"], 4),
     }
     for i, member in enumerate(fit["member_metrics"]):  # how far apart the averaged members were
         summary.metrics.update({f"member{i}_{k}": round(v, 4) for k, v in member.items() if k.startswith(("val_auc", "val_visits"))})

@@ -307,6 +307,23 @@ def interest_half_life_days(params: tf.Tensor, n_components: int) -> tf.Tensor:
     return _bisect(excess_left, low, low + MAX_TAU_DAYS * math.log(2.0) * 1.001)
 
 
+def visits_calibration_factor(
+    params: tf.Tensor, n_components: int, scale: float, slope: float = 1.0, reference_days: float = 7.0
+) -> tf.Tensor:
+    """What each user's expected visits are multiplied by, [B]: scale x Lambda(reference_days)^(slope - 1).
+
+    A slope of 1 is one scale for every user. Below 1 the busiest users' visits come down more
+    than the quiet users' (a model whose predictions spread too wide); above 1, the reverse. The
+    factor depends on the user's level over a fixed span, not on the horizon, so it scales the
+    whole curve: Lambda(h) x factor still adds up over consecutive windows.
+    """
+    params = tf.convert_to_tensor(params, tf.float32)
+    if slope == 1.0:
+        return tf.fill(tf.shape(params[:, 0]), tf.constant(scale, tf.float32))
+    level = cumulative_rate(params, tf.constant([[reference_days]], tf.float32), n_components)[:, 0]
+    return scale * tf.pow(tf.maximum(level, 1e-8), slope - 1.0)
+
+
 def baseline_visits(params: tf.Tensor, n_components: int, days: float = 30.0) -> tf.Tensor:
     """The baseline: expected visits in ``days`` days from the floor alone, [B]."""
     return split_params(params, n_components)[2][:, 0] * days

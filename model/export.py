@@ -26,7 +26,7 @@ class _Serving(tf.Module):
     not kept as an attribute, so saving traces these two functions only: not every layer's
     call for Keras's own format, nor the optimizer's slots (which made a save take seconds)."""
 
-    def __init__(self, model: InterestDecayModel | MemberAverage, visits_scale: float = 1.0) -> None:
+    def __init__(self, model: InterestDecayModel | MemberAverage, visits_scale: float = 1.0, visits_slope: float = 1.0) -> None:
         super().__init__()
         self.weights_read = list(model.weights)
         shape = model.shape_spec
@@ -40,10 +40,11 @@ class _Serving(tf.Module):
 
         def serve(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
             out = model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
-            out["expected_visits"] = out["expected_visits"] * visits_scale
+            factor = decay.visits_calibration_factor(out["decay_params"], k, visits_scale, visits_slope, float(shape.window_days))
+            out["expected_visits"] = out["expected_visits"] * factor[:, None]
             out["return_median_days"] = decay.return_median_days(out["decay_params"], k, frailty=frailty)
             out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
-            out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0) * visits_scale
+            out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0) * factor
             out["interest_now"] = decay.interest_now(out["decay_params"], k)
             return out
 
@@ -64,13 +65,15 @@ def save_model(
     feature_spec: dict,
     training: dict | None = None,
     visits_scale: float = 1.0,
+    visits_slope: float = 1.0,
 ) -> Path:
     """Write the SavedModel and its metadata to ``path``; returns it. ``training``: facts about
     how the model was trained (for example ``until``), kept in the metadata. ``visits_scale``
-    multiplies the expected visits (and the baseline in visits) the model serves, not P(active):
-    the calibration of the counts on the validation users."""
+    and ``visits_slope`` calibrate the expected visits (and the baseline in visits) the model
+    serves, not P(active), as fitted on the validation users
+    (:func:`model.decay.visits_calibration_factor`)."""
     path = Path(path)
-    serving = _Serving(model, float(visits_scale))
+    serving = _Serving(model, float(visits_scale), float(visits_slope))
     frailty = model.frailty()
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
     metadata = {
@@ -81,6 +84,7 @@ def save_model(
         "normalisation": norm.to_dict(),
         "training": dict(training or {}),
         "visits_scale": float(visits_scale),
+        "visits_slope": float(visits_slope),
         # The gamma frailty's variance that P(active) reads (None: a Poisson process).
         "frailty": None if frailty is None else float(frailty.numpy()),
     }
@@ -119,6 +123,11 @@ class Scorer:
         """What the model multiplies its expected visits by (1 for models saved before it had one)."""
         return float(self.metadata.get("visits_scale", 1.0))
 
+    @property
+    def visits_slope(self) -> float:
+        """The calibration slope of its expected visits (1 for models saved before it had one)."""
+        return float(self.metadata.get("visits_slope", 1.0))
+
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
         tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
         return {k: v.numpy() for k, v in self._serve(**tensors).items()}
@@ -145,8 +154,12 @@ class Scorer:
 
     def expected_visits_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """Expected visits within each of ``days``, users x days, from ``decay_params``: Lambda
-        times the model's ``visits_scale``, as the serving function gives them."""
-        return self._cumulative_rate(decay_params, days) * self.visits_scale
+        times the model's calibration factor, as the serving function gives them."""
+        shape = self.metadata["model_shape"]
+        factor = decay.visits_calibration_factor(
+            tf.constant(decay_params), shape["n_components"], self.visits_scale, self.visits_slope, float(shape["window_days"])
+        ).numpy()
+        return self._cumulative_rate(decay_params, days) * factor[:, None]
 
     def _cumulative_rate(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
         """Lambda at each of ``days``, users x days."""

@@ -77,6 +77,9 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
       training data, those whose last future window lies past it: the users as scoring at the
       end of the data sees them. Left out below ``MIN_LATEST_VISITS`` visits seen there (and
       when validation is one as-of date whose windows are all observed).
+    - ``val_visits_calibration_scale`` and ``val_visits_calibration_slope``: the calibration
+      :func:`fit_visits_calibration` finds on the same latest rows (on every row when the latest
+      have no ratio), left out below ``MIN_LATEST_VISITS`` visits.
 
     Empty when no window is observed.
     """
@@ -92,9 +95,63 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
     expected = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy() * known
     ratios = {"val_visits_predicted_over_observed": float(expected.sum() / seen.sum())}
     latest = known[:, 0] & ~known[:, -1]
+    rows = known.any(axis=1)
     if seen[latest].sum() >= MIN_LATEST_VISITS:
         ratios["val_visits_predicted_over_observed_latest"] = float(expected[latest].sum() / seen[latest].sum())
+        rows = latest
+    if seen[rows].sum() >= MIN_LATEST_VISITS:
+        level = decay.cumulative_rate(params, tf.constant([[float(shape.window_days)]]), shape.n_components).numpy()[:, 0]
+        scale, slope = fit_visits_calibration(expected[rows].sum(axis=1), seen[rows].sum(axis=1), level[rows])
+        ratios.update(val_visits_calibration_scale=scale, val_visits_calibration_slope=slope)
     return ratios
+
+
+# A calibration slope outside these says the rows were too few or too alike to fit one.
+MIN_VISITS_SLOPE, MAX_VISITS_SLOPE = 0.5, 1.5
+
+
+def fit_visits_calibration(expected: np.ndarray, observed: np.ndarray, level: np.ndarray) -> tuple[float, float]:
+    """(scale, slope) of the best Poisson fit of ``observed`` visits per row by
+    ``expected`` x scale x ``level`` ^ (slope - 1): the calibration in the large and the
+    calibration slope of a count model (:func:`model.decay.visits_calibration_factor`).
+
+    ``expected`` is the model's visits over the row's observed windows, ``level`` its visits over
+    a fixed span (one window), so rows with more or fewer windows observed compare. Newton's
+    method on the Poisson log-likelihood, which is concave in (log scale, slope); the slope is
+    kept within [MIN_VISITS_SLOPE, MAX_VISITS_SLOPE] and the scale refitted at a bound.
+    """
+    expected, observed, level = (np.asarray(v, np.float64) for v in (expected, observed, level))
+    if not len(expected) == len(observed) == len(level):
+        raise ValueError(f"expected, observed and level differ in length: {len(expected)}, {len(observed)}, {len(level)}")
+    if observed.sum() <= 0 or expected.sum() <= 0:
+        raise ValueError("fit_visits_calibration needs some expected and some observed visits")
+    offset = np.log(np.maximum(expected, 1e-12))
+    log_level = np.log(np.maximum(level, 1e-8))
+    centre = log_level.mean()
+    x = log_level - centre  # centred, so the two parameters are near-orthogonal
+
+    def log_likelihood(theta: np.ndarray) -> float:
+        eta = theta[0] + theta[1] * x + offset
+        return float((observed * eta - np.exp(eta)).sum())
+
+    theta = np.array([np.log(observed.sum() / expected.sum()), 0.0])
+    for _ in range(100):
+        mu = np.exp(theta[0] + theta[1] * x + offset)
+        gradient = np.array([(observed - mu).sum(), ((observed - mu) * x).sum()])
+        hessian = np.array([[mu.sum(), (mu * x).sum()], [(mu * x).sum(), (mu * x * x).sum()]])
+        if abs(np.linalg.det(hessian)) < 1e-12:  # every row at one level: no slope to fit
+            theta[1] = 0.0
+            break
+        step = np.linalg.solve(hessian, gradient)
+        while log_likelihood(theta + step) < log_likelihood(theta) - 1e-9 and np.abs(step).max() > 1e-10:
+            step = step / 2
+        theta = theta + step
+        if np.abs(step).max() < 1e-9:
+            break
+    tilt = float(np.clip(theta[1], MIN_VISITS_SLOPE - 1.0, MAX_VISITS_SLOPE - 1.0))
+    # At the slope kept (and always, which costs nothing), the scale that matches the total.
+    log_scale = np.log(observed.sum() / (expected * np.exp(tilt * x)).sum())
+    return float(np.exp(log_scale - tilt * centre)), 1.0 + tilt
 
 
 def validation_metrics(model: InterestDecayModel | MemberAverage, val_sample: tuple[dict, dict]) -> dict[str, float]:

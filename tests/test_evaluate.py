@@ -159,8 +159,9 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     relative = (visits["predicted"] - visits["truth_expected"]) / visits["truth_expected"]
     pd.testing.assert_series_equal(visits["relative_error_vs_truth"], relative, check_names=False, rtol=1e-5, atol=1e-7)
     assert {"visits_calibration_max_error_vs_truth_14d", "visits_calibration_max_error_vs_truth_28d"} <= set(summary.metrics)
-    visits_scale = round(read_metadata(summary.inputs["model"])["visits_scale"], 4)  # train.calibrate_visits
-    assert f"<th>expected visits scaled by</th><td>{visits_scale}</td>" in index.read_text()
+    metadata = read_metadata(summary.inputs["model"])  # train.calibrate_visits
+    assert f"<th>expected visits scaled by</th><td>{round(metadata['visits_scale'], 4)}</td>" in index.read_text()
+    assert f"<th>expected visits calibration slope</th><td>{round(metadata['visits_slope'], 4)}</td>" in index.read_text()
     assert len(pd.read_csv(index.parent / "decay_check.csv")) == 10
     tiers = [summary.metrics[f"tier_{t}_users"] for t in ("high", "medium", "low")]
     assert sum(tiers) == summary.counts["users"] and tiers[0] == pytest.approx(0.2 * sum(tiers), abs=2)

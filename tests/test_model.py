@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from model import decay
-from model.distributed import RunPlan, build_model, member_checkpoints, train_in_process, visits_scale
+from model.distributed import RunPlan, build_model, member_checkpoints, train_in_process, visits_calibration
 from model.export import DECAY_CURVE_DAYS, Scorer
 from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
-from model.training import as_dataset, fit, steps_for, validation_visits
+from model.training import MAX_VISITS_SLOPE, as_dataset, fit, fit_visits_calibration, steps_for, validation_visits
 
 SHAPE = ModelShape(n_windows=6, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16)
 
@@ -237,16 +237,57 @@ def test_validation_visits_are_the_expected_over_the_observed_in_the_observed_wi
     ratios = validation_visits(model, inputs, targets)
     assert ratios["val_visits_predicted_over_observed"] == pytest.approx((sum(window) + window[0]) / 155.0, rel=1e-4)
     assert ratios["val_visits_predicted_over_observed_latest"] == pytest.approx(window[0] / 150.0, rel=1e-4)
-    # Below MIN_LATEST_VISITS visits there, no latest ratio.
-    assert "val_visits_predicted_over_observed_latest" not in validation_visits(model, inputs, {"future_sessions": future})
+    # The calibration fitted on the same rows: one user, one level, so no slope and the scale that matches.
+    assert ratios["val_visits_calibration_slope"] == 1.0
+    assert ratios["val_visits_calibration_scale"] == pytest.approx(150.0 / window[0], rel=1e-4)
+    # Below MIN_LATEST_VISITS visits there, no latest ratio, and too few anywhere for a calibration.
+    few = validation_visits(model, inputs, {"future_sessions": future})
+    assert "val_visits_predicted_over_observed_latest" not in few and "val_visits_calibration_scale" not in few
 
 
-def test_the_visits_scale_comes_from_the_latest_validation_rows_when_they_have_a_ratio() -> None:
+def test_the_visits_calibration_comes_from_the_latest_validation_rows_when_they_have_a_ratio() -> None:
     both = {"val_visits_predicted_over_observed": 1.25, "val_visits_predicted_over_observed_latest": 0.8}
-    assert visits_scale(both, calibrate=True) == pytest.approx(1.25)
-    assert visits_scale({"val_visits_predicted_over_observed": 1.25}, calibrate=True) == pytest.approx(0.8)
-    assert visits_scale(both, calibrate=False) == 1.0
-    assert visits_scale({}, calibrate=True) == 1.0
+    assert visits_calibration(both, calibrate=True) == pytest.approx((1.25, 1.0))
+    assert visits_calibration({"val_visits_predicted_over_observed": 1.25}, calibrate=True) == pytest.approx((0.8, 1.0))
+    assert visits_calibration(both, calibrate=False) == (1.0, 1.0)
+    assert visits_calibration({}, calibrate=True) == (1.0, 1.0)
+    fitted = {**both, "val_visits_calibration_scale": 0.9, "val_visits_calibration_slope": 0.95}
+    assert visits_calibration(fitted, calibrate=True) == (0.9, 0.95)
+    assert visits_calibration(fitted, calibrate=True, slope=False) == pytest.approx((1.25, 1.0))
+    assert visits_calibration(fitted, calibrate=False) == (1.0, 1.0)
+
+
+def test_the_visits_calibration_fit_finds_the_scale_and_slope_that_drew_the_visits() -> None:
+    rng = np.random.default_rng(3)
+    level = np.exp(rng.normal(-1.0, 1.5, 20_000))  # each user's expected visits in one window
+    windows = rng.integers(1, 4, level.size)  # one to three windows observed
+    expected = level * windows
+    observed = rng.poisson(expected * 0.9 * level ** (0.85 - 1.0))
+    scale, slope = fit_visits_calibration(expected, observed, level)
+    assert scale == pytest.approx(0.9, rel=0.03) and slope == pytest.approx(0.85, abs=0.01)
+    # At the optimum the calibrated total is the observed total.
+    assert (expected * scale * level ** (slope - 1.0)).sum() == pytest.approx(observed.sum(), rel=1e-6)
+    # One level for every row: nothing to tilt, the scale alone.
+    assert fit_visits_calibration(expected, rng.poisson(2.0 * expected), np.ones_like(level)) == pytest.approx((2.0, 1.0), rel=0.01)
+    # A slope beyond its bounds is kept at the bound, with the scale refitted there.
+    steep = rng.poisson(expected * level**2.0)
+    scale, slope = fit_visits_calibration(expected, steep, level)
+    assert slope == MAX_VISITS_SLOPE
+    assert (expected * scale * level ** (slope - 1.0)).sum() == pytest.approx(steep.sum(), rel=1e-6)
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_visits_calibration(expected, observed[:-1], level)
+
+
+def test_the_visits_calibration_factor_is_the_scale_times_a_power_of_one_windows_visits() -> None:
+    k = SHAPE.n_components
+    raw = np.array([[*np.log([0.3, 0.1, 0.05]), *[decay.raw_for_tau(t) for t in (2.0, 9.0, 40.0)], np.log(0.02)]] * 2, np.float32)
+    raw[1, :k] -= 2.0  # a quieter user
+    params = decay.head_params(tf.constant(raw), k)
+    week = decay.cumulative_rate(params, tf.constant([[7.0]]), k).numpy()[:, 0]
+    factor = decay.visits_calibration_factor(params, k, 0.9, 0.8, 7.0).numpy()
+    np.testing.assert_allclose(factor, 0.9 * week ** (0.8 - 1.0), rtol=1e-6)
+    assert factor[1] > factor[0]  # a slope below 1 brings the busier user down more
+    np.testing.assert_allclose(decay.visits_calibration_factor(params, k, 0.9).numpy(), [0.9, 0.9])
 
 
 def test_count_rows_are_weighted_by_their_recent_sessions_only() -> None:
@@ -494,8 +535,8 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
     # the baseline in visits, as served and as computed from the decay parameters, and leaves
     # P(active) alone.
     scorer = Scorer(tmp_path / "model")
-    scale = scorer.visits_scale
-    assert scale == pytest.approx(result["visits_scale"]) and abs(scale - 1.0) > 1e-3
+    scale, slope = scorer.visits_scale, scorer.visits_slope
+    assert (scale, slope) == pytest.approx((result["visits_scale"], result["visits_slope"])) and abs(scale - 1.0) > 1e-3
     scores = scorer(inputs)
     assert scorer.feature_spec == {"window_features": ["sessions"]}
     # Trained: the users' chances differ (at 7 days; the counts of this toy shop put every
@@ -509,7 +550,13 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
     frailty = np.mean([member.frailty().numpy() for member in members])
     assert scorer.frailty == pytest.approx(frailty, rel=1e-6) and abs(frailty - 0.1) > 1e-4  # learned, from its start
     mean_visits = np.mean([out["expected_visits"].numpy() for out in each], axis=0)
-    np.testing.assert_allclose(scores["expected_visits"], scale * mean_visits, rtol=1e-4)
+    # The calibration's factor per user: scale x (the user's mean visits in one window) ^ (slope - 1).
+    week = np.mean([decay.cumulative_rate(out["decay_params"], tf.constant([[7.0]]), SHAPE.n_components).numpy() for out in each], axis=0)
+    factor = scale * week ** (slope - 1.0)
+    np.testing.assert_allclose(scores["expected_visits"], factor * mean_visits, rtol=1e-4)
+    np.testing.assert_allclose(
+        scorer.expected_visits_from(scores["decay_params"], list(SHAPE.horizons_days)), scores["expected_visits"], rtol=1e-4
+    )
     np.testing.assert_allclose(scores["p_active"], 1.0 - (1.0 + frailty * mean_visits) ** (-1.0 / frailty), rtol=1e-4)
     params = [out["decay_params"] for out in each]
     curve_days = tf.constant([DECAY_CURVE_DAYS], tf.float32)
@@ -517,7 +564,7 @@ def test_members_are_served_as_the_mean_of_their_curves(tmp_path: Path) -> None:
     np.testing.assert_allclose(scores["decay_curve"], (1.0 + frailty * mean_lambda) ** (-1.0 / frailty), rtol=1e-4)
     mean_params = decay.average_curves(params, SHAPE.n_components)
     np.testing.assert_allclose(scores["decay_params"], mean_params, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(scores["baseline_visits_per_30d"], scale * decay.baseline_visits(mean_params, k).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(scores["baseline_visits_per_30d"], factor[:, 0] * decay.baseline_visits(mean_params, k).numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["interest_half_life_days"], decay.interest_half_life_days(mean_params, k), rtol=1e-4)
     horizons = list(SHAPE.horizons_days)
     np.testing.assert_allclose(scorer.expected_visits_from(scores["decay_params"], horizons), scores["expected_visits"], rtol=1e-5)

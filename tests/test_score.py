@@ -20,8 +20,9 @@ from contract import STATIC_FEATURES
 from jobs import score
 from jobs.config import Settings, load_settings
 from jobs.tables import latest_version, table_exists
+from model import decay
 from model.data import arrays, flat_columns
-from model.distributed import visits_scale
+from model.distributed import visits_calibration
 from model.scoring import load_scorer, risk_tier
 
 from shops import LOCAL, TrainedShop
@@ -79,16 +80,20 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, shop: Trai
     inputs, _ = arrays(frame, n_windows=12, n_window_features=12, n_static=5, horizons_days=settings.horizons_days)
     scorer = load_scorer(summary.inputs["model"])
     expected = scorer(inputs)
-    scale = scorer.metadata["visits_scale"]  # train.calibrate_visits: counts scaled, P(active) not
-    # From the latest validation rows when they saw enough visits, else from all of them.
-    assert scale == pytest.approx(visits_scale(shop.trained.metrics, calibrate=True), rel=1e-3)
+    # train.calibrate_visits: counts calibrated, P(active) not. From the latest validation rows
+    # when they saw enough visits, else from all of them.
+    scale, slope = scorer.metadata["visits_scale"], scorer.metadata["visits_slope"]
+    assert (scale, slope) == pytest.approx(visits_calibration(shop.trained.metrics, calibrate=True), rel=1e-3)
+    factor = decay.visits_calibration_factor(
+        expected["decay_params"], scorer.metadata["model_shape"]["n_components"], scale, slope, settings.features.window_days
+    ).numpy()
     actual = _scores(spark, settings).orderBy("user_id").toPandas()
     assert list(actual["user_id"]) == list(frame["user_id"])
     for i, h in enumerate(settings.horizons_days):
         np.testing.assert_allclose(actual[f"p_active_{h}d"], expected["p_active"][:, i], rtol=1e-5)
         np.testing.assert_allclose(actual[f"expected_visits_{h}d"], expected["expected_visits"][:, i], rtol=1e-5)
-        # P(active within h) = 1 - exp(-Lambda(h)), the expected visits Lambda(h) x visits_scale: one curve gives both.
-        np.testing.assert_allclose(actual[f"p_active_{h}d"], 1 - np.exp(-actual[f"expected_visits_{h}d"] / scale), rtol=1e-4)
+        # P(active within h) = 1 - exp(-Lambda(h)), the expected visits Lambda(h) x the calibration's factor: one curve gives both.
+        np.testing.assert_allclose(actual[f"p_active_{h}d"], 1 - np.exp(-actual[f"expected_visits_{h}d"] / factor), rtol=1e-4)
     for name in ("return_median_days", "interest_half_life_days", "baseline_visits_per_30d", "interest_now"):
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-4)
     np.testing.assert_allclose(np.stack(actual["decay_curve"]), expected["decay_curve"], rtol=1e-5)
