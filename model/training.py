@@ -92,7 +92,8 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
         return {}
     shape = model.shape_spec
     params = model(inputs, training=False)["params"]
-    expected = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy() * known
+    per_window = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy()
+    expected = per_window * known
     ratios = {"val_visits_predicted_over_observed": float(expected.sum() / seen.sum())}
     latest = known[:, 0] & ~known[:, -1]
     rows = known.any(axis=1)
@@ -100,8 +101,9 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
         ratios["val_visits_predicted_over_observed_latest"] = float(expected[latest].sum() / seen[latest].sum())
         rows = latest
     if seen[rows].sum() >= MIN_LATEST_VISITS:
-        level = decay.cumulative_rate(params, tf.constant([[float(shape.window_days)]]), shape.n_components).numpy()[:, 0]
-        scale, slope = fit_visits_calibration(expected[rows].sum(axis=1), seen[rows].sum(axis=1), level[rows])
+        # The level the served factor reads: each user's visits in one window, the first window's.
+        level = per_window[rows, 0]
+        scale, slope = fit_visits_calibration(expected[rows].sum(axis=1), seen[rows].sum(axis=1), level)
         ratios.update(val_visits_calibration_scale=scale, val_visits_calibration_slope=slope)
     return ratios
 
