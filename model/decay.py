@@ -307,12 +307,12 @@ def interest_half_life_days(params: tf.Tensor, n_components: int) -> tf.Tensor:
     return _bisect(excess_left, low, low + MAX_TAU_DAYS * math.log(2.0) * 1.001)
 
 
-def visits_calibration_factor(
-    params: tf.Tensor, n_components: int, scale: float, slope: float = 1.0, reference_days: float = 7.0
-) -> tf.Tensor:
+def visits_calibration_factor(params: tf.Tensor, n_components: int, scale: float, slope: float, reference_days: float) -> tf.Tensor:
     """What each user's expected visits are multiplied by, [B]: scale x Lambda(reference_days)^(slope - 1).
 
-    A slope of 1 is one scale for every user. Below 1 the busiest users' visits come down more
+    ``reference_days`` is the span the slope was fitted on (one window: the level
+    :func:`model.training.fit_visits_calibration` was given), so it has no default. A slope of 1
+    is one scale for every user. Below 1 the busiest users' visits come down more
     than the quiet users' (a model whose predictions spread too wide); above 1, the reverse. The
     factor depends on the user's level over a fixed span, not on the horizon, so it scales the
     whole curve: Lambda(h) x factor still adds up over consecutive windows.

@@ -287,7 +287,7 @@ def test_the_visits_calibration_factor_is_the_scale_times_a_power_of_one_windows
     factor = decay.visits_calibration_factor(params, k, 0.9, 0.8, 7.0).numpy()
     np.testing.assert_allclose(factor, 0.9 * week ** (0.8 - 1.0), rtol=1e-6)
     assert factor[1] > factor[0]  # a slope below 1 brings the busier user down more
-    np.testing.assert_allclose(decay.visits_calibration_factor(params, k, 0.9).numpy(), [0.9, 0.9])
+    np.testing.assert_allclose(decay.visits_calibration_factor(params, k, 0.9, 1.0, 7.0).numpy(), [0.9, 0.9])
 
 
 def test_count_rows_are_weighted_by_their_recent_sessions_only() -> None:
