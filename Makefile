@@ -22,12 +22,7 @@ identifiable: setup
 # the classic 39 + 39 week split: ingest -> sessionize -> features -> train -> score -> evaluate.
 CDNOW = $(shell .venv/bin/python -c 'import lifetimes.datasets as d, pathlib; print(pathlib.Path(d.__file__).parent / "CDNOW_master.txt")' 2>/dev/null)
 cdnow: setup
-	.venv/bin/interest-decay ingest --conf conf/cdnow.yaml --input "$(CDNOW)" --preset cdnow
-	.venv/bin/interest-decay sessionize --conf conf/cdnow.yaml
-	.venv/bin/interest-decay features --conf conf/cdnow.yaml
-	.venv/bin/interest-decay train --conf conf/cdnow.yaml
-	.venv/bin/interest-decay score --conf conf/cdnow.yaml
-	.venv/bin/interest-decay evaluate --conf conf/cdnow.yaml
+	.venv/bin/interest-decay run --conf conf/cdnow.yaml --from ingest --input "$(CDNOW)" --preset cdnow
 
 # Lint and format check (ruff, configured in pyproject.toml); `make test` runs it first.
 lint: setup

@@ -21,8 +21,8 @@ import tensorflow as tf
 import typer
 from results_file import record
 
-from model.network import InterestDecayModel, ModelShape, fit_normalisation
-from model.training import as_dataset, fit, steps_for
+from interest_decay.model.network import InterestDecayModel, ModelShape, fit_normalisation
+from interest_decay.model.training import as_dataset, fit, steps_for
 
 
 def synthetic_view(rows: int, n_windows: int = 12, n_features: int = 12, seed: int = 0) -> tuple[dict, dict]:

@@ -20,9 +20,9 @@ from typing import Annotated
 import typer
 from results_file import record
 
-from jobs import generate, ingest
-from jobs.config import load_settings
-from jobs.spark import spark_session
+from interest_decay.jobs import generate, ingest
+from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.spark import spark_session
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 

@@ -29,9 +29,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from results_file import record
 
-from features.sessions import sessionize
-from jobs.config import load_settings
-from jobs.spark import spark_session
+from interest_decay.features.sessions import sessionize
+from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.spark import spark_session
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 

@@ -26,7 +26,7 @@ import platform
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -36,13 +36,13 @@ import typer
 from pyspark.sql import SparkSession
 from results_file import record
 
-from jobs import build_features, evaluate, generate, ingest, score, sessionize, train
-from jobs.config import Settings, load_settings
-from jobs.runs import RunSummary
-from jobs.spark import spark_session
+from interest_decay import pipeline
+from interest_decay.contract import Table
+from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.spark import spark_session
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
-STAGES = ("generate", "ingest", "sessionize", "features", "train", "score", "evaluate")
+STAGES = pipeline.NAMES
 
 
 class PeakMemory:
@@ -79,26 +79,6 @@ class PeakMemory:
         finally:
             self._stop.set()
             thread.join()
-
-
-def _stages(spark: SparkSession, settings: Settings) -> Iterator[tuple[str, Callable[[], RunSummary]]]:
-    generated: list[RunSummary] = []
-
-    def run_generate() -> RunSummary:
-        generated.append(generate.run(spark, settings))
-        return generated[0]
-
-    def run_ingest() -> RunSummary:
-        raw = generated[0].outputs["events"] if generated else f"{settings.generator.output.rstrip('/')}/events"
-        return ingest.run(spark, settings, input_path=raw, preset="generator")
-
-    yield "generate", run_generate
-    yield "ingest", run_ingest
-    yield "sessionize", lambda: sessionize.run(spark, settings)
-    yield "features", lambda: build_features.run(spark, settings)
-    yield "train", lambda: train.run(spark, settings)
-    yield "score", lambda: score.run(spark, settings)
-    yield "evaluate", lambda: evaluate.run(spark, settings)
 
 
 @contextmanager
@@ -143,12 +123,14 @@ def run_size(
         with spark_session(settings.spark) as spark:
             memory = PeakMemory(spark)
             # The events a kept shop already holds, when this run starts after generate.
-            events = 0 if "generate" not in skip else spark.read.format("delta").load(settings.table_path("events")).count()
-            for name, stage in _stages(spark, settings):
+            events = 0 if "generate" not in skip else spark.read.format("delta").load(settings.table_path(Table.EVENTS)).count()
+            for stage in pipeline.STAGES:
+                name = stage.name
                 if name in skip:
                     continue
+                options = {"input_path": settings.generator.events_path, "preset": "generator"} if name == "ingest" else {}
                 with memory.watching():
-                    summary = stage()
+                    summary = stage.run(spark, settings, **options)
                 if name == "generate":
                     events = summary.counts["events"]
                 users_done = summary.counts.get("scored") or summary.counts.get("users")

@@ -30,12 +30,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from results_file import record
 
-from jobs import build_features as features
-from jobs import generate, ingest, score, train
-from jobs.config import Settings, load_settings
-from jobs.spark import spark_session
-from model.data import arrays, flat_columns
-from model.scoring import load_scorer
+from interest_decay.contract import Table
+from interest_decay.jobs import features, generate, ingest, score, train
+from interest_decay.jobs.common.config import Settings, load_settings
+from interest_decay.jobs.common.spark import spark_session
+from interest_decay.jobs.common.storage import Storage
+from interest_decay.jobs.common.udf import score_udf
+from interest_decay.jobs.common.views import view_arrays
+from interest_decay.model.data import flat_columns
+from interest_decay.model.scoring import load_scorer
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
@@ -57,13 +60,13 @@ def build_base(users: int, scratch: str) -> tuple[Settings, str]:
 def copy_view(spark: SparkSession, base: Settings, target: Settings, users: int) -> int:
     """The base view's latest as-of date (and its category interest), copied with renamed users
     until it holds about ``users`` users; returns the number of rows written."""
-    view = spark.read.format("delta").load(base.table_path("sequences"))
+    view = spark.read.format("delta").load(base.table_path(Table.SEQUENCES))
     as_of = view.agg(F.max("as_of_date")).first()[0]
     rows = view.where(F.col("as_of_date") == as_of)
     copies = max(1, round(users / rows.count()))
     for table, source in (
-        ("sequences", rows),
-        ("category_interest", spark.read.format("delta").load(base.table_path("category_interest"))),
+        (Table.SEQUENCES, rows),
+        (Table.CATEGORY_INTEREST, spark.read.format("delta").load(base.table_path(Table.CATEGORY_INTEREST))),
     ):
         source = source.where(F.col("as_of_date") == as_of).crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
         renamed = source.withColumn("user_id", F.concat_ws("~", "user_id", F.col("copy").cast("string"))).drop("copy")
@@ -77,8 +80,8 @@ def bench_size(users: int, base: Settings, model: str, scratch: str) -> dict:
     with spark_session(target.spark) as spark:
         n_rows = copy_view(spark, base, target, users)
         staged = score.run(spark, target, model=model)
-        rows = spark.read.format("delta").load(target.table_path("sequences")).selectExpr(*flat_columns(horizons))
-        query = rows.select(score.score_udf(model, horizons)("x_flat", "mask", "static").alias("s"))
+        rows = spark.read.format("delta").load(target.table_path(Table.SEQUENCES)).selectExpr(*flat_columns(horizons))
+        query = rows.select(score_udf(Storage.for_settings(target), model, horizons)("x_flat", "mask", "static").alias("s"))
         started = time.perf_counter()
         query.write.format("noop").mode("overwrite").save()
         udf_job = time.perf_counter() - started
@@ -87,7 +90,7 @@ def bench_size(users: int, base: Settings, model: str, scratch: str) -> dict:
         batch = target.score.arrow_batch_size
         started = time.perf_counter()
         frame = rows.toPandas()
-        inputs, _ = arrays(frame, n_windows=target.features.n_windows, n_window_features=12, n_static=5, horizons_days=horizons)
+        inputs, _ = view_arrays(frame, target)
         loaded = time.perf_counter()
         for start in range(0, n_rows, batch):
             scorer({k: v[start : start + batch] for k, v in inputs.items()})

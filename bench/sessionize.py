@@ -23,12 +23,12 @@ import duckdb
 import typer
 from results_file import record
 
-from features.sessions import sessionize
-from jobs import build_features as features_job
-from jobs import generate, ingest
-from jobs import sessionize as sessionize_job
-from jobs.config import load_settings
-from jobs.spark import spark_session
+from interest_decay.features.sessions import sessionize
+from interest_decay.jobs import features as features_job
+from interest_decay.jobs import generate, ingest
+from interest_decay.jobs import sessionize as sessionize_job
+from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.spark import spark_session
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 EVENTS_PER_USER = 50  # what the default generator gives, measured: 50.2 at 1M users

@@ -20,10 +20,9 @@ from typing import Annotated
 import typer
 from results_file import record
 
-from jobs import build_features as features
-from jobs import generate, ingest, train
-from jobs.config import load_settings
-from jobs.spark import spark_session
+from interest_decay.jobs import features, generate, ingest, train
+from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.spark import spark_session
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 

@@ -8,6 +8,8 @@ refusal of a mismatched model follow.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Raw events, after ingest: the canonical columns and the event types they may carry.
@@ -44,18 +46,34 @@ STATIC_FEATURES = tuple(STATIC_FEATURE_COLUMNS)
 
 # A saved model's metadata file, next to its SavedModel.
 METADATA_FILE = "interest_decay.json"
+# The folder of generated raw event files under generator.output (what ingest reads with the generator preset).
+GENERATED_EVENTS_FOLDER = "events"
 
-# The lakehouse's Delta tables, by the stage that writes them.
-EVENTS_TABLE = "events"
-QUARANTINE_TABLE = "events_quarantine"
-SESSIONS_TABLE = "sessions"
-USER_WINDOWS_TABLE = "user_windows"
-SEQUENCES_TABLE = "sequences"
-CATEGORY_INTEREST_TABLE = "category_interest"
-SCORES_TABLE = "scores"
-EVALUATIONS_TABLE = "evaluations"
-TRUTH_TABLE = "truth"
-RUNS_TABLE = "_runs"
+
+class Table(StrEnum):
+    """The lakehouse's Delta tables, each at ``<lakehouse>/<name>``; the stage that writes it in brackets."""
+
+    EVENTS = "events"  # ingest
+    QUARANTINE = "events_quarantine"  # ingest
+    SESSIONS = "sessions"  # sessionize
+    USER_WINDOWS = "user_windows"  # features
+    SEQUENCES = "sequences"  # features: the model's view
+    CATEGORY_INTEREST = "category_interest"  # features
+    SCORES = "scores"  # score
+    EVALUATIONS = "evaluations"  # evaluate
+    TRUTH = "truth"  # generate: the generator's true parameters
+    RUNS = "_runs"  # every stage: one row per run
+
+
+class Artifact(StrEnum):
+    """Folders of the lakehouse that hold files other than Delta tables."""
+
+    MODELS = "_models"  # one SavedModel per training run, <lakehouse>/_models/<mlflow run id>
+    CHECKPOINTS = "_checkpoints"  # per-epoch training state, keyed by the training settings
+    TENSORBOARD = "_tensorboard"  # TensorBoard logs per training run
+    REPORTS = "_reports"  # one HTML evaluation report per evaluate run
+    PETASTORM = "_petastorm"  # petastorm's materialised training rows (removed after training)
+    MLFLOW = "_mlflow"  # MLflow's file store, when no tracking server is named
 
 
 def view_spec(n_windows: int, window_days: int, horizons_days: list[int]) -> dict:

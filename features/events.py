@@ -16,7 +16,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from contract import CANONICAL_COLUMNS, EVENT_TYPES, SourceMapping
+from interest_decay.contract import CANONICAL_COLUMNS, EVENT_TYPES, SourceMapping
 
 PRESETS: dict[str, SourceMapping] = {
     "generator": SourceMapping(

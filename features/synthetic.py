@@ -18,14 +18,12 @@ identical for a seed whatever the partitioning, and nothing is collected to the 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-
-if TYPE_CHECKING:  # the settings arrive as an argument; features/ never imports jobs/
-    from jobs.config import GeneratorSettings
 
 CATEGORY_NAMES = (
     "electronics",
@@ -53,6 +51,37 @@ MAX_SESSIONS_PER_USER = 2_000
 _TWO_53 = float(1 << 53)
 
 
+class ShopProfile(BaseModel):
+    """The synthetic shop: users whose true interest decays with a known time constant."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    users: int = Field(10_000, gt=0)
+    days: int = Field(120, gt=0)
+    start_date: dt.date = dt.date(2026, 1, 1)
+    seed: int = 42
+    n_categories: int = Field(20, ge=2)
+    products_per_category: int = Field(200, gt=0)
+    # Mean sessions per day at a user's start; lognormal across users.
+    initial_rate_mean: float = Field(0.4, gt=0)
+    # Median of the per-user interest time constant tau (days); lognormal across users with
+    # this standard deviation of log tau.
+    tau_days_median: float = Field(18.0, gt=0)
+    tau_log_sd: float = Field(0.7, ge=0)
+    floor_rate: float = Field(0.01, ge=0)
+    # Users join uniformly over the first `join_spread` share of the days.
+    join_spread: float = Field(0.6, gt=0, le=1)
+    # A re-engaged user's second burst fades with its own time constant: the user's tau times
+    # this factor (1: the same tau, so the excess half-life stays tau ln 2).
+    reengage_probability: float = Field(0.3, ge=0, le=1)
+    reengage_tau_factor: float = Field(1.0, gt=0)
+    # Mean views per session (geometric); carts, removals and purchases follow from views.
+    views_per_session: float = Field(4.0, gt=0)
+    cart_probability: float = Field(0.15, ge=0, le=1)
+    remove_probability: float = Field(0.2, ge=0, le=1)
+    purchase_probability: float = Field(0.4, ge=0, le=1)
+
+
 def uniform(seed: int, *keys: Column | str | int) -> Column:
     """A uniform draw in (0, 1) that depends only on ``seed`` and ``keys``."""
     cols = [k if isinstance(k, Column) else (F.col(k) if isinstance(k, str) else F.lit(k)) for k in keys]
@@ -75,7 +104,7 @@ def category_name(index: Column) -> Column:
     )
 
 
-def user_truth(user_index: DataFrame, params: GeneratorSettings) -> DataFrame:
+def user_truth(user_index: DataFrame, params: ShopProfile) -> DataFrame:
     """Per-user true decay parameters from a frame with one ``id`` column (``spark.range``)."""
     if "id" not in user_index.columns:
         raise ValueError("user_index must have an `id` column, as spark.range gives")
@@ -139,7 +168,7 @@ def _poisson(seed: int, mean: Column) -> Column:
     return F.aggregate(F.sequence(F.lit(1), bound), start, arrive)["n"]
 
 
-def synthetic_events(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
+def synthetic_events(truth: DataFrame, params: ShopProfile) -> DataFrame:
     """Events (generator preset columns) for the users of ``truth`` (from :func:`user_truth`)."""
     seed, days = params.seed, float(params.days)
     sessions = truth.where(F.col("n_sessions") > 0).select("*", F.explode(F.sequence(F.lit(1), F.col("n_sessions"))).alias("session_no"))
@@ -212,7 +241,7 @@ def synthetic_events(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
     )
 
 
-def truth_table(truth: DataFrame, params: GeneratorSettings) -> DataFrame:
+def truth_table(truth: DataFrame, params: ShopProfile) -> DataFrame:
     """The truth written beside the events: parameters in calendar time, one row per user."""
     start_s = F.lit(params.start_date).cast("timestamp").cast("long")
 

@@ -14,8 +14,8 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from contract import STATIC_FEATURE_COLUMNS, WINDOW_FEATURES
-from features.sessions import number_sessions
+from interest_decay.contract import STATIC_FEATURE_COLUMNS, WINDOW_FEATURES
+from interest_decay.features.sessions import number_sessions
 
 _DAY_S = 86_400
 

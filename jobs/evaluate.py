@@ -28,18 +28,20 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from contract import STATIC_FEATURES
-from features.sessions import session_offsets, session_starts
-from features.windows import censor_at
-from jobs import train as train_job
-from jobs.config import EvaluateSettings, Settings
-from jobs.report import ReportData, write_report
-from jobs.runs import RunSummary, stage_run, tracking_uri
-from jobs.score import check_model_fits, local_model, resolve_model, score_udf
-from jobs.storage import Storage
-from jobs.tables import last_commit_metadata, latest_version, require_table, table_exists, write_slice
-from model.data import flat_columns, sample_indices
-from model.evaluation import (
+from interest_decay.contract import STATIC_FEATURES, Artifact, Table
+from interest_decay.features.sessions import session_offsets, session_starts
+from interest_decay.features.windows import censor_at
+from interest_decay.jobs import train as train_job
+from interest_decay.jobs.common.config import EvaluateSettings, Settings
+from interest_decay.jobs.common.models import check_model_fits, local_model, resolve_model
+from interest_decay.jobs.common.report import ReportData, write_report
+from interest_decay.jobs.common.runs import RunSummary, stage_run, tracking_uri
+from interest_decay.jobs.common.storage import Storage
+from interest_decay.jobs.common.tables import last_commit_metadata, latest_version, table_exists, write_slice
+from interest_decay.jobs.common.udf import score_udf
+from interest_decay.jobs.common.views import read_view, rows_by_date, validation_date, view_arrays
+from interest_decay.model.data import flat_columns, sample_indices
+from interest_decay.model.evaluation import (
     METHODS,
     Predictions,
     comparison_table,
@@ -51,13 +53,13 @@ from model.evaluation import (
     spearman_by_sessions,
     visits_calibration,
 )
-from model.metrics import auc_gain_intervals
-from model.reference import generator_expected_visits
-from model.scoring import drivers, load_scorer, read_metadata, risk_tier, score_columns, typical_user
+from interest_decay.model.metadata import read_metadata
+from interest_decay.model.metrics import auc_gain_intervals
+from interest_decay.model.reference import generator_expected_visits
+from interest_decay.model.scoring import drivers, load_scorer, risk_tier, score_columns, typical_user
 
 log = logging.getLogger(__name__)
 
-EVALUATIONS_TABLE = "evaluations"
 IMPORTANCE_USERS = 20_000
 # The per-user maximum-likelihood reference fits each user alone: a seeded sample above this.
 TRUTH_USERS = 20_000
@@ -91,7 +93,7 @@ def evaluation_date(view: DataFrame, horizons_days: list[int], until: dt.date | 
         if row[0] is None:
             raise ValueError(f"the view has no as-of date on or after the model's train.until {until}")
         return row[0]
-    return train_job.validation_date(view, max(horizons_days))
+    return validation_date(view, max(horizons_days))
 
 
 def _sample(
@@ -158,7 +160,7 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_uri: 
     pandas UDF on the sample) and the baselines fitted on what was known then."""
     conf = settings.evaluate
     spark = view.sparkSession
-    per_date = train_job.rows_by_date(view)
+    per_date = rows_by_date(view)
     population = per_date.get(as_of, 0)
     if population == 0:
         raise ValueError(f"the view has no users at {as_of}")
@@ -166,12 +168,12 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_uri: 
     at_date = view.where(F.col("as_of_date") == F.lit(as_of))
     rows = _sample(at_date, columns, conf.max_users, population, conf.seed, model_pass(spark, settings, model_uri))
     outputs = _model_outputs(rows)
-    inputs, targets = train_job.view_arrays(rows, settings)
+    inputs, targets = view_arrays(rows, settings)
     labels = labels_within(targets, horizons)
     history = censor_at(view, as_of, settings.horizons_days, settings.features.window_days)
     earlier = sum(count for date, count in per_date.items() if date < as_of)
     history_frame = _sample(history, columns, conf.baseline_rows, earlier, conf.seed)
-    history_inputs, history_targets = train_job.view_arrays(history_frame, settings)
+    history_inputs, history_targets = view_arrays(history_frame, settings)
     log.info(
         "evaluated %d of the %d users at %s (the model through the scoring UDF); hazard baselines learn from %d earlier rows",
         len(rows),
@@ -331,7 +333,7 @@ def _users_frame(spark: SparkSession, user_ids: np.ndarray) -> DataFrame:
 def read_truth(spark: SparkSession, settings: Settings, user_ids: np.ndarray) -> pd.DataFrame | None:
     """The generator's truth for ``user_ids``, one row each in their order (generated data), or
     None: no truth table, or its users are not these (pseudonymised ids do not match)."""
-    path = settings.table_path("truth")
+    path = settings.table_path(Table.TRUTH)
     if not table_exists(spark, path):
         return None
     truth = spark.read.format("delta").load(path).join(_users_frame(spark, user_ids), "user_id")
@@ -390,7 +392,7 @@ def visit_checks(  # noqa: ANN001
 def read_session_starts(spark: SparkSession, settings: Settings) -> DataFrame:
     """(user_id, session_start) of every session: from the sessions table when it is up to date
     with the events (a quarter of their size at 50 events per user), else from the events."""
-    events_path, sessions_path = settings.table_path("events"), settings.table_path("sessions")
+    events_path, sessions_path = settings.table_path(Table.EVENTS), settings.table_path(Table.SESSIONS)
     built_from = last_commit_metadata(spark, sessions_path)
     if built_from is not None:
         current = {"events_version": latest_version(spark, events_path), "gap_minutes": settings.sessions.gap_minutes}
@@ -407,7 +409,7 @@ def truth_comparison(
     reference: the generator's process fitted to each user by maximum likelihood from the
     sessions before the as-of date; for the evaluated users at the indices ``members``.
     (table by past sessions, metrics)."""
-    from model.reference import fit_decay_mle
+    from interest_decay.model.reference import fit_decay_mle
 
     as_of = dt.datetime.combine(evaluated.as_of, dt.time())
     user_ids = evaluated.user_ids[members]
@@ -457,7 +459,7 @@ def truth_section(
 
 
 def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as_of: dt.date, model_version: str) -> str:
-    path = settings.table_path(EVALUATIONS_TABLE)
+    path = settings.table_path(Table.EVALUATIONS)
     frame = (
         spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
     )
@@ -570,9 +572,7 @@ def explain(scorer, main: Evaluated, conf: EvaluateSettings, horizon: int) -> tu
 def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
     """Evaluate out of time and over rolling origins; write the table, the report and the MLflow run."""
     conf = settings.evaluate
-    view_path = settings.table_path("sequences")
-    require_table(spark, view_path)
-    view = spark.read.format("delta").option("versionAsOf", latest_version(spark, view_path)).load(view_path)
+    view, _ = read_view(spark, settings)
     horizons = sorted(conf.horizons_days or settings.horizons_days)
     target = model_under_test(spark, settings, view, horizons, as_of, model)
     inputs = {
@@ -623,7 +623,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
             truth_by_sessions=truth_table,
         )
         storage = Storage.for_settings(settings)
-        report_uri = storage.uri("_reports", f"evaluate-{target.as_of}-{summary.run_id}")
+        report_uri = storage.uri(Artifact.REPORTS, f"evaluate-{target.as_of}-{summary.run_id}")
         with storage.publishing(report_uri) as report_folder:
             write_report(report, report_folder)
         rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
@@ -635,7 +635,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
             "rolling_origins": int(folds["fold"].nunique()) if len(folds) else 0,
         }
         summary.metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-        summary.outputs = {"report": f"{report_uri}/index.html", EVALUATIONS_TABLE: table_path}
+        summary.outputs = {"report": f"{report_uri}/index.html", Table.EVALUATIONS.value: table_path}
         summary.outputs["mlflow_run_id"] = _log_mlflow(settings, summary, storage.fetch(report_uri), target.version)
     return summary
 
@@ -689,6 +689,6 @@ def report_data(
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("evaluate")

@@ -9,9 +9,10 @@ import logging
 
 from pyspark.sql import SparkSession
 
-from features.synthetic import synthetic_events, truth_table, user_truth
-from jobs.config import Settings, absolute_path
-from jobs.runs import RunSummary, stage_run
+from interest_decay.contract import Table
+from interest_decay.features.synthetic import synthetic_events, truth_table, user_truth
+from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.runs import RunSummary, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,8 @@ def run(spark: SparkSession, settings: Settings) -> RunSummary:
     params = settings.generator
     inputs = {"users": params.users, "days": params.days, "seed": params.seed, "start_date": str(params.start_date)}
     with stage_run(spark, settings, "generate", rate=("events", "events"), **inputs) as summary:
-        output = f"{absolute_path(params.output).rstrip('/')}/events"
-        truth_path = settings.table_path("truth")
+        output = params.events_path
+        truth_path = settings.table_path(Table.TRUTH)
         log.info("generate %d users over %d days (seed %d) -> %s", params.users, params.days, params.seed, output)
 
         # One partition per output file: the events stream out of each partition without a shuffle.
@@ -41,6 +42,6 @@ def run(spark: SparkSession, settings: Settings) -> RunSummary:
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("generate")

@@ -20,8 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from contract import REQUIRED_EVENT_COLUMNS, SourceMapping
-from features.events import (
+from interest_decay.contract import REQUIRED_EVENT_COLUMNS, SourceMapping, Table
+from interest_decay.features.events import (
     PRESETS,
     classify_against_table,
     mark_batch_duplicates,
@@ -32,10 +32,10 @@ from features.events import (
     source_columns,
     validate_events,
 )
-from jobs.config import IngestSettings, Settings
-from jobs.runs import RunSummary, stage_run
-from jobs.storage import list_input_files
-from jobs.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new, latest_version
+from interest_decay.jobs.common.config import IngestSettings, Settings
+from interest_decay.jobs.common.runs import RunSummary, stage_run
+from interest_decay.jobs.common.storage import list_input_files
+from interest_decay.jobs.common.tables import EVENTS_SCHEMA, QUARANTINE_SCHEMA, ensure_table, insert_new, latest_version
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +207,9 @@ def validated_events(spark: SparkSession, settings: Settings, path: str, mapping
 def write_events(spark: SparkSession, settings: Settings, events: DataFrame, summary: RunSummary) -> dict[str, int]:
     """Insert the new events into ``events`` and the bad rows into ``events_quarantine``, each
     stamped with the run; the counts by outcome (read = written + already ingested + quarantined)."""
-    events_path = settings.table_path("events")
+    events_path = settings.table_path(Table.EVENTS)
     events_table = ensure_table(spark, events_path, EVENTS_SCHEMA, partitioned_by=["event_date"], change_feed=True)
-    quarantine_table = ensure_table(spark, settings.table_path("events_quarantine"), QUARANTINE_SCHEMA)
+    quarantine_table = ensure_table(spark, settings.table_path(Table.QUARANTINE), QUARANTINE_SCHEMA)
     # Pinned to the version before this run's MERGE, so a recomputed partition classifies alike.
     version = latest_version(spark, events_path)
     existing = spark.read.format("delta").option("versionAsOf", version).load(events_path).select("event_id", "source_file")
@@ -250,7 +250,7 @@ def run(spark: SparkSession, settings: Settings, input_path: str | None = None, 
         log.info("ingest %s (%s, preset %s)", path, fmt, preset_name)
         now = settings.ingest.now or summary.started_at.replace(tzinfo=None)
         summary.counts = write_events(spark, settings, validated_events(spark, settings, path, mapping, fmt, now), summary)
-        summary.outputs = {"events": settings.table_path("events"), "events_quarantine": settings.table_path("events_quarantine")}
+        summary.outputs = {"events": settings.table_path(Table.EVENTS), "events_quarantine": settings.table_path(Table.QUARANTINE)}
         if summary.counts["quarantined"]:
             log.warning(
                 "ingest: %d of %d rows quarantined (%s)",
@@ -262,6 +262,6 @@ def run(spark: SparkSession, settings: Settings, input_path: str | None = None, 
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("ingest")

@@ -7,6 +7,6 @@ generate -> ingest -> sessionize -> features -> train -> score -> evaluate.
 from __future__ import annotations
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("run")

@@ -11,84 +11,26 @@ run killed part-way leaves the table as it was.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-from collections.abc import Iterator
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from contract import STATIC_FEATURES, view_spec
-from jobs.config import Settings
-from jobs.runs import RUNS_TABLE, RunSummary, stage_run, tracking_uri
-from jobs.storage import Storage
-from jobs.tables import require_table, table_exists, write_slice
-from model.data import flat_columns
-from model.scoring import feature_mismatch, read_metadata, score_batches, score_columns
+from interest_decay.contract import STATIC_FEATURES, Table
+from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.models import check_model_fits, local_model, resolve_model
+from interest_decay.jobs.common.runs import RunSummary, stage_run
+from interest_decay.jobs.common.storage import Storage
+from interest_decay.jobs.common.tables import table_exists, write_slice
+from interest_decay.jobs.common.udf import score_udf
+from interest_decay.jobs.common.views import read_view
+from interest_decay.model.data import flat_columns
+from interest_decay.model.metadata import read_metadata
+from interest_decay.model.scoring import score_columns
 
 log = logging.getLogger(__name__)
 
 TIERS = ("high", "medium", "low")
-
-
-def resolve_model(spark: SparkSession, settings: Settings, model: str | None) -> tuple[str, str]:
-    """(local model folder, model_version) for a folder, ``runs:/<id>``, ``models:/<name>@<alias>``,
-    or the newest trained model; model_version is the MLflow run id (the folder name for a folder)."""
-    choice = model or settings.score.model
-    if choice is None:
-        runs = settings.table_path(RUNS_TABLE)
-        latest = (
-            spark.read.format("delta").load(runs).where("stage = 'train'").orderBy(F.desc("started_at")).select("summary").first()
-            if table_exists(spark, runs)
-            else None
-        )
-        if latest is None:
-            raise ValueError("no trained model: run `interest-decay train`, or pass --model PATH or runs:/<mlflow run id>")
-        outputs = json.loads(latest["summary"])["outputs"]
-        return outputs["model"], outputs["mlflow_run_id"]
-    if choice.startswith(("runs:/", "models:/")):
-        import mlflow
-
-        uri = tracking_uri(settings)
-        if choice.startswith("models:/"):
-            name, _, alias = choice.removeprefix("models:/").partition("@")
-            if not alias:
-                raise ValueError(f"--model {choice}: expected models:/<name>@<alias>")
-            run_id = mlflow.tracking.MlflowClient(uri, registry_uri=uri).get_model_version_by_alias(name, alias).run_id
-        else:
-            run_id = choice.removeprefix("runs:/").strip("/")
-        # The slice is named after the training run, however the model was referred to.
-        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=uri), run_id
-    if not Storage.for_settings(settings).exists(choice):
-        raise ValueError(f"model folder {choice} does not exist")
-    return choice, choice.rstrip("/").rsplit("/", 1)[-1]
-
-
-def local_model(settings: Settings, model_uri: str) -> str:
-    """A local folder holding the model at ``model_uri`` (fetched once from an object store)."""
-    return str(Storage.for_settings(settings).fetch(model_uri))
-
-
-def check_model_fits(settings: Settings, metadata: dict, model_version: str) -> None:
-    """Raise ValueError, naming every difference, when the model's feature spec is not the view's."""
-    problems = feature_mismatch(
-        metadata["feature_spec"], view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days)
-    )
-    if problems:
-        raise ValueError(f"model {model_version} does not fit the view: " + "; ".join(problems))
-
-
-def score_udf(storage: Storage, model_uri: str, horizons: list[int], explain: bool = True, with_params: bool = False):  # noqa: ANN201
-    """The iterator pandas UDF: (x_flat, mask, static) batches in, a struct of scores out
-    (:func:`model.scoring.score_columns`). Each executor fetches the model from ``storage`` once
-    into its local cache. ``evaluate`` runs the same UDF, with the decay parameters added."""
-
-    @F.pandas_udf(", ".join(f"{name} {kind}" for name, kind in score_columns(horizons, with_params)))
-    def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(str(storage.fetch(model_uri)), horizons, batches, explain, with_params)
-
-    return score
 
 
 def decaying_categories(interest: Column, min_drop: float) -> Column:
@@ -121,7 +63,7 @@ def with_tier_and_action(scores: DataFrame, settings: Settings, thresholds: tupl
 
 def _category_interest(spark: SparkSession, settings: Settings, as_of: dt.date) -> DataFrame:
     """Each user's top categories at ``as_of`` (none when the table was never built)."""
-    path = settings.table_path("category_interest")
+    path = settings.table_path(Table.CATEGORY_INTEREST)
     if not table_exists(spark, path):
         return spark.createDataFrame(
             [], "user_id STRING, top_categories ARRAY<STRUCT<rank: INT, category: STRING, recent_share: DOUBLE, earlier_share: DOUBLE>>"
@@ -166,9 +108,7 @@ def scores_frame(
 
 def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, model: str | None = None) -> RunSummary:
     """Score every user of ``sequences`` at ``as_of`` (default: its latest as-of date)."""
-    view_path = settings.table_path("sequences")
-    require_table(spark, view_path)
-    view = spark.read.format("delta").load(view_path)
+    view, _ = read_view(spark, settings)
     as_of = as_of or view.agg(F.max("as_of_date")).first()[0]
     rows = view.where(F.col("as_of_date") == F.lit(as_of))
     model_uri, model_version = resolve_model(spark, settings, model)
@@ -179,7 +119,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         log.info("scoring %s with model %s", as_of, model_version)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
         model_scores, final, thresholds = scores_frame(spark, settings, rows, as_of, (model_uri, model_version), summary.started_at)
-        scores_path = settings.table_path("scores")
+        scores_path = settings.table_path(Table.SCORES)
         slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
         try:
             # mergeSchema: a newer version may add score columns to a table older runs wrote.
@@ -196,6 +136,6 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("score")

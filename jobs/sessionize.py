@@ -18,10 +18,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.sessions import SESSION_COLUMNS, recompute_from, sessionize
-from jobs.config import Settings
-from jobs.runs import RunSummary, stage_run
-from jobs.tables import commit_metadata, last_commit_metadata, latest_version, require_table
+from interest_decay.contract import Table
+from interest_decay.features.sessions import SESSION_COLUMNS, recompute_from, sessionize
+from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.runs import RunSummary, stage_run
+from interest_decay.jobs.common.tables import commit_metadata, last_commit_metadata, latest_version, require_table
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ def _update_incrementally(
 
 def run(spark: SparkSession, settings: Settings, full: bool = False) -> RunSummary:
     """Bring ``sessions`` up to date with ``events``; ``full`` forces a complete recompute."""
-    events_path = settings.table_path("events")
-    sessions_path = settings.table_path("sessions")
+    events_path = settings.table_path(Table.EVENTS)
+    sessions_path = settings.table_path(Table.SESSIONS)
     require_table(spark, events_path)
     gap = settings.sessions.gap_minutes
     version = latest_version(spark, events_path)
@@ -116,6 +117,6 @@ def run(spark: SparkSession, settings: Settings, full: bool = False) -> RunSumma
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("sessionize")

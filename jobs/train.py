@@ -14,7 +14,6 @@ tracked in MLflow (``<lakehouse>/_mlflow`` unless MLFLOW_TRACKING_URI says other
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -24,39 +23,23 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import mlflow
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from contract import STATIC_FEATURES, WINDOW_FEATURES, view_spec
-from features.windows import censor_at, rows_per_as_of, split_by_users
-from jobs.config import Settings, TrainSettings
-from jobs.runs import RunSummary, stage_run, tracking_uri
-from jobs.storage import Storage
-from jobs.tables import latest_version, require_table
-from model.data import arrays, flat_columns, recency_score
-from model.network import fit_normalisation
-from model.training import auc_by_horizon
+from interest_decay.contract import Artifact, Table, view_spec
+from interest_decay.features.windows import censor_at, rows_per_as_of, split_by_users
+from interest_decay.jobs.common.config import Settings, TrainSettings
+from interest_decay.jobs.common.runs import RunSummary, stage_run, tracking_uri
+from interest_decay.jobs.common.storage import Storage
+from interest_decay.jobs.common.views import read_view, rows_by_date, validation_date, view_arrays, view_shape
+from interest_decay.model.data import flat_columns, recency_score
+from interest_decay.model.network import fit_normalisation
+from interest_decay.model.training import auc_by_horizon
 
 if TYPE_CHECKING:
-    from model.distributed import RunPlan
+    from interest_decay.model.distributed import RunPlan
 
 log = logging.getLogger(__name__)
-
-
-def validation_date(view: DataFrame, longest_horizon: int) -> dt.date:
-    """The latest as-of date whose ``longest_horizon``-day label is known for every user (any
-    horizon: a label is unknown where no return was seen and the data end sooner).
-
-    Later dates know only the users who already came back, which would make a biased
-    validation set, or a biased evaluation.
-    """
-    unknown = F.col("censored") & (F.col("days_to_next") < longest_horizon)
-    complete = view.groupBy("as_of_date").agg(F.count(F.when(unknown, 1)).alias("unknown")).where("unknown = 0")
-    row = complete.agg(F.max("as_of_date")).first()
-    if row is None or row[0] is None:
-        raise ValueError(f"no as-of date has its {longest_horizon}-day labels yet: the events span too little time")
-    return row[0]
 
 
 def split(known: DataFrame, conf: TrainSettings, horizons_days: list[int], window_days: int) -> tuple[DataFrame, DataFrame, str]:
@@ -153,11 +136,8 @@ class TrainingRows:
 
 def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     """The view's rows known at ``train.until``, split as ``train.validation`` says."""
-    view_path = settings.table_path("sequences")
-    require_table(spark, view_path)
     conf, horizons, window_days = settings.train, settings.horizons_days, settings.features.window_days
-    version = latest_version(spark, view_path)
-    view = spark.read.format("delta").option("versionAsOf", version).load(view_path)
+    view, version = read_view(spark, settings)
     known = censor_at(view, conf.until, horizons, window_days) if conf.until else view
     training, validating, validation = split(known, conf, horizons, window_days)
     # Rows per as-of date: the counts of the run, and what train.max_rows_per_as_of bounds.
@@ -178,32 +158,17 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     return TrainingRows(version, validation, train_df, val_df, n_train, n_val, n_available)
 
 
-def rows_by_date(rows: DataFrame) -> dict[dt.date, int]:
-    """{as_of_date: number of rows}; on the view itself, whose partition column as_of_date is,
-    Spark reads no data pages for it."""
-    return {row["as_of_date"]: row["count"] for row in rows.groupBy("as_of_date").count().collect()}
-
-
-def _shape(settings: Settings) -> dict:
-    return dict(n_windows=settings.features.n_windows, n_window_features=len(WINDOW_FEATURES), n_static=len(STATIC_FEATURES))
-
-
-def view_arrays(frame: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
-    """(inputs, targets) arrays of the view's flat rows in ``frame``, shaped as ``settings`` say."""
-    return arrays(frame, **_shape(settings), horizons_days=settings.horizons_days)
-
-
 def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifacts, mlflow_run_id: str) -> RunPlan:
     """What every rank needs besides the data: the model's shape and loss, the normalisation
     fitted on a sample of the training rows, the schedule, and where the artifacts go."""
-    from model.distributed import RunPlan
-    from model.network import LossWeights, ModelShape
+    from interest_decay.model.distributed import RunPlan
+    from interest_decay.model.network import LossWeights, ModelShape
 
     conf = settings.train
     sample, _ = view_arrays(_sample(rows.train, conf.normalisation_sample_rows, rows.n_train, conf.seed).toPandas(), settings)
     return RunPlan(
         shape=ModelShape(
-            **_shape(settings),
+            **view_shape(settings),
             window_days=settings.features.window_days,
             horizons_days=tuple(settings.horizons_days),
             hidden_units=conf.hidden_units,
@@ -253,7 +218,7 @@ def fit_everywhere(
 ) -> list[dict]:
     """Train on Horovod ranks or in this process, as ``train.mode`` says; each rank's result, the
     chief's first."""
-    from model.distributed import train_in_process, train_on_rank
+    from interest_decay.model.distributed import train_in_process, train_on_rank
 
     if settings.train.mode == "horovod":
         ranks = ranks_for(settings.train.num_proc, spark.sparkContext.defaultParallelism, int(spark.conf.get("spark.task.cpus", "1")))
@@ -331,21 +296,21 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
     ``train_fold``, so they never become the model that scoring picks by default.
     """
     conf = settings.train
-    inputs = {"sequences": settings.table_path("sequences"), "until": str(conf.until or ""), "mode": conf.mode}
+    inputs = {"sequences": settings.table_path(Table.SEQUENCES), "until": str(conf.until or ""), "mode": conf.mode}
     with stage_run(spark, settings, stage, **inputs) as summary:
         rows = training_rows(spark, settings)
         summary.inputs.update(sequences_version=rows.view_version, validation=rows.validation)
         val_sample = view_arrays(_sample(rows.val, conf.val_sample_rows, rows.n_val, conf.seed).toPandas(), settings)
         fingerprint = _fingerprint(settings, rows.view_version, rows.validation)
         storage = Storage.for_settings(settings)
-        checkpoints = storage.uri("_checkpoints", fingerprint)
+        checkpoints = storage.uri(Artifact.CHECKPOINTS, fingerprint)
         if fresh:
             storage.remove(checkpoints)
         mlflow.set_tracking_uri(tracking_uri(settings))
         mlflow.set_experiment(conf.experiment)
         with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
             run_id = active.info.run_id
-            artifacts = RunArtifacts(storage, checkpoints, storage.uri("_tensorboard", run_id), storage.uri("_models", run_id))
+            artifacts = RunArtifacts(storage, checkpoints, storage.uri(Artifact.TENSORBOARD, run_id), storage.uri(Artifact.MODELS, run_id))
             plan = training_plan(settings, rows, artifacts, run_id)
             params = {"validated_by": rows.validation, "train_rows": rows.n_train, "val_rows": rows.n_val, "fingerprint": fingerprint}
             mlflow.log_params({**conf.model_dump(mode="json"), **params})
@@ -381,7 +346,7 @@ def _train_horovod(
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     train_df, val_df = splits
-    cache = artifacts.storage.uri("_petastorm")
+    cache = artifacts.storage.uri(Artifact.PETASTORM)
     # petastorm wants a URL with a scheme; the ranks read it with fsspec (s3fs for s3a://).
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache if "://" in cache else f"file://{cache}")
     # Several files per rank, so every shard gets row groups to read.
@@ -403,6 +368,6 @@ def _train_horovod(
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("train")

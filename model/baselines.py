@@ -19,8 +19,8 @@ import warnings
 
 import numpy as np
 
-from contract import STATIC_FEATURES
-from model.data import sample_indices
+from interest_decay.contract import STATIC_FEATURES
+from interest_decay.model.data import sample_indices
 
 log = logging.getLogger(__name__)
 

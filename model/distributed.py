@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from model.network import LossWeights, ModelShape, Normalisation
+from interest_decay.model.network import LossWeights, ModelShape, Normalisation
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def build_model(plan: RunPlan, learning_rate: float, optimizer_wrapper=None):  #
     """The compiled model of ``plan``; ``optimizer_wrapper`` is Horovod's DistributedOptimizer."""
     import tensorflow as tf
 
-    from model.network import InterestDecayModel
+    from interest_decay.model.network import InterestDecayModel
 
     if plan.mixed_precision:
         # bfloat16 needs no loss scaling; the decay head computes in float32 (see network.py).
@@ -147,8 +147,8 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from model.export import save_model
-    from model.training import average_members, fit, steps_for
+    from interest_decay.model.export import save_model
+    from interest_decay.model.training import average_members, fit, steps_for
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     hvd.init()
@@ -222,8 +222,8 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
     """The single-process path: the same model and loop on in-memory arrays."""
     import tensorflow as tf
 
-    from model.export import save_model
-    from model.training import as_dataset, average_members, fit, steps_for
+    from interest_decay.model.export import save_model
+    from interest_decay.model.training import as_dataset, average_members, fit, steps_for
 
     listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn]
     n_rows = len(train[1]["censored"])

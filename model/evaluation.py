@@ -15,10 +15,10 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from contract import STATIC_FEATURES, WINDOW_FEATURES
-from model.baselines import BuyTillYouDie, HazardModel, describe_failure, recency_rule
-from model.metrics import binary_metrics
-from model.scoring import feature_groups
+from interest_decay.contract import STATIC_FEATURES, WINDOW_FEATURES
+from interest_decay.model.baselines import BuyTillYouDie, HazardModel, describe_failure, recency_rule
+from interest_decay.model.metrics import binary_metrics
+from interest_decay.model.scoring import feature_groups
 
 log = logging.getLogger(__name__)
 

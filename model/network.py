@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
-from model import decay
+from interest_decay.model import decay
 
 SESSIONS_FEATURE = 0  # index of "sessions" in the window features: a window is active when > 0
 

@@ -6,33 +6,21 @@ batches, or many tasks with worker reuse, pays the load once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from contract import METADATA_FILE
-
 if TYPE_CHECKING:
-    from model.export import Scorer
-
-
-def read_metadata(path: str | Path) -> dict:
-    """A saved model's metadata (feature spec, shape, normalisation) without loading TensorFlow."""
-    file = Path(path) / METADATA_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{path} is not an interest-decay model: {METADATA_FILE} is missing")
-    return json.loads(file.read_text())
+    from interest_decay.model.scorer import Scorer
 
 
 @lru_cache(maxsize=4)
 def load_scorer(path: str) -> Scorer:
     """The model at ``path``, loaded once per process (TensorFlow is imported here, on first use)."""
-    from model.export import Scorer
+    from interest_decay.model.scorer import Scorer
 
     return Scorer(path)
 

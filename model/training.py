@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from model import decay
-from model.network import InterestDecayModel, KLWarmup, MemberAverage
+from interest_decay.model import decay
+from interest_decay.model.network import InterestDecayModel, KLWarmup, MemberAverage
 
 log = logging.getLogger(__name__)
 

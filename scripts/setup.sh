@@ -78,7 +78,7 @@ ln -sfn "$jars" .jars
 
 # Editable install of this checkout (no dependencies: they come from the lock).
 # -I keeps the current folder off sys.path, so this sees what is installed, not what is here.
-if ! .venv/bin/python -I -c "import jobs, features, model, sys; sys.exit(not all(m.__file__.startswith('$root/') for m in (jobs, features, model)))" 2>/dev/null \
+if ! .venv/bin/python -I -c "import interest_decay.jobs as j, interest_decay.model as m, sys; sys.exit(not all(x.__file__.startswith('$root/') for x in (j, m)))" 2>/dev/null \
   || [ ! -x .venv/bin/interest-decay ]; then
   .venv/bin/pip install -q --no-deps --no-build-isolation -e .
 fi

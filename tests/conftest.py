@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import Settings, load_settings
-from jobs.spark import build_spark_session, configure_object_store
+from interest_decay.jobs.common.config import Settings, load_settings
+from interest_decay.jobs.common.spark import build_spark_session, configure_object_store
 
 from object_store import S3Server, s3_server
 from shops import SHOP, TrainedShop, build_shop, shop_settings

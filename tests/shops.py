@@ -13,10 +13,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs import build_features as features
-from jobs import generate, ingest, train
-from jobs.config import Settings, load_settings
-from jobs.runs import RunSummary
+from interest_decay.jobs import features, generate, ingest, train
+from interest_decay.jobs.common.config import Settings, load_settings
+from interest_decay.jobs.common.runs import RunSummary
 
 LOCAL = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 

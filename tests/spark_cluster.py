@@ -20,7 +20,7 @@ from pathlib import Path
 import fsspec
 import pyspark
 
-from jobs.spark import local_delta_jars, local_object_store_jars
+from interest_decay.jobs.common.spark import local_delta_jars, local_object_store_jars
 
 from object_store import S3Server
 from shops import LOCAL, TrainedShop

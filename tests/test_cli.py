@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
-from jobs.cli import app
+from interest_decay.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = str(REPO / "conf" / "local.yaml")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.storage import Storage
+from interest_decay.contract import Artifact
+from interest_decay.jobs.common.storage import Storage
 
 from object_store import S3Server
 from shops import TrainedShop
@@ -44,7 +45,7 @@ def test_train_and_score_through_spark_submit_on_a_standalone_cluster_with_the_l
     assert spark.read.format("delta").load(scored["outputs"]["scores"]).count() == users
     # The model is published in the bucket, the checkpoints mirrored there; on disk only the cache.
     storage = Storage(s3.uri("cluster-lake"), str(work_dir / "cwd" / "cache"))
-    assert trained["outputs"]["model"] == storage.uri("_models", trained["outputs"]["mlflow_run_id"])
+    assert trained["outputs"]["model"] == storage.uri(Artifact.MODELS, trained["outputs"]["mlflow_run_id"])
     assert storage.is_published(trained["outputs"]["model"]) and storage.exists(trained["outputs"]["checkpoints"] + "/checkpoint")
     written = {p.relative_to(work_dir / "cwd").parts[0] for p in (work_dir / "cwd").rglob("*") if p.is_file()}
     assert written <= {"cache"}, written  # nothing in the folder it was started from but the cache

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, Settings, SourceMapping, absolute_path, load_settings
+from interest_decay.contract import Table
+from interest_decay.jobs.common.config import ConfigError, Settings, SourceMapping, absolute_path, load_settings
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -15,7 +16,7 @@ def test_every_shipped_profile_is_valid(profile: str) -> None:
     settings = load_settings(CONF / f"{profile}.yaml")
     # What a run records as its effective configuration reads back as the same settings.
     assert Settings.model_validate(settings.model_dump()) == settings
-    assert settings.table_path("events").endswith("/events")
+    assert settings.table_path(Table.EVENTS).endswith("/events")
 
 
 def test_local_profile_matches_the_documented_defaults() -> None:
@@ -106,9 +107,9 @@ def test_mapping_event_types_must_be_canonical() -> None:
 
 
 def test_table_paths_are_absolute_for_local_lakehouses_and_untouched_for_uris(tmp_path: Path) -> None:
-    assert load_settings(None, ["lakehouse=rel/lake"]).table_path("events") == str(Path("rel/lake").resolve() / "events")
-    assert load_settings(None, ["lakehouse=s3a://b/lake/"]).table_path("events") == "s3a://b/lake/events"
-    assert load_settings(None, ["lakehouse=dbfs:/lake"]).table_path("events") == "dbfs:/lake/events"
+    assert load_settings(None, ["lakehouse=rel/lake"]).table_path(Table.EVENTS) == str(Path("rel/lake").resolve() / "events")
+    assert load_settings(None, ["lakehouse=s3a://b/lake/"]).table_path(Table.EVENTS) == "s3a://b/lake/events"
+    assert load_settings(None, ["lakehouse=dbfs:/lake"]).table_path(Table.EVENTS) == "dbfs:/lake/events"
 
 
 def test_a_validation_date_with_a_users_split_is_refused() -> None:

@@ -13,12 +13,15 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import evaluate, train
-from jobs.config import EvaluateSettings, Settings
-from jobs.report import SECTIONS, ReportData, write_report
-from model.data import flat_columns
-from model.evaluation import METHODS, Predictions
-from model.scoring import load_scorer, read_metadata
+from interest_decay.contract import Table
+from interest_decay.jobs import evaluate
+from interest_decay.jobs.common.config import EvaluateSettings, Settings
+from interest_decay.jobs.common.report import SECTIONS, ReportData, write_report
+from interest_decay.jobs.common.views import view_arrays
+from interest_decay.model.data import flat_columns
+from interest_decay.model.evaluation import METHODS, Predictions
+from interest_decay.model.metadata import read_metadata
+from interest_decay.model.scoring import load_scorer
 
 from shops import TrainedShop
 
@@ -121,7 +124,7 @@ def settings(shop: TrainedShop) -> Settings:
 def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSession, settings: Settings) -> None:
     summary = evaluate.run(spark, settings)
     assert summary.inputs["as_of_date"] == "2026-03-30" and summary.inputs["out_of_time"] is True
-    table = spark.read.format("delta").load(settings.table_path("evaluations"))
+    table = spark.read.format("delta").load(settings.table_path(Table.EVALUATIONS))
     origin = str(dt.date(2026, 3, 30) - dt.timedelta(days=35))
     expected = {(fold, m, h) for fold in ("out_of_time", origin) for m in METHODS for h in (7, 14, 30)}
     assert {(r["fold"], r["method"], r["horizon_days"]) for r in table.collect()} == expected
@@ -170,7 +173,7 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     # (a smaller one: no rolling origin, 300 users, a short bootstrap; the slice is the same)
     smaller = {"folds": 0, "max_users": 300, "bootstrap_rounds": 20}
     again = evaluate.run(spark, settings.model_copy(update={"evaluate": settings.evaluate.model_copy(update=smaller)}))
-    rows = spark.read.format("delta").load(settings.table_path("evaluations"))
+    rows = spark.read.format("delta").load(settings.table_path(Table.EVALUATIONS))
     assert rows.count() == len(METHODS) * 3
     assert rows.select("evaluation_run_id").distinct().collect()[0][0] == again.run_id
     assert rows.where(F.col("as_of_date") != "2026-03-30").count() == 0
@@ -198,14 +201,14 @@ def test_evaluate_refuses_a_date_whose_labels_are_not_known(spark: SparkSession,
 def test_the_evaluation_scores_its_sample_with_the_scoring_udf_as_the_model_scores_it_in_process(
     spark: SparkSession, settings: Settings, shop: TrainedShop
 ) -> None:
-    rows = spark.read.format("delta").load(settings.table_path("sequences")).where("as_of_date = '2026-03-30'")
+    rows = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).where("as_of_date = '2026-03-30'")
     columns, available = flat_columns(settings.horizons_days), rows.count()
     model = shop.trained.outputs["model"]
     scored = evaluate._sample(rows, columns, 300, available, seed=1, model=evaluate.model_pass(spark, settings, model))
     outputs = evaluate._model_outputs(scored)
     # The same rows, in the same order, as without the model; each with its own user's outputs.
     pd.testing.assert_frame_equal(scored, evaluate._sample(rows, columns, 300, available, seed=1))
-    in_process = load_scorer(model)(train.view_arrays(scored, settings)[0])
+    in_process = load_scorer(model)(view_arrays(scored, settings)[0])
     for name in ("decay_params", "interest_half_life_days", "return_median_days", "interest_now", "z"):
         np.testing.assert_allclose(outputs[name], in_process[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -213,11 +216,11 @@ def test_the_evaluation_scores_its_sample_with_the_scoring_udf_as_the_model_scor
 def test_the_decay_check_spans_the_first_four_windows_when_later_ones_are_not_observed(
     spark: SparkSession, settings: Settings, shop: TrainedShop
 ) -> None:
-    rows = spark.read.format("delta").load(settings.table_path("sequences")).where("as_of_date = '2026-03-30'")
+    rows = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).where("as_of_date = '2026-03-30'")
     columns = flat_columns(settings.horizons_days)
     sample = evaluate._sample(rows, columns, 200, rows.count(), seed=1)
     scorer = load_scorer(shop.trained.outputs["model"])
-    outputs = scorer(train.view_arrays(sample, settings)[0])
+    outputs = scorer(view_arrays(sample, settings)[0])
     observed = np.random.default_rng(0).poisson(1.0, size=(len(sample), 4)).astype(np.float32)
 
     def checks(future_sessions: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

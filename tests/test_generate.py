@@ -9,10 +9,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from contract import EVENT_TYPES
-from features.synthetic import synthetic_events, user_truth
-from jobs import generate
-from jobs.config import GeneratorSettings, Settings, load_settings
+from interest_decay.contract import EVENT_TYPES, Table
+from interest_decay.features.synthetic import synthetic_events, user_truth
+from interest_decay.jobs import generate
+from interest_decay.jobs.common.config import GeneratorSettings, Settings, load_settings
 
 PARAMS = GeneratorSettings(users=400, days=60, seed=7, start_date=dt.date(2026, 3, 1))
 
@@ -55,7 +55,7 @@ def test_another_seed_gives_other_users_and_events(spark: SparkSession) -> None:
 def test_job_writes_events_and_truth_and_summarises(spark: SparkSession, generated: tuple[Settings, dict]) -> None:
     settings, summary = generated
     events = spark.read.parquet(summary["outputs"]["events"])
-    truth = spark.read.format("delta").load(settings.table_path("truth"))
+    truth = spark.read.format("delta").load(settings.table_path(Table.TRUTH))
     assert events.columns == ["event_id", "user_id", "event_time", "event_type", "product_id", "category", "price"]
     assert summary["stage"] == "generate"
     assert summary["counts"] == {"users": 400, "events": events.count()}
@@ -68,7 +68,7 @@ def test_job_writes_events_and_truth_and_summarises(spark: SparkSession, generat
 def test_every_user_has_exactly_the_sessions_the_truth_says(spark: SparkSession, generated: tuple[Settings, dict]) -> None:
     settings, summary = generated
     events = spark.read.parquet(summary["outputs"]["events"])
-    truth = spark.read.format("delta").load(settings.table_path("truth"))
+    truth = spark.read.format("delta").load(settings.table_path(Table.TRUTH))
     # event_id is e<user>-<session>-<view>-<step>: count distinct sessions per user.
     sessions = (
         events.select("user_id", F.split("event_id", "-")[1].alias("session_no"))
@@ -84,10 +84,10 @@ def test_the_truths_expected_visits_add_up_to_the_generators_own(spark: SparkSes
     """The evaluation's closed form of the process that drew the sessions, over the whole
     generated period, is the truth table's expected_sessions (which the generator's Poisson
     draws come from), win-backs included; two halves add up to the whole."""
-    from model.reference import generator_expected_visits
+    from interest_decay.model.reference import generator_expected_visits
 
     settings, _ = generated
-    truth = spark.read.format("delta").load(settings.table_path("truth")).toPandas()
+    truth = spark.read.format("delta").load(settings.table_path(Table.TRUTH)).toPandas()
     assert truth["reengaged_at"].notna().any() and truth["reengaged_at"].isna().any()
     start = dt.datetime(2026, 3, 1)
     whole = generator_expected_visits(truth, start, 60.0)
@@ -113,7 +113,7 @@ def test_events_are_well_formed(spark: SparkSession, generated: tuple[Settings, 
 
 def test_truth_half_life_and_decay_show_in_the_events(spark: SparkSession, generated: tuple[Settings, dict]) -> None:
     settings, summary = generated
-    truth = spark.read.format("delta").load(settings.table_path("truth"))
+    truth = spark.read.format("delta").load(settings.table_path(Table.TRUTH))
     row = truth.first()
     assert row["half_life_days"] == pytest.approx(row["tau_days"] * math.log(2))
     events = spark.read.parquet(summary["outputs"]["events"])
@@ -144,8 +144,8 @@ def test_the_identifiable_profile_lets_a_per_user_fit_recover_the_time_constant(
     likelihood, from the sessions before day 88, ranks the users' true time constants well."""
     from scipy.stats import spearmanr
 
-    from features.sessions import session_offsets, session_starts
-    from model.reference import fit_decay_mle
+    from interest_decay.features.sessions import session_offsets, session_starts
+    from interest_decay.model.reference import fit_decay_mle
 
     params = load_settings(Path(__file__).resolve().parent.parent / "conf" / "identifiable.yaml").generator
     params = params.model_copy(update={"users": 600})

@@ -12,8 +12,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import generate, ingest
-from jobs.config import Settings
+from interest_decay.contract import Table
+from interest_decay.jobs import generate, ingest
+from interest_decay.jobs.common.config import Settings
 
 EVENT_VALUES = "user_id STRING, event_time TIMESTAMP, event_type STRING, product_id STRING, category STRING, price DOUBLE"
 HEADER = "event_id,user_id,event_time,event_type,product_id,category,price"
@@ -62,11 +63,11 @@ def _fixed_now(settings: Settings) -> Settings:
 
 
 def _events(spark: SparkSession, settings: Settings) -> DataFrame:
-    return spark.read.format("delta").load(settings.table_path("events"))
+    return spark.read.format("delta").load(settings.table_path(Table.EVENTS))
 
 
 def _quarantine(spark: SparkSession, settings: Settings) -> DataFrame:
-    return spark.read.format("delta").load(settings.table_path("events_quarantine"))
+    return spark.read.format("delta").load(settings.table_path(Table.QUARANTINE))
 
 
 def _assert_events(spark: SparkSession, settings: Settings, expected: list[tuple]) -> None:
@@ -162,7 +163,7 @@ def test_generated_parquet_goes_in_whole(spark: SparkSession, settings: Settings
     )
     partitions = {r["event_date"] for r in _events(spark, settings).select("event_date").distinct().collect()}
     assert len(partitions) > 30
-    assert (Path(settings.table_path("events")) / f"event_date={min(partitions)}").is_dir()
+    assert (Path(settings.table_path(Table.EVENTS)) / f"event_date={min(partitions)}").is_dir()
 
 
 def test_rees46_preset(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
@@ -292,16 +293,18 @@ def test_schema_drift_extra_and_missing_optional_columns_load_a_missing_required
     summary = ingest.run(spark, settings, input_path=drifted, preset="generator")
     assert summary.counts["read"] == summary.counts["written"] == 2
     events = (
-        spark.read.format("delta").load(settings.table_path("events")).select("user_id", "event_type", "product_id", "category", "price")
+        spark.read.format("delta")
+        .load(settings.table_path(Table.EVENTS))
+        .select("user_id", "event_type", "product_id", "category", "price")
     )
     expected = spark.createDataFrame([("u1", "view", "p1", None, None), ("u2", "cart", "p2", None, None)], events.schema)
     assertDataFrameEqual(events, expected)
     # A file without event_time is refused before anything is written.
     no_time = _write(tmp_path / "drift2" / "b.csv", ["event_id,user_id,event_type", "d3,u3,view"])
-    before = spark.read.format("delta").load(settings.table_path("events")).count()
+    before = spark.read.format("delta").load(settings.table_path(Table.EVENTS)).count()
     with pytest.raises(ValueError, match=r"the required column event_time \(source column event_time\) is missing"):
         ingest.run(spark, settings, input_path=no_time, preset="generator")
-    assert spark.read.format("delta").load(settings.table_path("events")).count() == before
+    assert spark.read.format("delta").load(settings.table_path(Table.EVENTS)).count() == before
 
 
 def test_json_without_a_required_key_is_refused_and_extra_columns_can_be_kept(
@@ -312,7 +315,7 @@ def test_json_without_a_required_key_is_refused_and_extra_columns_can_be_kept(
     no_time = _write(tmp_path / "j" / "a.json", ['{"event_id": "j1", "user_id": "u1", "event_type": "view"}'])
     with pytest.raises(ValueError, match=r"the required column event_time \(source column event_time\) is missing"):
         ingest.run(spark, settings, input_path=no_time, preset="generator")
-    assert not DeltaTable.isDeltaTable(spark, settings.table_path("events"))
+    assert not DeltaTable.isDeltaTable(spark, settings.table_path(Table.EVENTS))
 
     # ingest.extra_columns: keep puts a CSV's unmapped column into the quarantined row's raw JSON.
     settings.ingest.extra_columns = "keep"
@@ -325,7 +328,7 @@ def test_json_without_a_required_key_is_refused_and_extra_columns_can_be_kept(
     )
     summary = ingest.run(spark, settings, input_path=extra, preset="generator")
     assert summary.counts["quarantined.unknown_event_type"] == 1
-    (row,) = spark.read.format("delta").load(settings.table_path("events_quarantine")).select("raw").collect()
+    (row,) = spark.read.format("delta").load(settings.table_path(Table.QUARANTINE)).select("raw").collect()
     assert json.loads(row["raw"]) == {
         "event_id": "x1",
         "user_id": "u1",

@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from contract import STATIC_FEATURES, WINDOW_FEATURES
-from model.baselines import BuyTillYouDie, HazardModel, _within, held_out_customers, person_periods, recency_rule
-from model.evaluation import (
+from interest_decay.contract import STATIC_FEATURES, WINDOW_FEATURES
+from interest_decay.model.baselines import BuyTillYouDie, HazardModel, _within, held_out_customers, person_periods, recency_rule
+from interest_decay.model.evaluation import (
     METHODS,
     Predictions,
     comparison_table,
@@ -20,8 +20,8 @@ from model.evaluation import (
     spearman_by_sessions,
     visits_calibration,
 )
-from model.metrics import _RankedScores, auc_gain_intervals, binary_metrics, gains_curve
-from model.scoring import drivers, risk_tier, tier_thresholds
+from interest_decay.model.metrics import _RankedScores, auc_gain_intervals, binary_metrics, gains_curve
+from interest_decay.model.scoring import drivers, risk_tier, tier_thresholds
 
 LABELS = np.array([1.0, 0.0, 1.0, 0.0])
 SCORES = np.array([0.9, 0.8, 0.3, 0.1])

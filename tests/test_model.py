@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import decay
-from model.distributed import RunPlan, build_model, member_checkpoints, train_in_process, visits_calibration
-from model.export import DECAY_CURVE_DAYS, Scorer
-from model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
-from model.training import MAX_VISITS_SLOPE, as_dataset, fit, fit_visits_calibration, steps_for, validation_visits
+from interest_decay.model import decay
+from interest_decay.model.distributed import RunPlan, build_model, member_checkpoints, train_in_process, visits_calibration
+from interest_decay.model.export import DECAY_CURVE_DAYS
+from interest_decay.model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
+from interest_decay.model.scorer import Scorer
+from interest_decay.model.training import MAX_VISITS_SLOPE, as_dataset, fit, fit_visits_calibration, steps_for, validation_visits
 
 SHAPE = ModelShape(n_windows=6, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=16)
 

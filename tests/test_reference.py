@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import spearmanr
 
-from model.reference import TAU_MAX_DAYS, TAU_MIN_DAYS, fit_decay_mle
+from interest_decay.model.reference import TAU_MAX_DAYS, TAU_MIN_DAYS, fit_decay_mle
 
 
 def _users(n: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:

@@ -16,14 +16,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from contract import STATIC_FEATURES
-from jobs import score
-from jobs.config import Settings, load_settings
-from jobs.tables import latest_version, table_exists
-from model import decay
-from model.data import arrays, flat_columns
-from model.distributed import visits_calibration
-from model.scoring import load_scorer, risk_tier
+from interest_decay.contract import STATIC_FEATURES, Table
+from interest_decay.jobs import score
+from interest_decay.jobs.common.config import Settings, load_settings
+from interest_decay.jobs.common.tables import latest_version, table_exists
+from interest_decay.model import decay
+from interest_decay.model.data import arrays, flat_columns
+from interest_decay.model.distributed import visits_calibration
+from interest_decay.model.scoring import load_scorer, risk_tier
 
 from shops import LOCAL, TrainedShop
 
@@ -68,14 +68,14 @@ def test_tiers_actions_and_fading_categories_follow_the_rules(spark: SparkSessio
 
 
 def _scores(spark: SparkSession, settings: Settings):  # noqa: ANN202
-    return spark.read.format("delta").load(settings.table_path("scores"))
+    return spark.read.format("delta").load(settings.table_path(Table.SCORES))
 
 
 def test_scores_equal_single_process_predictions(spark: SparkSession, shop: TrainedShop) -> None:
     settings = shop.settings()
     summary = score.run(spark, settings)
     as_of = summary.inputs["as_of_date"]
-    view = spark.read.format("delta").load(settings.table_path("sequences")).where(F.col("as_of_date") == as_of)
+    view = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).where(F.col("as_of_date") == as_of)
     frame = view.selectExpr(*flat_columns(settings.horizons_days)).toPandas().sort_values("user_id")
     inputs, _ = arrays(frame, n_windows=12, n_window_features=12, n_static=5, horizons_days=settings.horizons_days)
     scorer = load_scorer(summary.inputs["model"])
@@ -136,7 +136,7 @@ def test_rescoring_by_alias_or_run_id_replaces_the_same_slice_exactly_once(spark
 def test_a_scores_table_written_by_an_older_version_gains_the_new_columns(spark: SparkSession, shop: TrainedShop) -> None:
     settings = shop.settings()
     score.run(spark, settings)
-    path = settings.table_path("scores")
+    path = settings.table_path(Table.SCORES)
     older = _scores(spark, settings).drop("interest_half_life_days", "drivers")  # as the previous release wrote it
     older.write.format("delta").mode("overwrite").option("overwriteSchema", "true").partitionBy("as_of_date").save(path)
     summary = score.run(spark, settings)
@@ -150,7 +150,7 @@ def test_two_score_runs_at_once_for_different_dates_both_land(spark: SparkSessio
     scores table exists: one creates it, the other loses that race, retries and replaces its own
     slice. Each date holds its users once."""
     settings = shop.copy(tmp_path, leave_out=("scores",))
-    view = spark.read.format("delta").load(settings.table_path("sequences"))
+    view = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES))
     dates = [r["as_of_date"] for r in view.select("as_of_date").distinct().orderBy(F.desc("as_of_date")).limit(2).collect()]
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = [pool.submit(score.run, spark.newSession(), settings, as_of) for as_of in dates]
@@ -160,13 +160,13 @@ def test_two_score_runs_at_once_for_different_dates_both_land(spark: SparkSessio
     assertDataFrameEqual(_scores(spark, settings).groupBy("as_of_date").count(), per_date)
     assert _scores(spark, settings).select("as_of_date", "user_id").distinct().count() == sum(s.counts["scored"] for s in summaries)
     mine = sorted(s.run_id for s in summaries)
-    recorded = spark.read.format("delta").load(settings.table_path("_runs")).where(F.col("run_id").isin(mine)).select("run_id")
+    recorded = spark.read.format("delta").load(settings.table_path(Table.RUNS)).where(F.col("run_id").isin(mine)).select("run_id")
     assert sorted(r["run_id"] for r in recorded.collect()) == mine  # each run recorded once
 
 
 def test_a_model_that_does_not_fit_the_view_is_refused(spark: SparkSession, shop: TrainedShop) -> None:
     settings = shop.settings("features.n_windows=6")
-    path = settings.table_path("scores")
+    path = settings.table_path(Table.SCORES)
     version = latest_version(spark, path) if table_exists(spark, path) else None
     with pytest.raises(ValueError, match=r"does not fit the view: n_windows: model has 12, the view has 6"):
         score.run(spark, settings)
@@ -176,7 +176,7 @@ def test_a_model_that_does_not_fit_the_view_is_refused(spark: SparkSession, shop
 @pytest.mark.slow
 def test_a_killed_run_leaves_the_table_as_it_was(spark: SparkSession, shop: TrainedShop) -> None:
     settings = shop.settings()
-    path = settings.table_path("scores")
+    path = settings.table_path(Table.SCORES)
     version = latest_version(spark, path) if table_exists(spark, path) else None
     command = [
         str(Path(sys.executable).parent / "interest-decay"),

@@ -10,12 +10,13 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from features.sessions import sessionize
-from jobs import ingest
-from jobs import sessionize as sessionize_job
-from jobs.config import Settings
-from jobs.evaluate import read_session_starts
-from jobs.tables import latest_version
+from interest_decay.contract import Table
+from interest_decay.features.sessions import sessionize
+from interest_decay.jobs import ingest
+from interest_decay.jobs import sessionize as sessionize_job
+from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.tables import latest_version
+from interest_decay.jobs.evaluate import read_session_starts
 
 EVENTS = "event_id STRING, user_id STRING, event_time TIMESTAMP, event_type STRING, category STRING, price DOUBLE"
 SESSIONS = (
@@ -129,11 +130,11 @@ def _ingest(spark: SparkSession, settings: Settings, path: Path, lines: list[str
 
 
 def _sessions(spark: SparkSession, settings: Settings) -> DataFrame:
-    return spark.read.format("delta").load(settings.table_path("sessions"))
+    return spark.read.format("delta").load(settings.table_path(Table.SESSIONS))
 
 
 def _full_recompute(spark: SparkSession, settings: Settings) -> DataFrame:
-    return sessionize(spark.read.format("delta").load(settings.table_path("events")), settings.sessions.gap_minutes)
+    return sessionize(spark.read.format("delta").load(settings.table_path(Table.EVENTS)), settings.sessions.gap_minutes)
 
 
 DAY1 = [
@@ -179,12 +180,12 @@ def test_incremental_equals_full_recompute(
 def test_rerun_without_new_events_changes_nothing(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
     _ingest(spark, settings, tmp_path / "day1.csv", DAY1)
     sessionize_job.run(spark, settings)
-    version = latest_version(spark, settings.table_path("sessions"))
+    version = latest_version(spark, settings.table_path(Table.SESSIONS))
     # Ingesting the same file again adds no events, so sessionize has nothing to do.
     _ingest(spark, settings, tmp_path / "day1.csv", DAY1)
     again = sessionize_job.run(spark, settings)
     assert again.inputs["mode"] == "unchanged"
-    assert latest_version(spark, settings.table_path("sessions")) == version
+    assert latest_version(spark, settings.table_path(Table.SESSIONS)) == version
 
 
 def test_ingest_while_sessionize_runs_loses_and_doubles_nothing(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
@@ -200,11 +201,11 @@ def test_ingest_while_sessionize_runs_loses_and_doubles_nothing(spark: SparkSess
     assert first.inputs["mode"] == "full" and ingested.counts["written"] == len(DAY2)
     caught_up = sessionize_job.run(spark, settings)
 
-    events = spark.read.format("delta").load(settings.table_path("events"))
+    events = spark.read.format("delta").load(settings.table_path(Table.EVENTS))
     assert events.count() == events.select("event_id").distinct().count() == len(DAY1) + len(DAY2)
-    assert caught_up.inputs["events_version"] == latest_version(spark, settings.table_path("events"))
+    assert caught_up.inputs["events_version"] == latest_version(spark, settings.table_path(Table.EVENTS))
     assertDataFrameEqual(_sessions(spark, settings), _full_recompute(spark, settings))
-    runs = spark.read.format("delta").load(settings.table_path("_runs")).groupBy("stage").count()
+    runs = spark.read.format("delta").load(settings.table_path(Table.RUNS)).groupBy("stage").count()
     assertDataFrameEqual(runs, spark.createDataFrame([("ingest", 2), ("sessionize", 2)], "stage STRING, count LONG"))
 
 

@@ -6,8 +6,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.config import SparkSettings
-from jobs.spark import DELTA_CATALOG, DELTA_EXTENSION, build_spark_session, local_delta_jars, spark_session
+from interest_decay.jobs.common.config import SparkSettings
+from interest_decay.jobs.common.spark import DELTA_CATALOG, DELTA_EXTENSION, build_spark_session, local_delta_jars, spark_session
 
 
 def test_session_has_delta_and_the_defaults(spark: SparkSession) -> None:

@@ -8,16 +8,17 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.config import load_settings
-from jobs.spark import build_spark_session
-from jobs.storage import PUBLISHED_MARKER, Storage, list_input_files, python_uri
+from interest_decay.contract import Artifact, Table
+from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.spark import build_spark_session
+from interest_decay.jobs.common.storage import PUBLISHED_MARKER, Storage, list_input_files, python_uri
 
 from object_store import S3Server
 
 
 def test_uris_are_joined_with_slashes_never_pathlib(tmp_path: Path) -> None:
-    assert Storage("s3a://bucket/lake/", str(tmp_path)).uri("_models", "run-1") == "s3a://bucket/lake/_models/run-1"
-    assert Storage(f"file://{tmp_path}/lake", str(tmp_path)).uri("_reports") == f"{tmp_path}/lake/_reports"
+    assert Storage("s3a://bucket/lake/", str(tmp_path)).uri(Artifact.MODELS, "run-1") == "s3a://bucket/lake/_models/run-1"
+    assert Storage(f"file://{tmp_path}/lake", str(tmp_path)).uri(Artifact.REPORTS) == f"{tmp_path}/lake/_reports"
     assert not Storage("s3a://bucket/lake", str(tmp_path)).is_local and Storage(str(tmp_path), str(tmp_path)).is_local
     assert python_uri("dbfs:/Volumes/main/shop/lake") == "/Volumes/main/shop/lake"
     assert python_uri("dbfs:/tmp/lake") == "/dbfs/tmp/lake"
@@ -27,7 +28,7 @@ def test_uris_are_joined_with_slashes_never_pathlib(tmp_path: Path) -> None:
 
 def test_publishing_on_a_local_disk_is_all_or_nothing(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path / "lake"), str(tmp_path / "cache"))
-    target = storage.uri("_models", "run-1")
+    target = storage.uri(Artifact.MODELS, "run-1")
     with pytest.raises(RuntimeError, match="crashed"), storage.publishing(target) as folder:
         (folder / "weights").write_text("half")
         raise RuntimeError("crashed while saving")
@@ -52,7 +53,7 @@ def test_input_files_leave_out_hidden_and_underscore_files(tmp_path: Path) -> No
 
 def test_publish_fetch_and_mirror_on_s3(s3: S3Server, tmp_path: Path) -> None:
     storage = Storage(s3.uri("storage-test"), str(tmp_path / "cache"))
-    model = storage.uri("_models", "run-1")
+    model = storage.uri(Artifact.MODELS, "run-1")
     with pytest.raises(FileNotFoundError, match=PUBLISHED_MARKER):
         storage.fetch(model)
     with storage.publishing(model) as folder:
@@ -69,7 +70,7 @@ def test_publish_fetch_and_mirror_on_s3(s3: S3Server, tmp_path: Path) -> None:
     assert (fetched / "variables" / "data").read_bytes() == b"\x00\x01"
 
     # Checkpoints: a second working copy (the next run, another rank) starts from what was synced.
-    checkpoints = storage.uri("_checkpoints", "abc")
+    checkpoints = storage.uri(Artifact.CHECKPOINTS, "abc")
     with storage.working_folder(checkpoints) as first:
         (first.local / "ckpt-1.index").write_text("1")
         (first.local / "checkpoint").write_text("ckpt-1")
@@ -86,6 +87,6 @@ def test_spark_reads_and_writes_delta_on_s3a(spark: SparkSession, s3: S3Server, 
     settings = load_settings(None, [f"lakehouse={s3.uri('spark-test')}"])
     session = build_spark_session(settings.spark)  # the shared session, which the s3 fixture pointed at the server
     frame = session.createDataFrame([("u1", 3), ("u2", 5)], "user_id STRING, sessions INT")
-    frame.write.format("delta").mode("overwrite").save(settings.table_path("t"))
-    assertDataFrameEqual(session.read.format("delta").load(settings.table_path("t")), frame)
-    assert Storage.for_settings(settings).exists(settings.table_path("t") + "/_delta_log")
+    frame.write.format("delta").mode("overwrite").save(settings.table_path(Table.EVENTS))
+    assertDataFrameEqual(session.read.format("delta").load(settings.table_path(Table.EVENTS)), frame)
+    assert Storage.for_settings(settings).exists(settings.table_path(Table.EVENTS) + "/_delta_log")

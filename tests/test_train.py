@@ -9,9 +9,10 @@ import mlflow
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import train
-from jobs.config import Settings
-from model.export import Scorer
+from interest_decay.contract import Table
+from interest_decay.jobs import train
+from interest_decay.jobs.common.config import Settings
+from interest_decay.model.scorer import Scorer
 
 from shops import SHOP, TrainedShop, shop_settings
 
@@ -80,7 +81,7 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: T
     assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"], first.counts["averaged_epochs"]) == (0, 1, 1)
     assert first.inputs["validation"] == "users:0.2"
     # Users split: every as-of date before `until` trains or validates, about a fifth validates.
-    view = spark.read.format("delta").load(settings.table_path("sequences")).where(f"as_of_date < '{settings.train.until}'")
+    view = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).where(f"as_of_date < '{settings.train.until}'")
     assert first.counts["train_rows_available"] + first.counts["val_rows"] == view.count()
     assert 0.15 < first.counts["val_rows"] / view.count() < 0.25
     # At most about 600 training rows of each date (train.max_rows_per_as_of) are kept.

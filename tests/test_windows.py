@@ -8,11 +8,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from features.synthetic import synthetic_events, user_truth
-from features.windows import category_interest, censor_at, rows_per_as_of, sequences, split_by_users, user_windows
-from jobs import build_features as features_job
-from jobs import generate, ingest
-from jobs.config import GeneratorSettings, Settings
+from interest_decay.contract import Table
+from interest_decay.features.synthetic import synthetic_events, user_truth
+from interest_decay.features.windows import category_interest, censor_at, rows_per_as_of, sequences, split_by_users, user_windows
+from interest_decay.jobs import features as features_job
+from interest_decay.jobs import generate, ingest
+from interest_decay.jobs.common.config import GeneratorSettings, Settings
 
 EVENTS = "event_id STRING, user_id STRING, event_time TIMESTAMP, event_type STRING, category STRING, price DOUBLE"
 ORIGIN = dt.date(2026, 5, 4)  # a Monday
@@ -153,7 +154,7 @@ def test_features_job_on_generated_data(spark: SparkSession, settings: Settings)
     ingest.run(spark, settings, input_path=generated.outputs["events"], preset="generator")
     first = features_job.run(spark, settings)
     assert first.counts["as_of_dates"] >= 7
-    view = spark.read.format("delta").load(settings.table_path("sequences"))
+    view = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES))
     assert view.count() == first.counts["sequences"]
     assert view.select(F.size("x").alias("t")).distinct().collect()[0]["t"] == settings.features.n_windows
     assert view.where(F.size(F.col("x")[0]) != 12).count() == 0
@@ -161,11 +162,11 @@ def test_features_job_on_generated_data(spark: SparkSession, settings: Settings)
 
     again = features_job.run(spark, settings)  # same input: the same rows, none added
     assert again.counts == first.counts
-    assert spark.read.format("delta").load(settings.table_path("sequences")).count() == first.counts["sequences"]
+    assert spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).count() == first.counts["sequences"]
 
     scoring = features_job.run(spark, settings, as_of=dt.date(2026, 2, 9))
     assert scoring.counts["as_of_dates"] == 1
-    assert spark.read.format("delta").load(settings.table_path("sequences")).count() == first.counts["sequences"]
+    assert spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).count() == first.counts["sequences"]
     with pytest.raises(ValueError, match="not a window boundary.*2026-02-09 or 2026-02-16"):
         features_job.run(spark, settings, as_of=dt.date(2026, 2, 11))
 

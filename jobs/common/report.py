@@ -19,12 +19,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from model.metrics import calibration_curve, gains_curve  # noqa: E402
+from interest_decay.model.metrics import calibration_curve, gains_curve  # noqa: E402
 
 TIER_COLOURS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#2ca02c"}
 SECTIONS = (
     "summary",
-    "comparison",
     "cross-validation",
     "roc",
     "precision-recall",
@@ -39,6 +38,8 @@ SECTIONS = (
     "latent-space",
     "importance",
     "users",
+    "comparison",
+    "facts",
 )
 
 
@@ -250,6 +251,64 @@ def _optional_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return _table(frame, digits) if len(frame) else ""
 
 
+# What the report calls each method (a baseline scored another way keeps its variant in brackets).
+METHOD_NAMES = {
+    "model": "interest-decay model",
+    "recency_rule": "recency rule",
+    "logistic_rfm": "logistic regression (RFM)",
+    "lightgbm": "LightGBM",
+    "bgnbd_expected_sessions": "BG/NBD (expected sessions)",
+    "bgnbd_p_alive": "BG/NBD (P(alive))",
+    "bgnbd": "BG/NBD",
+    "pareto_nbd_expected_sessions": "Pareto/NBD (expected sessions)",
+    "pareto_nbd_p_alive": "Pareto/NBD (P(alive))",
+    "pareto_nbd": "Pareto/NBD",
+}
+
+
+def headline(comparison: pd.DataFrame, horizon: int) -> str:
+    """One or two plain sentences: how well the model ranks and counts returners within
+    ``horizon`` days against the best baseline that did not fail, with the paired interval."""
+    rows = comparison[(comparison["horizon_days"] == horizon) & (comparison["status"] == "ok")].set_index("method")
+    if "model" not in rows.index:
+        return f"The model has no result at {horizon} days."
+    model = rows.loc["model"]
+    others = rows.drop(index="model")["roc_auc"].dropna()
+    ranking = f"Within {horizon} days, the model ranks the users who come back with ROC-AUC {model['roc_auc']:.3f}"
+    if others.empty:
+        ranking += " (no baseline could be fitted)."
+    else:
+        best = rows.loc[others.idxmax()]
+        name = METHOD_NAMES.get(best.name, best.name)
+        gain, low, high = (float(best.get(k, np.nan)) for k in ("model_auc_gain", "model_auc_gain_low", "model_auc_gain_high"))
+        ranking += f"; the best baseline, {name}, reaches {best['roc_auc']:.3f}"
+        if np.isfinite(low) and np.isfinite(high):
+            verdict = "ahead beyond the noise" if low > 0 else "behind beyond the noise" if high < 0 else "level within the noise"
+            ranking += f": the model is {verdict} (difference {gain:+.3f}, 95% paired-bootstrap interval {low:+.3f} to {high:+.3f})."
+        else:
+            ranking += "."
+    actual, predicted = model["actual_returners"], model["predicted_returners"]
+    if np.isfinite(predicted) and actual > 0:
+        ranking += f" It expects {predicted:,.0f} users to come back; {actual:,.0f} did ({predicted / actual - 1:+.0%})."
+    return ranking
+
+
+def compact_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Method x horizon: the ROC-AUC at each horizon (rounded), and the returners each method
+    expects against the actual count, for the methods that give P(active)."""
+    ok = comparison[comparison["status"] == "ok"]
+    auc = ok.pivot_table(index="method", columns="horizon_days", values="roc_auc", sort=False)
+    auc.columns = [f"AUC {h} d" for h in auc.columns]
+    returners = ok.pivot_table(index="method", columns="horizon_days", values="predicted_returners", sort=False)
+    returners.columns = [f"returners {h} d" for h in returners.columns]
+    table = auc.round(3).join(returners.round(0))
+    actual = ok[ok["method"] == "model"].set_index("horizon_days")["actual_returners"]
+    actual_row = pd.DataFrame({f"returners {h} d": [n] for h, n in actual.items()}, index=["actual"])
+    table = pd.concat([table, actual_row])
+    table.index = [METHOD_NAMES.get(m, m) if m != "actual" else "what happened" for m in table.index]
+    return table.reset_index(names="method")
+
+
 def write_report(data: ReportData, folder: str | Path) -> Path:
     """Draw every figure into ``folder`` and write ``folder/index.html``; returns its path."""
     folder = Path(folder)
@@ -275,17 +334,19 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
         "model_auc_gain_high",
     ]
     cv = data.cross_validation
+    compact = compact_table(data.comparison)
     body = [
-        _section("summary", "Summary", f"<table class='facts'>{facts}</table><ul>{notes}</ul>"),
         _section(
-            "comparison",
-            "Model vs baselines (out of time)",
-            _table(data.comparison[shown])
-            + "<p>Every metric on the same users, labels and date. Brier, calibration error and predicted returners "
-            "are left blank for the scores that rank but are no P(active within h): the recency rule, expected "
-            "sessions and P(alive). model_auc_gain: the model's AUC minus the row's, with a 95% paired-bootstrap "
-            "interval. A baseline that failed (its fit raised, or it gave NaN or infinity) keeps its row with the reason "
-            "and no metrics; the model is judged against the others.</p>",
+            "summary",
+            "In short",
+            f"<p class='headline'>{html.escape(headline(data.comparison, data.horizon))}</p>"
+            + (f"<ul class='notes'>{notes}</ul>" if notes else "")
+            + compact.to_html(
+                index=False, na_rep="", border=0, classes="t", float_format=lambda v: f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+            )
+            + "<p>Every method on the same users, labels and date, out of time. Returners: the users each method expects "
+            "to come back (the sum of its P(active)), for the methods that give a probability. The full table, every raw "
+            "figure of this run and the plots follow.</p>",
         ),
         _section(
             "cross-validation",
@@ -351,11 +412,26 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
             _table(data.explained_users, 3)
             + "<p>Each driver: how much P(active) would rise if that one feature were the typical user's.</p>",
         ),
+        _section(
+            "comparison",
+            "Every metric, every method (out of time)",
+            "<details><summary>The full comparison table</summary>"
+            + _table(data.comparison[shown])
+            + "<p>Brier, calibration error and predicted returners are left blank for the scores that rank but are no "
+            "P(active within h): the recency rule, expected sessions and P(alive). model_auc_gain: the model's AUC minus "
+            "the row's, with a 95% paired-bootstrap interval. A baseline that failed (its fit raised, or it gave NaN or "
+            "infinity) keeps its row with the reason and no metrics; the model is judged against the others.</p></details>",
+        ),
+        _section(
+            "facts",
+            "Raw figures of this run",
+            f"<details><summary>Every key this run recorded (also in its MLflow run)</summary><table class='facts'>{facts}</table></details>",
+        ),
     ]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table.t{border-collapse:collapse;font-size:13px}"
         "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
-        "table.facts th{text-align:left;padding-right:1em}"
+        "table.facts th{text-align:left;padding-right:1em}p.headline{font-size:18px;line-height:1.4}"
     )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title><style>{style}</style></head>"
     page += f"<body><h1>{html.escape(data.title)}</h1>{''.join(body)}</body></html>"

@@ -16,7 +16,8 @@ from urllib.parse import unquote, urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from contract import SourceMapping
+from interest_decay.contract import GENERATED_EVENTS_FOLDER, SourceMapping, Table
+from interest_decay.features.synthetic import ShopProfile
 
 
 class ConfigError(ValueError):
@@ -28,7 +29,7 @@ class _Strict(BaseModel):
 
 
 class SparkSettings(_Strict):
-    """How the SparkSession is built when no session exists yet (see jobs.spark)."""
+    """How the SparkSession is built when no session exists yet (see jobs.common.spark)."""
 
     master: str = "local[*]"
     app_name: str = "interest-decay"
@@ -43,36 +44,19 @@ class SparkSettings(_Strict):
     quiet_logs: bool = True
 
 
-class GeneratorSettings(_Strict):
-    """The synthetic shop: users whose true interest decays with a known time constant."""
+class GeneratorSettings(ShopProfile):
+    """The synthetic shop (its profile: :class:`features.synthetic.ShopProfile`) and where its raw files go."""
 
-    users: int = Field(10_000, gt=0)
-    days: int = Field(120, gt=0)
-    start_date: dt.date = dt.date(2026, 1, 1)
-    seed: int = 42
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     format: Literal["csv", "parquet"] = "parquet"
     output: str = "./data/generated"
-    n_categories: int = Field(20, ge=2)
-    products_per_category: int = Field(200, gt=0)
-    # Mean sessions per day at a user's start; lognormal across users.
-    initial_rate_mean: float = Field(0.4, gt=0)
-    # Median of the per-user interest time constant tau (days); lognormal across users with
-    # this standard deviation of log tau.
-    tau_days_median: float = Field(18.0, gt=0)
-    tau_log_sd: float = Field(0.7, ge=0)
-    floor_rate: float = Field(0.01, ge=0)
-    # Users join uniformly over the first `join_spread` share of the days.
-    join_spread: float = Field(0.6, gt=0, le=1)
-    # A re-engaged user's second burst fades with its own time constant: the user's tau times
-    # this factor (1: the same tau, so the excess half-life stays tau ln 2).
-    reengage_probability: float = Field(0.3, ge=0, le=1)
-    reengage_tau_factor: float = Field(1.0, gt=0)
-    # Mean views per session (geometric); carts, removals and purchases follow from views.
-    views_per_session: float = Field(4.0, gt=0)
-    cart_probability: float = Field(0.15, ge=0, le=1)
-    remove_probability: float = Field(0.2, ge=0, le=1)
-    purchase_probability: float = Field(0.4, ge=0, le=1)
     output_files: int = Field(8, gt=0)
+
+    @property
+    def events_path(self) -> str:
+        """The folder (or URI) of the generated raw event files: what ``ingest`` reads with the generator preset."""
+        return f"{absolute_path(self.output).rstrip('/')}/{GENERATED_EVENTS_FOLDER}"
 
 
 class IngestSettings(_Strict):
@@ -236,7 +220,7 @@ class ScoreSettings(_Strict):
     def thresholds(self, quantiles) -> tuple[float, float]:  # noqa: ANN001
         """(high risk below, medium risk below) for these settings; ``quantiles(probabilities)``
         gives the quantiles of this run's P(active) (used in quantile mode)."""
-        from model.scoring import tier_thresholds
+        from interest_decay.model.scoring import tier_thresholds
 
         shares, fixed = (self.high_risk_share, self.medium_risk_share), (self.high_risk_below, self.medium_risk_below)
         return tier_thresholds(self.tiers, shares, fixed, quantiles)
@@ -280,7 +264,7 @@ class EvaluateSettings(_Strict):
 
 
 class StorageSettings(_Strict):
-    """How artifacts other than Delta tables reach the lakehouse (see jobs.storage)."""
+    """How artifacts other than Delta tables reach the lakehouse (see jobs.common.storage)."""
 
     # Local folder for staged uploads and fetched copies of models; empty: $INTEREST_DECAY_CACHE
     # /artifacts or ~/.cache/interest-decay/artifacts.
@@ -314,9 +298,11 @@ class Settings(_Strict):
             raise ValueError(f"horizons must be positive numbers of days, got {horizons}")
         return sorted(set(horizons))
 
-    def table_path(self, name: str) -> str:
-        """Absolute path (or URI) of the Delta table ``name`` inside the lakehouse."""
-        return f"{absolute_path(self.lakehouse).rstrip('/')}/{name}"
+    def table_path(self, table: Table) -> str:
+        """Absolute path (or URI) of the Delta table ``table`` inside the lakehouse."""
+        if not isinstance(table, Table):
+            raise TypeError(f"table must be one of contract.Table, got {table!r}")
+        return f"{absolute_path(self.lakehouse).rstrip('/')}/{table.value}"
 
 
 def absolute_path(path: str) -> str:

@@ -34,7 +34,8 @@ from typing import Any
 
 import fsspec
 
-from jobs.config import Settings, absolute_path
+from interest_decay.contract import Artifact
+from interest_decay.jobs.common.config import Settings, absolute_path
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,12 @@ class Storage:
         """True when the lakehouse is a folder on this machine (or a FUSE mount such as /dbfs)."""
         return not is_remote(self.root)
 
-    def uri(self, *parts: str) -> str:
-        """``<root>/<parts...>``, joined with ``/`` whatever the scheme."""
+    def uri(self, artifact: Artifact, *parts: str) -> str:
+        """``<root>/<artifact>/<parts...>``, joined with ``/`` whatever the scheme."""
+        if not isinstance(artifact, Artifact):
+            raise TypeError(f"artifact must be one of contract.Artifact, got {artifact!r}")
         cleaned = [p.strip("/") for p in parts if p and p.strip("/")]
-        return "/".join([self.root, *cleaned])
+        return "/".join([self.root, artifact.value, *cleaned])
 
     def _fs(self, uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         target = python_uri(uri)

@@ -18,7 +18,7 @@ from pyspark import SparkConf
 from pyspark.context import SparkContext
 from pyspark.sql import SparkSession
 
-from jobs.config import SparkSettings
+from interest_decay.jobs.common.config import SparkSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def default_jars_dir() -> Path:
     env = os.environ.get(JARS_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / ".jars"
+    return Path(__file__).resolve().parents[2] / ".jars"  # jobs/common/spark.py -> the repository
 
 
 def local_delta_jars(jars_dir: str | Path | None = None) -> list[Path]:

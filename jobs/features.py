@@ -5,7 +5,7 @@ first complete window to the last event), which is what training reads. With ``-
 holds that date only, which is what scoring reads. Re-running replaces the same as-of dates,
 so nothing is duplicated.
 
-    spark-submit jobs/build_features.py --conf conf/local.yaml [--as-of 2026-04-27]
+    spark-submit jobs/features.py --conf conf/local.yaml [--as-of 2026-04-27]
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import logging
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from features.windows import category_interest, is_boundary, sequences, user_windows
-from jobs.config import Settings
-from jobs.runs import RunSummary, stage_run
-from jobs.tables import latest_version, require_table, write_slice
+from interest_decay.contract import Table
+from interest_decay.features.windows import category_interest, is_boundary, sequences, user_windows
+from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.runs import RunSummary, stage_run
+from interest_decay.jobs.common.tables import latest_version, require_table, write_slice
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _write_view(
         as_of_dates=as_of_dates,
         future_windows=conf.future_windows,
     )
-    view_path = settings.table_path("sequences")
+    view_path = settings.table_path(Table.SEQUENCES)
     replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
     write_slice(spark, view, view_path, replaced)
     return view_path, replaced
@@ -85,14 +86,14 @@ def _write_category_interest(spark: SparkSession, settings: Settings, events: Da
         recent_windows=conf.recent_windows,
         top_n=conf.top_categories,
     )
-    path = settings.table_path("category_interest")
+    path = settings.table_path(Table.CATEGORY_INTEREST)
     write_slice(spark, interest, path, f"as_of_date = '{as_of}'")
     return path
 
 
 def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -> RunSummary:
     """Rebuild ``user_windows`` from ``events`` and write the view for the as-of date(s)."""
-    events_path = settings.table_path("events")
+    events_path = settings.table_path(Table.EVENTS)
     require_table(spark, events_path)
     conf = settings.features
     version = latest_version(spark, events_path)
@@ -108,7 +109,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         summary.inputs["as_of_dates"] = [str(d) for d in (as_of_dates[0], as_of_dates[-1])]
         log.info("features: %d as-of date(s) %s .. %s", len(as_of_dates), as_of_dates[0], as_of_dates[-1])
 
-        windows_path = settings.table_path("user_windows")
+        windows_path = settings.table_path(Table.USER_WINDOWS)
         windows = user_windows(
             events, origin=conf.origin, window_days=conf.window_days, until=observed_until, gap_minutes=settings.sessions.gap_minutes
         )
@@ -139,6 +140,6 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_stage_script
+    from interest_decay.cli import run_stage_script
 
     run_stage_script("features")

@@ -20,11 +20,10 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from jobs.config import Settings, absolute_path
-from jobs.storage import Storage, python_uri
-from jobs.tables import retry_on_conflict
-
-RUNS_TABLE = "_runs"
+from interest_decay.contract import Artifact, Table
+from interest_decay.jobs.common.config import Settings, absolute_path
+from interest_decay.jobs.common.storage import Storage, python_uri
+from interest_decay.jobs.common.tables import retry_on_conflict
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def tracking_uri(settings: Settings) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     storage = Storage.for_settings(settings)
     if storage.is_local:
-        return f"file://{python_uri(storage.root)}/_mlflow"
+        return f"file://{python_uri(storage.uri(Artifact.MLFLOW))}"
     return f"file://{storage.cache_dir}/mlflow"
 
 
@@ -103,7 +102,7 @@ def record_run(spark: SparkSession, lakehouse: str, summary: RunSummary) -> None
         {k: int(v) for k, v in summary.counts.items()},
         summary.to_json(),
     )
-    path = f"{absolute_path(lakehouse).rstrip('/')}/{RUNS_TABLE}"
+    path = f"{absolute_path(lakehouse).rstrip('/')}/{Table.RUNS.value}"
     record = spark.createDataFrame([row], RUNS_SCHEMA)
     # Appends never conflict with each other; two first runs creating the table at once can.
     retry_on_conflict(lambda: record.write.format("delta").mode("append").save(path), f"recording the run in {path}")

@@ -2,17 +2,16 @@
 
 Every stage takes ``--conf FILE`` (a YAML profile) and any number of ``--set dotted.key=value``
 overrides, and ends by printing one JSON line that summarises the run. The same stages run as
-``spark-submit jobs/<stage>.py`` with the same options.
+``spark-submit jobs/<stage>.py`` with the same options; the stages and their order are
+:mod:`interest_decay.pipeline`'s.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -23,9 +22,11 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from jobs.config import ConfigError, Settings, load_settings
-from jobs.runs import RunSummary
-from jobs.spark import spark_session
+from interest_decay import pipeline
+from interest_decay.contract import Table as ContractTable
+from interest_decay.jobs.common.config import ConfigError, Settings, load_settings
+from interest_decay.jobs.common.runs import RunSummary
+from interest_decay.jobs.common.spark import spark_session
 
 log = logging.getLogger("interest_decay")
 console = Console(stderr=True)
@@ -105,23 +106,11 @@ def one_line_error(exc: BaseException) -> str:
     return f"{kind}: {first} (the full traceback: --set log_level=DEBUG)"
 
 
-# Each stage's module under jobs/ is named after the stage, except "features": a script
-# jobs/features.py run by spark-submit would shadow the features package on sys.path.
-STAGE_MODULES = {"features": "build_features"}
-
-
-def _stage(name: str) -> Callable[..., RunSummary]:
-    """The ``run`` function of the stage's module in jobs/, imported only when that stage runs
-    (TensorFlow and MLflow take seconds to import, and most stages need neither)."""
-    return importlib.import_module(f"jobs.{STAGE_MODULES.get(name, name)}").run
-
-
-def _run_stage(settings: Settings, stage: Callable[..., RunSummary], **kwargs: object) -> RunSummary:
-    module = stage.__module__.rsplit(".", 1)[-1]
-    name = next((s for s, m in STAGE_MODULES.items() if m == module), module)
+def _run_stage(settings: Settings, name: str, **options: object) -> RunSummary:
+    """Run one stage in its own SparkSession; any failure ends as one line and exit code 2."""
     try:
         with spark_session(settings.spark) as spark:
-            return stage(spark, settings, **kwargs)
+            return pipeline.stage(name).run(spark, settings, **options)
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line and exit code 2
         log.debug("%s failed", name, exc_info=True)
         raise _fail(exc, name) from None
@@ -144,7 +133,7 @@ def generate(
     settings = _settings(
         conf, set_, **{"generator.users": users, "generator.days": days, "generator.seed": seed, "generator.output": output}
     )
-    _run_stage(settings, _stage("generate"))
+    _run_stage(settings, "generate")
 
 
 @app.command()
@@ -161,7 +150,7 @@ def ingest(
     Re-running on the same files adds nothing.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, _stage("ingest"), input_path=input_path, preset=preset)
+    _run_stage(settings, "ingest", input_path=input_path, preset=preset)
 
 
 @app.command()
@@ -177,7 +166,7 @@ def sessionize(
     result equals a full recompute; a re-run with no new events changes nothing.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, _stage("sessionize"), full=full)
+    _run_stage(settings, "sessionize", full=full)
 
 
 @app.command()
@@ -195,7 +184,7 @@ def features(
     reads. With --as-of, just that date, for scoring. As-of dates are window boundaries.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, _stage("features"), as_of=as_of.date() if as_of else None)
+    _run_stage(settings, "features", as_of=as_of.date() if as_of else None)
 
 
 @app.command()
@@ -212,7 +201,7 @@ def train(
     training after a crash resumes from the last finished epoch.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, _stage("train"), fresh=fresh)
+    _run_stage(settings, "train", fresh=fresh)
 
 
 @app.command()
@@ -232,7 +221,7 @@ def score(
     match the view is refused before anything is scored.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, _stage("score"), as_of=as_of.date() if as_of else None, model=model)
+    _run_stage(settings, "score", as_of=as_of.date() if as_of else None, model=model)
 
 
 @app.command()
@@ -256,7 +245,7 @@ def evaluate(
     Writes the Delta table `evaluations`, an HTML report with PNGs (its path is printed) and an MLflow run.
     """
     settings = _settings(conf, set_)
-    summary = _run_stage(settings, _stage("evaluate"), as_of=as_of.date() if as_of else None, model=model)
+    summary = _run_stage(settings, "evaluate", as_of=as_of.date() if as_of else None, model=model)
     console.print(f"report: {summary.outputs['report']}")
 
 
@@ -266,42 +255,39 @@ def run_pipeline(
     set_: SetOption = None,
     users: Annotated[Optional[int], typer.Option(help="Number of generated users (generator.users).")] = None,
     first: Annotated[
-        str, typer.Option("--from", help="The first stage to run, e.g. train after changing the model's settings.")
-    ] = "generate",
-    last: Annotated[str, typer.Option("--to", help="The last stage to run.")] = "evaluate",
+        str,
+        typer.Option("--from", help="The first stage to run, e.g. ingest for your own data, or train after changing the model's settings."),
+    ] = pipeline.NAMES[0],
+    last: Annotated[str, typer.Option("--to", help="The last stage to run.")] = pipeline.NAMES[-1],
+    input_path: Annotated[
+        Optional[str], typer.Option("--input", help="Raw events for ingest (default: the generated files, or ingest.input).")
+    ] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Column preset for --input: generator, rees46 or cdnow (ingest.preset).")] = None,
 ) -> None:
-    """Run the whole pipeline on generated sample data: generate -> ingest -> sessionize -> features -> train -> score -> evaluate.
+    """Run the pipeline, by default on generated sample data: generate -> ingest -> sessionize -> features -> train -> score -> evaluate.
 
-    --from and --to run a part of it on the lakehouse the earlier stages left (one Spark application).
+    --from and --to run a part of it on the lakehouse the earlier stages left, in one Spark
+    application; `--from ingest --input PATH --preset NAME` runs it on your own events.
     """
     settings = _settings(conf, set_, **{"generator.users": users})
-    generated = f"{settings.generator.output.rstrip('/')}/events"
-    pipeline: list[tuple[str, Callable[..., RunSummary], dict[str, object]]] = [
-        ("generate", _stage("generate"), {}),
-        ("ingest", _stage("ingest"), {"input_path": generated, "preset": "generator"}),
-        ("sessionize", _stage("sessionize"), {}),
-        ("features", _stage("features"), {}),
-        ("train", _stage("train"), {}),
-        ("score", _stage("score"), {}),
-        ("evaluate", _stage("evaluate"), {}),
-    ]
-    names = [name for name, _, _ in pipeline]
-    for option, value in (("--from", first), ("--to", last)):
-        if value not in names:
-            raise typer.BadParameter(f"{value!r} is not a stage; one of {', '.join(names)}", param_hint=option)
-    if names.index(first) > names.index(last):
-        raise typer.BadParameter(f"{first} comes after {last} in the pipeline", param_hint="--from/--to")
-    stages = pipeline[names.index(first) : names.index(last) + 1]
+    try:
+        stages = pipeline.between(first, last)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--from/--to") from None
+    if input_path is None and (stages[0].name == "generate" or settings.ingest.input is None):
+        input_path, preset = settings.generator.events_path, "generator"
+    options: dict[str, dict[str, object]] = {"ingest": {"input_path": input_path, "preset": preset}}
     timings = Table(title="interest-decay run", show_lines=False)
     for column in ("stage", "seconds", "rows"):
         timings.add_column(column)
     name, report = "run", None
     try:
         with spark_session(settings.spark) as spark:
-            for number, (name, stage, kwargs) in enumerate(stages, start=1):
+            for number, stage in enumerate(stages, start=1):
+                name = stage.name
                 console.rule(f"[{number}/{len(stages)}] {name}")
                 started = time.perf_counter()
-                summary = stage(spark, settings, **kwargs)
+                summary = stage.run(spark, settings, **options.get(name, {}))
                 elapsed = time.perf_counter() - started
                 console.print(f"[green]done[/] {name} in {elapsed:.1f} s")
                 timings.add_row(name, f"{elapsed:.1f}", ", ".join(f"{k}={v}" for k, v in summary.counts.items() if "." not in k))
@@ -310,17 +296,15 @@ def run_pipeline(
         log.debug("%s failed", name, exc_info=True)
         raise _fail(exc, name) from None
     console.print(timings)
-    console.print(
-        f"results under {settings.lakehouse}: scores (one row per user), sequences, user_windows, sessions, "
-        f"events, events_quarantine, category_interest, evaluations, truth, _runs; models in _models, MLflow in _mlflow"
-    )
+    written = sorted({str(w) for stage in stages for w in stage.writes if w != pipeline.RAW_EVENTS} | {str(ContractTable.RUNS)})
+    console.print(f"results under {settings.lakehouse}: {', '.join(written)}; the scores are in {ContractTable.SCORES}, one row per user")
     if report:
         console.print(f"evaluation report: {report}")
 
 
 def run_stage_script(stage: str) -> None:
     """Entry point of ``spark-submit jobs/<module>.py ...``: the CLI stage with the same options."""
-    app(args=[stage, *sys.argv[1:]], prog_name=f"jobs/{STAGE_MODULES.get(stage, stage)}.py")
+    app(args=[stage, *sys.argv[1:]], prog_name=f"jobs/{stage}.py")
 
 
 def main() -> None:
