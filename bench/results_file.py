@@ -34,8 +34,8 @@ def code_version() -> str:
 
 def command_line() -> str:
     """The command that produced a result, as one would type it from the repository root."""
-    script = Path(sys.argv[0])
-    shown = script.relative_to(REPO) if script.is_absolute() and REPO in script.parents else script
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if REPO in script.parents else script
     return shlex.join([".venv/bin/python", str(shown), *sys.argv[1:]])
 
 

@@ -6,6 +6,7 @@
 #   - Horovod compiled against that TensorFlow with Gloo (pip caches the wheel), then checked;
 #   - the Delta Lake jars, and hadoop-aws with its AWS SDK bundle (for a lakehouse on s3a://),
 #     fetched with Maven into $CACHE/jars, linked as .jars;
+#   - Chromium from Debian's packages, for the report's browser test;
 #   - this checkout installed into the venv (editable, no dependencies).
 set -euo pipefail
 
@@ -57,6 +58,13 @@ else
   say "venv ready; horovod built with TensorFlow and Gloo"
 fi
 ln -sfn "$venv" .venv
+
+# Chromium from Debian's packages: the test that opens the evaluation report in a real headless
+# browser drives it with Playwright (which never downloads a browser of its own here).
+if ! command -v chromium >/dev/null; then
+  say "installing Chromium (Debian's package) for the report's browser test"
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 
 jars="$cache/jars/delta-$delta_version-hadoop-aws-$hadoop_version"
 artifacts=("io.delta:delta-spark_2.12:$delta_version" "io.delta:delta-storage:$delta_version"

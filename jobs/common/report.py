@@ -430,7 +430,7 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
     ]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table.t{border-collapse:collapse;font-size:13px}"
-        "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
+        "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}table.t td:first-child{text-align:left}img{max-width:100%}"
         "table.facts th{text-align:left;padding-right:1em}p.headline{font-size:18px;line-height:1.4}"
     )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title><style>{style}</style></head>"
