@@ -1,6 +1,7 @@
 """GPU check, for a session lent a GPU machine: train the model on the GPU and print samples/second.
 
-    python bench/gpu_check.py --rows 200000 --epochs 3 [--mixed-precision]
+    python bench/gpu_check.py --rows 200000 --epochs 3
+    python bench/gpu_check.py --rows 256 --epochs 1 --cpu      # the suite's smoke run: the same loop on the CPU
 
 Needs only TensorFlow with CUDA (tensorflow[and-cuda]==2.15.1) and this repository: the data are
 synthetic arrays of the view's shape, so no Spark or Delta is involved. It refuses to run when
@@ -40,9 +41,11 @@ def synthetic_view(rows: int, n_windows: int = 12, n_features: int = 12, seed: i
     return inputs, targets
 
 
-def run_once(inputs: dict, targets: dict, epochs: int, batch_size: int, mixed_precision: bool) -> dict:
+def run_once(inputs: dict, targets: dict, epochs: int, batch_size: int, mixed_precision: bool, use_vae: bool = True) -> dict:
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
-    shape = ModelShape(n_windows=12, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=64)
+    shape = ModelShape(
+        n_windows=12, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=64, use_vae=use_vae
+    )
     model = InterestDecayModel(shape, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]))
     model.compile(optimizer=tf.keras.optimizers.legacy.Adam(2e-3))
     rows = len(targets["censored"])
@@ -56,10 +59,13 @@ def run_once(inputs: dict, targets: dict, epochs: int, batch_size: int, mixed_pr
             checkpoint_dir=checkpoints,
         )
         seconds = time.perf_counter() - started
+    tf.keras.mixed_precision.set_global_policy("float32")
+    gpus = tf.config.list_physical_devices("GPU")
     return {
         "bench": "gpu_check",
-        "device": tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU"),
+        "device": tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU",
         "mixed_precision": mixed_precision,
+        "use_vae": use_vae,
         "rows": rows,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -73,13 +79,15 @@ def main(
     rows: Annotated[int, typer.Option(help="Synthetic training rows.")] = 200_000,
     epochs: Annotated[int, typer.Option(help="Epochs per run.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 2048,
+    cpu: Annotated[bool, typer.Option(help="Run on the CPU (a smoke run of the same loop; the figures mean nothing).")] = False,
+    vae: Annotated[bool, typer.Option(help="With the VAE (train.use_vae), the heavier model.")] = True,
 ) -> None:
     """Train on the GPU in float32 and bfloat16 and print samples/second."""
-    if not tf.config.list_physical_devices("GPU"):
-        raise typer.BadParameter("TensorFlow sees no GPU here: run this on the lent GPU machine")
+    if not cpu and not tf.config.list_physical_devices("GPU"):
+        raise typer.BadParameter("TensorFlow sees no GPU here: run this on the lent GPU machine (or --cpu for a smoke run)")
     inputs, targets = synthetic_view(rows)
     for mixed in (False, True):
-        result = run_once(inputs, targets, epochs, batch_size, mixed)
+        result = run_once(inputs, targets, epochs, batch_size, mixed, vae)
         record("gpu_check", result)
 
 

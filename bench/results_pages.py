@@ -162,10 +162,15 @@ def _gain_row(at_h: pd.DataFrame, h: int, best: str) -> dict:
     }
 
 
-def metric_rows(runs: list[dict]) -> list[dict]:
-    """Every numeric metric of the evaluation runs, mean ± sd over the seeds."""
-    keys = dict.fromkeys(k for run in runs for k, v in run["metrics"].items() if isinstance(v, int | float) and not isinstance(v, bool))
-    return [{"metric": k, "mean ± sd": _mean_sd([run["metrics"].get(k) for run in runs], 4)} for k in keys]
+def metric_rows(runs: list[dict], field: str = "metrics", prefix: str = "") -> list[dict]:
+    """Every numeric metric (of ``field``, starting with ``prefix``) of the runs, mean ± sd over the seeds."""
+    keys = dict.fromkeys(
+        k
+        for run in runs
+        for k, v in run.get(field, {}).items()
+        if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    return [{"metric": k, "mean ± sd": _mean_sd([run[field].get(k) for run in runs], 4)} for k in keys]
 
 
 def shop_page(shop: str, runs: list[dict]) -> str:
@@ -183,6 +188,10 @@ def shop_page(shop: str, runs: list[dict]) -> str:
             "\nThe model against the best baseline and Pareto/NBD (paired bootstrap over users, per seed):\n\n" + _table(gain_rows(frame))
         )
         parts.append("\nROC-AUC of every method, mean ± sd over the seeds:\n\n" + _table(auc_table(frame)))
+        parts.append(
+            "\nOn the validation users or date of each training (what settings are chosen on), mean ± sd:\n\n"
+            + _table(metric_rows(members, "train_metrics", "val_"))
+        )
         parts.append("\n<details><summary>Every metric of these runs</summary>\n\n" + _table(metric_rows(members)) + "\n</details>\n")
     history = []
     for (label, batch), members in batches(runs).items():

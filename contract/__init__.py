@@ -9,6 +9,7 @@ refusal of a mismatched model follow.
 from __future__ import annotations
 
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -104,6 +105,9 @@ class SourceMapping(BaseModel):
     # "," or another single character, or "whitespace" for fixed-width-ish text (CDNOW_master.txt).
     delimiter: str = ","
     header: bool = True
+    # The zone of timestamps written without one (an IANA name): they mean that wall-clock time
+    # there, whatever the zone of the machine or the Spark session that reads them.
+    time_zone: str = "UTC"
 
     @field_validator("columns")
     @classmethod
@@ -115,6 +119,15 @@ class SourceMapping(BaseModel):
         if missing:
             raise ValueError(f"the mapping must name a source column for {missing}")
         return columns
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r}: use an IANA name such as UTC or Europe/Berlin") from None
+        return zone
 
     @field_validator("event_types")
     @classmethod

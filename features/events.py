@@ -83,21 +83,40 @@ def _mapped(mapping: SourceMapping, canonical: str) -> Column:
     return F.coalesce(*[_blank_to_null(F.col(f"`{name}`")) for name in spec.split("|")])
 
 
-def _parse_time(name: str, formats: list[str]) -> Column:
-    """Parse the string column ``name``: ISO-8601 first, then each format in turn."""
-    candidates = [F.try_to_timestamp(F.col(name))]
+# An explicit zone at the end of a timestamp: Z, an offset (+01:00, -0500) or a zone name (UTC, CET, Europe/Paris).
+_ZONE_AT_END = r"(?i)(z|[+-]\d{2}(:?\d{2})?|\b(utc|gmt|[a-z]{2,5}|[a-z]+/[a-z_]+))$"
+
+
+def _parse_time(name: str, formats: list[str], session_time_zone: str, source_time_zone: str) -> Column:
+    """Parse the string column ``name`` into an instant: ISO-8601 first, then each format in turn.
+
+    Spark reads a timestamp without a zone in the session's zone; such a value is moved to mean
+    that wall-clock time in ``source_time_zone`` instead, so the instant (and the event's id)
+    never depends on where or how the job runs. Epoch numbers and timestamps with a zone are
+    instants already."""
+    has_zone = F.trim(F.col(name)).rlike(_ZONE_AT_END)
+
+    def in_source_zone(parsed: Column) -> Column:
+        if session_time_zone == source_time_zone:
+            return parsed
+        moved = F.to_utc_timestamp(F.from_utc_timestamp(parsed, session_time_zone), source_time_zone)
+        return F.when(has_zone, parsed).otherwise(moved)
+
+    candidates = [in_source_zone(F.try_to_timestamp(F.col(name)))]
     for fmt in formats:
         if fmt == "epoch_seconds":
             candidates.append(F.timestamp_seconds(F.expr(f"try_cast({name} AS double)")))
         elif fmt == "epoch_millis":
             candidates.append(F.timestamp_millis(F.expr(f"try_cast({name} AS bigint)")))
         else:
-            candidates.append(F.try_to_timestamp(F.col(name), F.lit(fmt)))
+            candidates.append(in_source_zone(F.try_to_timestamp(F.col(name), F.lit(fmt))))
     return F.coalesce(*candidates)
 
 
-def normalize_events(raw: DataFrame, mapping: SourceMapping) -> DataFrame:
+def normalize_events(raw: DataFrame, mapping: SourceMapping, session_time_zone: str = "UTC") -> DataFrame:
     """Map source columns to canonical ones and parse them; unparseable values become null.
+    ``session_time_zone`` is the reading Spark session's (timestamps without a zone are read in
+    it, then moved to the mapping's ``time_zone``).
 
     Keeps the raw text (``raw``), the trimmed raw timestamp, type and price (``*_raw``) so the
     rules in :func:`validate_events` can tell a missing value from a malformed one.
@@ -128,7 +147,7 @@ def normalize_events(raw: DataFrame, mapping: SourceMapping) -> DataFrame:
         event_type = F.col("event_type_raw")
     return selected.select(
         "*",
-        _parse_time("event_time_raw", mapping.timestamp_formats).alias("event_time"),
+        _parse_time("event_time_raw", mapping.timestamp_formats, session_time_zone, mapping.time_zone).alias("event_time"),
         event_type.alias("event_type"),
         F.expr("try_cast(price_raw AS double)").alias("price"),
     )
@@ -144,6 +163,20 @@ def pseudonymize_user_ids(events: DataFrame, key: bytes) -> DataFrame:
         return user_ids.map(lambda v: None if v is None else hmac.new(key, v.encode("utf-8"), hashlib.sha256).hexdigest())
 
     return events.withColumn("user_id", keyed_hash("user_id"))
+
+
+def withhold_raw_user_ids(events: DataFrame, user_columns: list[str]) -> DataFrame:
+    """With pseudonymised ids, the quarantine must not keep the raw ones: a parsed row's ``raw``
+    JSON gets the pseudonym (``user_id``) in place of the source's user columns, and a malformed
+    line, whose fields cannot be told apart, is replaced by its length and SHA-256 (enough to tell
+    two copies of a line apart from two lines)."""
+    dropped = ", ".join(f"'{c}'" for c in user_columns)
+    fields = F.expr(f"map_filter(from_json(raw, 'map<string,string>'), (k, v) -> k NOT IN ({dropped}))")
+    parsed = F.to_json(F.map_concat(fields, F.create_map(F.lit("user_id"), F.col("user_id"))))
+    withheld = F.concat(
+        F.lit("withheld: a malformed line of "), F.length("raw").cast("string"), F.lit(" characters, sha256 "), F.sha2("raw", 256)
+    )
+    return events.withColumn("raw", F.when(F.col("malformed"), withheld).otherwise(parsed))
 
 
 def validate_events(
@@ -175,10 +208,12 @@ def validate_events(
         )
         .when(price < 0, "negative_price")
     )
+    # The instant (microseconds since the epoch), never a formatted time, which would depend on
+    # the session's zone.
     identity = F.concat_ws(
         "\u001f",
         F.col("user_id"),
-        F.date_format("event_time", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"),
+        F.unix_micros("event_time").cast("string"),
         F.col("event_type"),
         F.coalesce(F.col("product_id"), F.lit("")),
         F.coalesce(F.col("price").cast("string"), F.lit("")),
@@ -188,7 +223,8 @@ def validate_events(
         "*",
         reason.alias("reason"),
         F.substring(F.sha2(identity, 256), 1, 32).alias("event_id"),
-        F.to_date("event_time").alias("event_date"),
+        # The UTC date of the instant: to_date would use the session's zone.
+        F.date_add(F.lit(dt.date(1970, 1, 1)), F.floor(F.unix_seconds("event_time") / 86400).cast("int")).alias("event_date"),
     )
 
 
@@ -220,7 +256,9 @@ def quarantine_rows(classified: DataFrame) -> DataFrame:
 
     Identical bad lines in one file are all kept: the id includes their occurrence number.
     """
-    bad = classified.where(F.col("reason").isNotNull())
+    # A duplicate keeps a reference to the event it repeats, not a second copy of its raw data.
+    raw = F.when(F.col("reason") == "duplicate_event", F.to_json(F.struct(F.col("event_id").alias("duplicate_of")))).otherwise(F.col("raw"))
+    bad = classified.where(F.col("reason").isNotNull()).withColumn("raw", raw)
     same_line = Window.partitionBy("source_file", "reason", "raw").orderBy("_row")
     occurrence = F.row_number().over(same_line)
     key = F.concat_ws("\u001f", "source_file", "reason", "raw", occurrence.cast("string"))

@@ -192,6 +192,9 @@ def train(
     conf: ConfOption = None,
     set_: SetOption = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from scratch instead of resuming from checkpoints.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Move train.alias to the new model even if it validates worse than the current one.")
+    ] = False,
 ) -> None:
     """Train the interest model (GRU + VAE + decay head) on the `sequences` view.
 
@@ -201,7 +204,7 @@ def train(
     training after a crash resumes from the last finished epoch.
     """
     settings = _settings(conf, set_)
-    _run_stage(settings, "train", fresh=fresh)
+    _run_stage(settings, "train", fresh=fresh, force=force)
 
 
 @app.command()

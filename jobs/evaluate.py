@@ -36,7 +36,7 @@ from interest_decay.jobs.common.models import check_model_fits, local_model, res
 from interest_decay.jobs.common.report import ReportData, write_report
 from interest_decay.jobs.common.runs import RunSummary, stage_run, tracking_uri
 from interest_decay.jobs.common.storage import Storage
-from interest_decay.jobs.common.tables import last_commit_metadata, latest_version, table_exists, write_slice
+from interest_decay.jobs.common.tables import last_commit_metadata, latest_version, slice_predicate, table_exists, write_slice
 from interest_decay.jobs.common.udf import score_udf
 from interest_decay.jobs.common.views import read_view, rows_by_date, validation_date, view_arrays
 from interest_decay.model.data import flat_columns, sample_indices
@@ -45,6 +45,7 @@ from interest_decay.model.evaluated import (
     Evaluated,
     cross_validation_summary,
     explain,
+    future_checks,
     headline_metrics,
     model_outputs_from,
     visit_checks,
@@ -156,7 +157,11 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_uri: 
     )
     scorer = load_scorer(local_model(settings, model_uri))
     by_method = {"model": scorer.p_active_from(outputs["decay_params"], horizons).astype(np.float64)}
-    baselines, failures = fit_baselines(
+    censored = targets["censored"] > 0.5
+    # Every user at the date is followed to the end of the data: a censored user's wait is that span.
+    span = float(targets["days_to_next"][censored].max()) if censored.any() else float(targets["days_to_next"].max())
+    days = curve_check_days(max(horizons), span)
+    baselines, failures, curves = fit_baselines(
         history_inputs,
         history_targets,
         inputs,
@@ -165,12 +170,15 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_uri: 
         conf.seed,
         history_frame["user_id"].to_numpy(),
         conf.btyd_fit_users,
+        curve_days=list(days),
     )
     predictions = Predictions(list(horizons), {**by_method, **baselines}, failures)
-    days_to_return = np.where(targets["censored"] > 0.5, np.inf, targets["days_to_next"]).astype(np.float64)
+    days_to_return = np.where(censored, np.inf, targets["days_to_next"]).astype(np.float64)
+    user_ids = rows["user_id"].to_numpy()
+    observed = {h: count for h, count in visits_within(spark, settings, as_of, user_ids, [h for h in horizons if h <= span]).items()}
     return Evaluated(
         as_of,
-        rows["user_id"].to_numpy(),
+        user_ids,
         inputs,
         labels,
         predictions,
@@ -180,7 +188,35 @@ def evaluate_at(view: DataFrame, settings: Settings, as_of: dt.date, model_uri: 
         targets["future_sessions"],
         population,
         len(history_targets["censored"]),
+        observed_span_days=span,
+        curve_days=days,
+        baseline_curves=curves,
+        visits_observed=observed,
     )
+
+
+def curve_check_days(longest_horizon: int, span_days: float) -> np.ndarray:
+    """The days the decay curves are checked on: a week's days, then weeks and months, up to
+    the longest horizon and no further than the data reach."""
+    days = {1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 75, 91, *range(120, longest_horizon, 30), longest_horizon}
+    return np.array(sorted(d for d in days if d <= min(longest_horizon, span_days)), dtype=np.float64)
+
+
+def visits_within(
+    spark: SparkSession, settings: Settings, as_of: dt.date, user_ids: np.ndarray, horizons: list[int]
+) -> dict[int, np.ndarray]:
+    """Each user's visits (sessions started) in the ``h`` days from ``as_of``, for every horizon
+    h, counted from the sessions (or the events), in the order of ``user_ids``."""
+    if not horizons:
+        return {}
+    start = dt.datetime.combine(as_of, dt.time())
+    starts = read_session_starts(spark, settings).join(_users_frame(spark, user_ids), "user_id")
+    after = F.col("session_start") >= F.lit(start)
+    counts = starts.groupBy("user_id").agg(
+        *[F.count(F.when(after & (F.col("session_start") < F.lit(start + dt.timedelta(days=h))), 1)).alias(f"h{h}") for h in horizons]
+    )
+    frame = counts.toPandas().set_index("user_id").reindex(user_ids).fillna(0)
+    return {h: frame[f"h{h}"].to_numpy(np.float64) for h in horizons}
 
 
 def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizons: list[int]) -> tuple[pd.DataFrame, list[str]]:
@@ -197,9 +233,13 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
                     update={
                         "until": origin,
                         "mode": "single",
-                        "epochs": conf.fold_epochs,
+                        "epochs": conf.fold_epochs or settings.train.epochs,
                         "alias": None,
                         "registered_model": None,
+                        # Every date before the origin trains, as the baselines learn from every
+                        # date before it; validating on the latest date with the longest horizon
+                        # known would leave an early origin a date or two to learn from.
+                        "validation": "users",
                         "validation_as_of": None,
                         "experiment": f"{settings.train.experiment}-folds",
                     }
@@ -208,7 +248,12 @@ def rolling_origins(view: DataFrame, settings: Settings, as_of: dt.date, horizon
         )
         try:
             trained = train_job.run(view.sparkSession, fold, stage="train_fold")
-            evaluated = evaluate_at(view, settings, origin, trained.outputs["model"], horizons)
+            try:
+                evaluated = evaluate_at(view, settings, origin, trained.outputs["model"], horizons)
+            finally:  # a fold's model is needed for its evaluation only: none pile up under _models
+                storage = Storage.for_settings(settings)
+                storage.remove(trained.outputs["model"])
+                storage.remove(trained.outputs["checkpoints"])
         except ValueError as exc:
             notes.append(f"origin {origin} skipped: {exc}")
             log.warning("rolling origin %s skipped: %s", origin, exc)
@@ -295,6 +340,7 @@ def truth_comparison(
         {
             "model": outputs["interest_half_life_days"][members],
             "reference_mle": reference,
+            "silence_half_life (contrast)": outputs["silence_half_life_days"][members],
             "return_median (contrast)": outputs["return_median_days"][members],
         },
         truth_tau[members] * np.log(2.0),
@@ -305,6 +351,7 @@ def truth_comparison(
         "interest_half_life_spearman_vs_truth": overall["model"],
         "reference_mle_spearman_vs_truth": overall["reference_mle"],
         "return_median_spearman_vs_truth": overall["return_median (contrast)"],
+        "silence_half_life_spearman_vs_truth": overall["silence_half_life (contrast)"],
     }
     return table, metrics
 
@@ -330,7 +377,7 @@ def _write_table(spark: SparkSession, settings: Settings, rows: pd.DataFrame, as
         spark.createDataFrame(rows).withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("model_version", F.lit(model_version))
     )
     # mergeSchema: a newer version may add metric columns to a table older runs wrote.
-    write_slice(spark, frame, path, f"as_of_date = '{as_of}' AND model_version = '{model_version}'", merge_schema=True)
+    write_slice(spark, frame, path, slice_predicate(as_of, model_version), merge_schema=True)
     return path
 
 
@@ -421,15 +468,12 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         truth = read_truth(spark, settings, main.user_ids)
         calibration, decay, visit_metrics = visit_checks(scorer, main, settings.features.window_days, truth)
         truth_tau, truth_table, truth_metrics = truth_section(spark, settings, main, truth, conf.seed)
-        metrics = {**headline_metrics(main, horizons, tiers), **visit_metrics, **truth_metrics}
+        future_tables, future_metrics = future_checks(scorer, main)
+        metrics = {**headline_metrics(main, horizons, tiers), **visit_metrics, **future_metrics, **truth_metrics}
         importance, explained_users = explain(scorer, main, horizons[-1], conf.seed, conf.explain_users)
         facts = {
             "model trained until": str(target.trained_until or "(not set)"),
             "sample sizes": sample_sizes(main, conf),
-            # train.calibrate_visits: what the model multiplies its expected visits by (not P(active)):
-            # the scale, and the slope's power of each user's visits in one window.
-            "expected visits scaled by": round(scorer.visits_scale, 4),
-            "expected visits calibration slope": round(scorer.visits_slope, 4),
             "risk tiers": f"{settings.score.tiers}: high below P={thresholds[0]:.3f}, medium below P={thresholds[1]:.3f}",
             **metrics,
         }
@@ -447,13 +491,15 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
             decay_check=decay,
             truth_tau_days=truth_tau,
             truth_by_sessions=truth_table,
+            **future_tables,
         )
+        # The table first: a report is only published for an evaluation that was recorded.
+        rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
+        table_path = _write_table(spark, settings, rows, target.as_of, target.version)
         storage = Storage.for_settings(settings)
         report_uri = storage.uri(Artifact.REPORTS, f"evaluate-{target.as_of}-{summary.run_id}")
         with storage.publishing(report_uri) as report_folder:
             write_report(report, report_folder)
-        rows = pd.concat([main.table.assign(fold="out_of_time"), folds], ignore_index=True).assign(evaluation_run_id=summary.run_id)
-        table_path = _write_table(spark, settings, rows, target.as_of, target.version)
         summary.counts = {
             "users": len(main.user_ids),
             "methods": len(METHODS),

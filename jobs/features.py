@@ -20,7 +20,16 @@ from interest_decay.contract import Table
 from interest_decay.features.windows import category_interest, is_boundary, sequences, user_windows
 from interest_decay.jobs.common.config import Settings
 from interest_decay.jobs.common.runs import RunSummary, stage_run
-from interest_decay.jobs.common.tables import latest_version, require_table, write_slice
+from interest_decay.jobs.common.tables import (
+    latest_version,
+    require_table,
+    retry_on_conflict,
+    set_table_properties,
+    table_exists,
+    table_property,
+    write_slice,
+)
+from interest_decay.jobs.common.views import VIEW_SETTINGS_PROPERTY, view_settings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +80,19 @@ def _write_view(
     )
     view_path = settings.table_path(Table.SEQUENCES)
     replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
-    write_slice(spark, view, view_path, replaced)
+    if table_exists(spark, view_path) and table_property(spark, view_path, VIEW_SETTINGS_PROPERTY) != view_settings(settings):
+        # Built with other settings (or before they were recorded): rebuilt whole, never mixed.
+        retry_on_conflict(
+            lambda: view.write.format("delta")
+            .mode("overwrite")
+            .option("overwriteSchema", "true")
+            .partitionBy("as_of_date")
+            .save(view_path),
+            f"rebuilding {view_path}",
+        )
+    else:
+        write_slice(spark, view, view_path, replaced)
+    set_table_properties(spark, view_path, {VIEW_SETTINGS_PROPERTY: view_settings(settings)})
     return view_path, replaced
 
 
@@ -106,6 +127,14 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         # log with dates only (CDNOW) gives the whole last day to its labels.
         observed_until = dt.datetime.combine(span["last"].date() + dt.timedelta(days=1), dt.time())
         as_of_dates = as_of_dates_for(span, settings, as_of)
+        view_path = settings.table_path(Table.SEQUENCES)
+        built = table_property(spark, view_path, VIEW_SETTINGS_PROPERTY)
+        if table_exists(spark, view_path) and built != view_settings(settings):
+            log.warning(
+                "the view at %s was built with other settings (%s): rebuilding every as-of date", view_path, built or "not recorded"
+            )
+            as_of_dates = as_of_dates_for(span, settings, None)
+            summary.inputs["rebuilt"] = True
         summary.inputs["as_of_dates"] = [str(d) for d in (as_of_dates[0], as_of_dates[-1])]
         log.info("features: %d as-of date(s) %s .. %s", len(as_of_dates), as_of_dates[0], as_of_dates[-1])
 

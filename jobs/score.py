@@ -21,7 +21,7 @@ from interest_decay.jobs.common.config import Settings
 from interest_decay.jobs.common.models import check_model_fits, local_model, resolve_model
 from interest_decay.jobs.common.runs import RunSummary, stage_run
 from interest_decay.jobs.common.storage import Storage
-from interest_decay.jobs.common.tables import table_exists, write_slice
+from interest_decay.jobs.common.tables import slice_predicate, table_exists, write_slice
 from interest_decay.jobs.common.udf import score_udf
 from interest_decay.jobs.common.views import read_view
 from interest_decay.model.data import flat_columns
@@ -39,26 +39,34 @@ def decaying_categories(interest: Column, min_drop: float) -> Column:
     return F.coalesce(F.transform(fading, lambda c: c["category"]), F.array().cast("array<string>"))
 
 
-def with_tier_and_action(scores: DataFrame, settings: Settings, thresholds: tuple[float, float]) -> DataFrame:
+def with_tier_and_action(scores: DataFrame, settings: Settings, thresholds: tuple[float, float], as_of: dt.date) -> DataFrame:
     """``risk_tier`` from P(active within the longest horizon) against ``thresholds`` (high risk
-    below the first, medium below the second) and the ``action`` the rules pick.
+    below the first, medium below the second), the ``action`` the rules pick, and ``act_by``: the
+    date by which the action should reach the user: before their visit rate has halved in
+    silence (the silence half-life; null when there is nothing to do).
 
     Rules, first that applies: high risk and a decaying category -> recommend that category;
-    high risk and a past buyer -> coupon; high risk -> win-back; medium risk -> reminder; else none.
+    high risk and a past buyer -> coupon; high risk -> win-back; medium risk -> reminder; low
+    risk but a silence half-life under ``score.fading_fast_days`` -> reminder; else none.
     """
     high_below, medium_below = thresholds
+    conf = settings.score
     p_longest = F.col(f"p_active_{max(settings.horizons_days)}d")
     tier = F.when(p_longest < high_below, "high").when(p_longest < medium_below, "medium").otherwise("low")
     past_buyer = F.col("static")[STATIC_FEATURES.index("total_purchases")] > 0
     high = F.col("risk_tier") == "high"
+    fading_fast = F.col("silence_half_life_days") < F.lit(conf.fading_fast_days)
     action = (
         F.when(high & (F.size("top_decaying_categories") > 0), F.concat(F.lit("recommend_category:"), F.col("top_decaying_categories")[0]))
         .when(high & past_buyer, "coupon")
         .when(high, "win_back")
         .when(F.col("risk_tier") == "medium", "reminder")
+        .when(fading_fast, "reminder")
         .otherwise("none")
     )
-    return scores.withColumn("risk_tier", tier).withColumn("action", action)
+    days_left = F.least(F.floor(F.col("silence_half_life_days")), F.lit(max(settings.horizons_days))).cast("int")
+    act_by = F.when(F.col("action") != "none", F.date_add(F.lit(as_of).cast("date"), days_left))
+    return scores.withColumn("risk_tier", tier).withColumn("action", action).withColumn("act_by", act_by)
 
 
 def _category_interest(spark: SparkSession, settings: Settings, as_of: dt.date) -> DataFrame:
@@ -91,13 +99,14 @@ def scores_frame(
     p_longest = f"p_active_{max(horizons)}d"
     thresholds = settings.score.thresholds(lambda probabilities: scored.approxQuantile(p_longest, probabilities, 1e-4))
     model_columns = [name for name, _ in score_columns(horizons)]
-    final = with_tier_and_action(scored, settings, thresholds).select(
+    final = with_tier_and_action(scored, settings, thresholds, as_of).select(
         "user_id",
         F.lit(as_of).cast("date").alias("as_of_date"),
         F.lit(model_version).alias("model_version"),
         *model_columns[: model_columns.index("z")],
         "risk_tier",
         "action",
+        "act_by",
         "top_decaying_categories",
         "z",
         "reconstruction_error",
@@ -120,14 +129,18 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None, m
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.score.arrow_batch_size))
         model_scores, final, thresholds = scores_frame(spark, settings, rows, as_of, (model_uri, model_version), summary.started_at)
         scores_path = settings.table_path(Table.SCORES)
-        slice_predicate = f"as_of_date = '{as_of}' AND model_version = '{model_version}'"
+        predicate = slice_predicate(as_of, model_version)
         try:
             # mergeSchema: a newer version may add score columns to a table older runs wrote.
-            write_slice(spark, final, scores_path, slice_predicate, merge_schema=True)
+            write_slice(spark, final, scores_path, predicate, merge_schema=True)
         finally:
             model_scores.unpersist()
 
-        written = spark.read.format("delta").load(scores_path).where(slice_predicate)
+        written = (
+            spark.read.format("delta")
+            .load(scores_path)
+            .where((F.col("as_of_date") == F.lit(as_of)) & (F.col("model_version") == model_version))
+        )
         tiers = {r["risk_tier"]: r["count"] for r in written.groupBy("risk_tier").count().collect()}
         summary.counts = {"users": rows.count(), "scored": sum(tiers.values()), **{f"tier.{t}": tiers.get(t, 0) for t in TIERS}}
         summary.outputs = {"scores": scores_path, "decay_curve_days": ",".join(str(d) for d in metadata["decay_curve_days"])}

@@ -76,12 +76,33 @@ def _fingerprint(settings: Settings, view_version: int, validation: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def register(run_id: str, name: str, alias: str | None) -> str:
-    """Register the run's model as a new version of ``name`` and move ``alias`` to it; the version."""
-    version = mlflow.register_model(f"runs:/{run_id}/model", name).version
-    if alias:
-        mlflow.tracking.MlflowClient().set_registered_model_alias(name, alias, version)
-    return str(version)
+def register(run_id: str, name: str) -> str:
+    """Register the run's model as a new version of ``name``; the version."""
+    return str(mlflow.register_model(f"runs:/{run_id}/model", name).version)
+
+
+def promote(settings: Settings, summary: RunSummary, force: bool = False) -> str:
+    """Move ``train.alias`` (the model ``score --model models:/<name>@<alias>`` serves) to this
+    run's model version, once the run is recorded in ``_runs``, and only when it is not worse on
+    its validation rows than the model the alias names now (the AUC at the longest horizon), or
+    when ``force``; what was decided, for the log."""
+    conf = settings.train
+    registered = summary.outputs.get("registered_model", "")
+    if not (conf.alias and registered):
+        return "no alias to move"
+    name, _, version = registered.rpartition("/")
+    client = mlflow.tracking.MlflowClient(tracking_uri(settings), registry_uri=tracking_uri(settings))
+    metric = f"final_val_auc_{max(settings.horizons_days)}d"
+    new = client.get_run(summary.outputs["mlflow_run_id"]).data.metrics.get(metric)
+    try:
+        current = client.get_model_version_by_alias(name, conf.alias)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    old = client.get_run(current.run_id).data.metrics.get(metric) if current is not None else None
+    if not force and current is not None and old is not None and (new is None or new < old):
+        return f"{conf.alias} stays on version {current.version} ({metric} {old:.4f}; this run's {new if new is None else round(new, 4)})"
+    client.set_registered_model_alias(name, conf.alias, version)
+    return f"{conf.alias} moved to version {version} ({metric} {new if new is None else round(new, 4)}, was {old if old is None else round(old, 4)})"
 
 
 @dataclass(frozen=True)
@@ -173,17 +194,17 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
             horizons_days=tuple(settings.horizons_days),
             hidden_units=conf.hidden_units,
             latent_dim=conf.latent_dim,
-            n_components=conf.n_components,
             use_vae=conf.use_vae,
+            draws=conf.posterior_draws,
+            future_windows=settings.features.future_windows,
         ),
         feature_spec=view_spec(settings.features.n_windows, settings.features.window_days, settings.horizons_days),
         loss_weights=LossWeights(
             step=conf.step_weight,
             count=conf.count_weight,
             count_likelihood=conf.count_likelihood,
-            floor_pooling=conf.floor_pooling,
+            baseline_pooling=conf.baseline_pooling,
             count_row_weights=conf.count_row_weights,
-            frailty=conf.frailty,
             recon=conf.recon_weight,
             beta=conf.beta,
             kl_warmup_epochs=conf.kl_warmup_epochs,
@@ -201,10 +222,10 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
         mixed_precision=conf.mixed_precision,
         seed=conf.seed,
         average_from_epoch=conf.average_from_epoch,
-        calibrate_visits=conf.calibrate_visits,
-        calibrate_visits_slope=conf.calibrate_visits_slope,
         members=conf.members,
         training_facts={
+            # What the model's scores and evaluations are filed under (jobs.common.models.resolve_model).
+            "model_version": mlflow_run_id,
             "until": str(conf.until or ""),
             "validation": rows.validation,
             "sequences_version": rows.view_version,
@@ -242,7 +263,7 @@ def _log_to_mlflow(settings: Settings, plan: RunPlan, artifacts: RunArtifacts, c
     conf = settings.train
     run_id = plan.mlflow_run_id
     mlflow.log_artifacts(str(artifacts.storage.fetch(artifacts.model)), artifact_path="model")
-    registered = f"{conf.registered_model}/{register(run_id, conf.registered_model, conf.alias)}" if conf.registered_model else ""
+    registered = f"{conf.registered_model}/{register(run_id, conf.registered_model)}" if conf.registered_model else ""
     mlflow.log_dict(plan.feature_spec, "feature_spec.json")
     mlflow.log_dict(plan.normalisation.to_dict(), "normalisation.json")
     mlflow.log_metrics(
@@ -272,28 +293,41 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         **{
             k: round(v, 4)
             for k, v in final.items()
-            if k.startswith(("val_auc", "val_decay_nll", "val_survival", "val_visits", "loss", "count_dispersion", "frailty"))
+            if k.startswith(
+                (
+                    "val_auc",
+                    "val_returners",
+                    "val_decay_nll",
+                    "val_survival",
+                    "val_count",
+                    "val_kl",
+                    "val_visits",
+                    "loss",
+                    "kl",
+                    "count_dispersion",
+                )
+            )
         },
         **{f"recency_auc_{h}d": round(v, 4) for h, v in recency.items()},
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
         "processes": results[0]["size"],
-        # What the saved model multiplies its expected visits by (train.calibrate_visits, _slope).
-        "visits_scale": round(results[0]["visits_scale"], 4),
-        "visits_slope": round(results[0]["visits_slope"], 4),
     }
     for i, member in enumerate(fit["member_metrics"]):  # how far apart the averaged members were
-        summary.metrics.update({f"member{i}_{k}": round(v, 4) for k, v in member.items() if k.startswith(("val_auc", "val_visits"))})
+        summary.metrics.update(
+            {f"member{i}_{k}": round(v, 4) for k, v in member.items() if k.startswith(("val_auc", "val_returners", "val_visits"))}
+        )
     if len(results) > 1:  # every rank must end with rank 0's weights
         digests = [r["weights_digest"] for r in results]
         summary.metrics["rank_weight_spread"] = float(max(digests) - min(digests))
     summary.inputs["resumed_from_epoch"] = fit["first_epoch"]
 
 
-def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str = "train") -> RunSummary:
+def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str = "train", force: bool = False) -> RunSummary:
     """Train, save the model as a SavedModel, log it to MLflow, and summarise.
 
     ``stage`` names the run in ``_runs``: the evaluation's rolling-origin models are recorded as
-    ``train_fold``, so they never become the model that scoring picks by default.
+    ``train_fold``, so they never become the model that scoring picks by default. ``force``
+    moves ``train.alias`` to the new model even when it validates worse than the current one.
     """
     conf = settings.train
     inputs = {"sequences": settings.table_path(Table.SEQUENCES), "until": str(conf.until or ""), "mode": conf.mode}
@@ -326,6 +360,8 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
             "mlflow_tracking_uri": tracking_uri(settings),
             "checkpoints": str(checkpoints),
         }
+    # After the run is recorded: a crash before this leaves the alias where it was.
+    log.info("train: %s", promote(settings, summary, force=force))
     return summary
 
 

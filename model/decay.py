@@ -1,48 +1,67 @@
-"""The parametric decay head: each user's own fading interest on top of the user's own baseline.
+"""Each user's interest as one probability model: a chance of still being there, and for a user
+who is, visits that re-excite interest and fade, over a baseline, until the user leaves.
 
-A user's expected visit rate ``d`` days after the as-of date (visits = sessions) is
+Per user (and per draw of the user's latent state, see model/network.py), from the as-of date on:
 
-    rate(d)   = sum_k level_k * exp(-d / tau_k) + floor
-    Lambda(d) = sum_k level_k * tau_k * (1 - exp(-d / tau_k)) + floor * d      (expected visits in d days)
-    S(d)      = exp(-Lambda(d))                                                 (P(no visit in d days))
+    there now    with probability p_alive; a user who has left never visits again
+    leaving      a user still there leaves at rate ``dropout`` per day (as in Pareto/NBD)
+    visits       while there, a self-exciting (Hawkes) process with intensity
+                     lambda(s) = baseline + Y(s)
+                 where the excitation Y fades with time constant ``tau`` and jumps by
+                 alpha = branching / tau at every visit: each visit brings ``branching`` (< 1)
+                 more visits on average. Y(0), the excitation now, is alpha times what the user's
+                 own past visits left (each faded by its age) plus what the network adds.
 
-or, when users who look alike differ by a gamma factor of variance a on their rate (the
-``frailty``), S(d) = (1 + a Lambda(d))^(-1/a), with Lambda still the mean visits.
+Closed forms for a user still there, s days on:
 
-``level_k`` is today's interest in component k (visits per day above the baseline), ``tau_k`` how
-fast it fades (days), ``floor`` the baseline that stays. From these, in closed form:
+    before the next visit    lambda(s) = baseline + excitation exp(-s / tau)
+                             R(s) = baseline s + excitation tau (1 - exp(-s / tau))
+    P(no visit within d)     S_there(d) = exp(-dropout d - R(d)) + int_0^d dropout exp(-dropout t - R(t)) dt
+    expected visits          M(d) = mu_e E(dropout, d) + (excitation - y_inf) E(dropout + kappa, d)
+                             with kappa = (1 - branching) / tau, y_inf = branching baseline / (1 - branching),
+                             mu_e = baseline / (1 - branching), E(c, d) = (1 - exp(-c d)) / c
 
-- P(active within h days) = 1 - S(h), for any h;
-- expected visits in h days = Lambda(h);
-- the interest half-life: days until the excess rate (rate - floor) halves,
-  sum_k level_k exp(-d / tau_k) = 1/2 sum_k level_k; for one component exactly tau ln 2;
-- the return median: days until S(d) = 1/2 (the median wait for the next visit);
-- the baseline (floor) and today's interest over it (sum_k level_k / floor).
+(the first return is exact: nothing new excites before it; M counts the visits that visits bring).
+Over being there or not, one distribution, from which every output comes:
 
-The curve is learned from what follows each as-of date: the censored time to the next visit
-(:func:`survival_nll`) and the visits in each of the next few windows (:func:`window_count_nll`).
-The first alone mostly says which users are still away; how fast each one's visits fade is in
-the counts over several windows.
+    P(active within d) = p_alive (1 - S_there(d)),   E[visits within d] = p_alive M(d)
 
-``decay_params`` [B, 2K + 1] = (log level_k today, tau_k in days, log floor): logs, so a level that
-has faded to almost nothing keeps its share of the excess (the interest half-life stays defined).
+The interest measures a team reads (docs/model.md):
+
+- the interest half-life: days until the interest a visit brings, alpha exp(-s / tau), has
+  halved (tau ln 2, over the draws);
+- the silence half-life: days of silence until the expected visit rate, P(still there | silent
+  s days) x lambda(s), has halved; silence lowers it twice, through the excitation fading and
+  through the growing chance the user has left, and the dropout share says how much of it is
+  the second;
+- interest now: the share of today's rate that is excitation, times P(still there), in [0, 1].
+
+``params`` [..., 6] = (logit p_alive, log baseline, log excitation, tau in days, branching, log dropout).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
-MIN_TAU_DAYS = 0.5
-MAX_TAU_DAYS = 365.0
-# Soft upper bounds on log rates (visits per day): e^7 ~ 1,100 visits a day is already a bot.
+PARAMS_LAYOUT = "logit_alive,log_baseline,log_excitation,tau_days,branching,log_dropout/v3"
+N_PARAMS = 6
+MIN_TAU_DAYS, MAX_TAU_DAYS = 0.5, 365.0
+MAX_BRANCHING = 0.9
+# Soft upper bound on log rates (visits per day): e^7 ~ 1,100 visits a day is already a bot.
 MAX_LOG_RATE = 7.0
-RETURN_MEDIAN_CAP_DAYS = 365.0
+MIN_DROPOUT, MAX_DROPOUT = 1e-5, 1.0
+# Interest that does not halve (or a return median not reached) within this many days is given as it.
+CAP_DAYS = 3650.0
 # Bounds of the negative binomial count likelihood's dispersion (variance = mu (1 + dispersion mu)).
-MIN_DISPERSION = 1e-3
-MAX_DISPERSION = 10.0
-PARAMS_LAYOUT = "log_level_now,tau_days,log_floor/v2"
+MIN_DISPERSION, MAX_DISPERSION = 1e-3, 10.0
+# The dropout integral's grid on [0, d], as shares of d: fine near 0, where a busy user's chance of
+# no visit falls fastest.
+_SHARES = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 47)]).astype(np.float32)
+# The days on which the silence curves (half-life, return median) are computed for every user.
+SILENCE_DAYS = np.concatenate([[0.0], np.geomspace(0.05, CAP_DAYS, 159)]).astype(np.float32)
 
 
 def _soft_max(value: tf.Tensor, bound: float) -> tf.Tensor:
@@ -50,193 +69,195 @@ def _soft_max(value: tf.Tensor, bound: float) -> tf.Tensor:
     return bound - tf.nn.softplus(bound - value)
 
 
-def tau_from_raw(raw: tf.Tensor) -> tf.Tensor:
-    """Raw head outputs -> time constants bounded to [MIN_TAU_DAYS, MAX_TAU_DAYS], log-uniformly."""
-    low, high = math.log(MIN_TAU_DAYS), math.log(MAX_TAU_DAYS)
-    return tf.exp(low + (high - low) * tf.sigmoid(raw))
+def _log_bounded(raw: tf.Tensor, low: float, high: float) -> tf.Tensor:
+    """A raw output -> a value in [low, high], log-uniformly."""
+    return tf.exp(math.log(low) + (math.log(high) - math.log(low)) * tf.sigmoid(raw))
 
 
-def raw_for_tau(tau_days: float) -> float:
-    """The raw head output whose :func:`tau_from_raw` is ``tau_days`` (for initial biases)."""
-    low, high = math.log(MIN_TAU_DAYS), math.log(MAX_TAU_DAYS)
-    share = (math.log(tau_days) - low) / (high - low)
+def raw_for_log_bounded(value: float, low: float, high: float) -> float:
+    """The raw output whose :func:`_log_bounded` is ``value`` (for initial biases)."""
+    share = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
     return math.log(share / (1.0 - share))
 
 
-def head_params(raw: tf.Tensor, n_components: int) -> tf.Tensor:
-    """Raw head outputs [B, 2K + 1] -> decay_params [B, 2K + 1]: log levels and log floor kept
-    below e^7 visits a day, time constants bounded to [MIN_TAU_DAYS, MAX_TAU_DAYS]. Nothing
-    scales the floor or pins a time constant, so both can move per user."""
-    k = n_components
-    log_level = _soft_max(raw[:, :k], MAX_LOG_RATE)
-    tau = tau_from_raw(raw[:, k : 2 * k])
-    log_floor = _soft_max(raw[:, 2 * k :], MAX_LOG_RATE)
-    return tf.concat([log_level, tau, log_floor], axis=1)
+def raw_for_branching(value: float) -> float:
+    share = value / MAX_BRANCHING
+    return math.log(share / (1.0 - share))
 
 
-def average_curves(member_params: list[tf.Tensor], n_components: int) -> tf.Tensor:
-    """The mean of several models' decay curves as one curve of the same form, [B, 2NK + 1].
-
-    The mean of N curves sum_k level_k exp(-d / tau_k) + floor is itself such a curve with the
-    N x K components, each level divided by N, and the mean of the floors. So every closed form
-    (Lambda, S, the half-life, the return median) reads the average as it reads one model.
-    """
-    n = len(member_params)
-    if n == 0:
-        raise ValueError("member_params is empty: average at least one model's curves")
-    k, shrink = n_components, math.log(float(n))
-    levels = [params[:, :k] - shrink for params in member_params]
-    taus = [params[:, k : 2 * k] for params in member_params]
-    floors = tf.concat([params[:, 2 * k :] for params in member_params], axis=1)
-    log_floor = tf.reduce_logsumexp(floors, axis=1, keepdims=True) - shrink
-    return tf.concat([*levels, *taus, log_floor], axis=1)
+def past_excitation(sessions: tf.Tensor, ages_days: tf.Tensor, tau: tf.Tensor) -> tf.Tensor:
+    """What the user's own past visits left of excitation per unit of alpha, [B, D]:
+    sum over windows w of sessions_w exp(-age_w / tau). ``sessions`` [B, T], ``ages_days`` [T]
+    (each window's middle, days before the as-of date), ``tau`` [B, D] (one per draw)."""
+    faded = tf.exp(-ages_days[None, None, :] / tau[..., None])  # [B, D, T]
+    return tf.reduce_sum(tf.cast(sessions, tau.dtype)[:, None, :] * faded, axis=-1)
 
 
-def split_params(params: tf.Tensor, n_components: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """decay_params [B, 2K + 1] -> (level today [B, K], tau_days [B, K], floor [B, 1]), rates per day."""
-    k = n_components
-    return tf.exp(params[:, :k]), params[:, k : 2 * k], tf.exp(params[:, 2 * k :])
+def params_from_raw(raw: tf.Tensor, sessions: tf.Tensor, ages_days: tf.Tensor) -> tf.Tensor:
+    """Raw head outputs [B, D, 6] -> params [B, D, 6].
+
+    raw = (logit p_alive, log baseline, log excitation the past visits do not explain, tau,
+    branching, dropout): the excitation now is alpha x :func:`past_excitation` + the network's
+    own (for example what a first visit started)."""
+    tau = _log_bounded(raw[..., 3], MIN_TAU_DAYS, MAX_TAU_DAYS)
+    branching = MAX_BRANCHING * tf.sigmoid(raw[..., 4])
+    excitation = branching / tau * past_excitation(sessions, ages_days, tau) + tf.exp(_soft_max(raw[..., 2], MAX_LOG_RATE))
+    return tf.stack(
+        [
+            raw[..., 0],
+            _soft_max(raw[..., 1], MAX_LOG_RATE),
+            tf.math.log(excitation + 1e-12),
+            tau,
+            branching,
+            tf.math.log(_log_bounded(raw[..., 5], MIN_DROPOUT, MAX_DROPOUT)),
+        ],
+        axis=-1,
+    )
 
 
-def cumulative_rate(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
-    """Lambda(d), the expected visits in the next d days: [B, H] for ``days`` of shape [B, H],
-    [B, 1] (one per user) or [1, H] (a shared grid)."""
-    level, tau, floor = split_params(params, n_components)
-    d = tf.convert_to_tensor(days, dtype=params.dtype)
-    faded = level[:, None, :] * tau[:, None, :] * (1.0 - tf.exp(-d[..., None] / tau[:, None, :]))
-    return tf.reduce_sum(faded, axis=-1) + floor * d
+def split(params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(p_alive, baseline, excitation, tau, branching, dropout), each params' shape without its last axis."""
+    return (
+        tf.sigmoid(params[..., 0]),
+        tf.exp(params[..., 1]),
+        tf.exp(params[..., 2]),
+        params[..., 3],
+        params[..., 4],
+        tf.exp(params[..., 5]),
+    )
 
 
-def rate(params: tf.Tensor, days: tf.Tensor, n_components: int) -> tf.Tensor:
-    """rate(d) [B, H] in visits per day, shapes as in :func:`cumulative_rate`."""
-    level, tau, floor = split_params(params, n_components)
-    d = tf.convert_to_tensor(days, dtype=params.dtype)
-    return tf.reduce_sum(level[:, None, :] * tf.exp(-d[..., None] / tau[:, None, :]), axis=-1) + floor
+def _segments(values: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
+    """The integral of a positive function over each step of ``grid`` (last axis), from its
+    ``values`` on the grid, taking it as exponential between two grid days: exact for
+    exp(-c t), and within a trapezoid's error of it for anything smoother. [..., G - 1]."""
+    left, right = values[..., :-1], values[..., 1:]
+    width = grid[..., 1:] - grid[..., :-1]
+    log_ratio = tf.math.log(tf.maximum(left, 1e-30)) - tf.math.log(tf.maximum(right, 1e-30))
+    flat = tf.abs(log_ratio) < 1e-3
+    safe = tf.where(flat, tf.ones_like(log_ratio), log_ratio)
+    return width * tf.where(flat, (left + right) / 2.0, (left - right) / safe)
 
 
-def survival_from_cumulative(cumulative: tf.Tensor, frailty: tf.Tensor | float | None = None) -> tf.Tensor:
-    """S = P(no visit) from Lambda, the expected visits: exp(-Lambda) for a Poisson process;
-    (1 + a Lambda)^(-1/a) when each user's rate is Lambda's times a gamma-distributed factor of
-    mean 1 and variance ``frailty`` = a (see :func:`survival`)."""
-    if frailty is None:
-        return tf.exp(-cumulative)
-    a = tf.cast(frailty, cumulative.dtype)
-    return tf.exp(-tf.math.log1p(a * cumulative) / a)
+def _e(c: tf.Tensor, d: tf.Tensor) -> tf.Tensor:
+    """(1 - exp(-c d)) / c, which is d where c d is near 0."""
+    cd = c * d
+    small = cd < 1e-4
+    safe = tf.where(small, tf.ones_like(c), c)
+    return tf.where(small, d * (1.0 - cd / 2.0), -tf.math.expm1(-cd) / safe)
 
 
-def survival(params: tf.Tensor, days: tf.Tensor, n_components: int, frailty: tf.Tensor | float | None = None) -> tf.Tensor:
-    """S(d) = P(no visit within d days), [B, H].
-
-    With ``frailty`` (a gamma frailty's variance, a > 0), Lambda(d) is the mean of the expected
-    visits of the users who look like this one, and their own rates spread around it: P(active)
-    is then below 1 - exp(-Lambda), because the visits of the busier ones do not bring back more
-    users. Without it, one Poisson rate has to serve both how many users come back and how
-    often, and neither comes out right when users who look alike differ.
-    """
-    return survival_from_cumulative(cumulative_rate(params, days, n_components), frailty)
+def _expand(params: tf.Tensor, days: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """params [..., 6] and ``days`` [H] or [..., H] -> (params [..., 1, 6], days [..., H])."""
+    days = tf.convert_to_tensor(days, params.dtype)
+    return params[..., None, :], days
 
 
-def survival_nll(
-    params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor, n_components: int, frailty: tf.Tensor | None = None
-) -> tf.Tensor:
-    """Negative log-likelihood [B] of each user's time to the next visit, right-censored.
+def before_next_visit(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
+    """R(d): the expected visits before the next one, as if it never came: [..., H]."""
+    p, d = _expand(params, days)
+    _, baseline, excitation, tau, _, _ = split(p)
+    return baseline * d + excitation * tau * (-tf.math.expm1(-d / tau))
 
-    Observed return after ``d`` days: minus the log density, -log rate(d) + Lambda(d). Censored
-    at ``d`` (not back by then, as far as we know): -log S(d) = Lambda(d). With a gamma
-    ``frailty`` a: -log S(d) = log(1 + a Lambda(d)) / a, and the density is
-    rate(d) (1 + a Lambda(d))^(-1/a - 1).
+
+def rate_before_next_visit(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
+    """lambda(d) = baseline + excitation exp(-d / tau): [..., H]."""
+    p, d = _expand(params, days)
+    _, baseline, excitation, tau, _, _ = split(p)
+    return baseline + excitation * tf.exp(-d / tau)
+
+
+def survival_there(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
+    """S_there(d) = P(no visit within d days | still there at the as-of date): [..., H]."""
+    p, d = _expand(params, days)
+    dropout = split(p)[5]
+    grid = d[..., None] * tf.constant(_SHARES)  # [..., H, G]
+    inside = tf.exp(-dropout[..., None] * grid - before_next_visit(params[..., None, :], grid))
+    integral = tf.reduce_sum(_segments(dropout[..., None] * inside, grid), axis=-1)
+    return inside[..., -1] + integral
+
+
+def expected_visits_there(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
+    """M(d): the visits a user still there at the as-of date makes within d days, on average: [..., H]."""
+    p, d = _expand(params, days)
+    _, baseline, excitation, tau, branching, dropout = split(p)
+    kappa = (1.0 - branching) / tau
+    y_inf = branching * baseline / (1.0 - branching)
+    return baseline / (1.0 - branching) * _e(dropout, d) + (excitation - y_inf) * _e(dropout + kappa, d)
+
+
+def p_alive(params: tf.Tensor) -> tf.Tensor:
+    return tf.sigmoid(params[..., 0])
+
+
+def p_active(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
+    """P(at least one visit within d days) = p_alive (1 - S_there(d)): [..., H]."""
+    return p_alive(params)[..., None] * (1.0 - survival_there(params, days))
+
+
+def expected_visits(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
+    """E[visits within d days] = p_alive M(d): [..., H]."""
+    return p_alive(params)[..., None] * expected_visits_there(params, days)
+
+
+def window_visits_there(params: tf.Tensor, n_windows: int | tf.Tensor, window_days: float) -> tf.Tensor:
+    """Expected visits of a user still there in each of the next windows, [..., W]."""
+    edges = tf.cast(tf.range(n_windows + 1), params.dtype) * window_days
+    cumulative = expected_visits_there(params, edges)
+    return cumulative[..., 1:] - cumulative[..., :-1]
+
+
+# --- likelihoods (training) -------------------------------------------------------------------
+
+
+def survival_nll(params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor) -> tf.Tensor:
+    """-log likelihood [B] of each user's time to the next visit, right-censored; params [B, 6].
+
+    Back after d days: -log(p_alive exp(-dropout d - R(d)) lambda(d)) (the user was there, did
+    not leave, and came). Not back by d as far as we know: -log(1 - p_alive + p_alive S_there(d)).
     """
     d = tf.maximum(tf.cast(days_to_next, params.dtype), 1e-3)[:, None]
     observed = 1.0 - tf.cast(censored, params.dtype)
-    log_rate = tf.math.log(rate(params, d, n_components)[:, 0] + 1e-8)
-    cumulative = cumulative_rate(params, d, n_components)[:, 0]
-    if frailty is None:
-        return cumulative - observed * log_rate
-    a = tf.cast(frailty, params.dtype)
-    log_spread = tf.math.log1p(a * cumulative)
-    return log_spread / a + observed * (log_spread - log_rate)
+    log_alive, log_gone = tf.math.log_sigmoid(params[:, 0]), tf.math.log_sigmoid(-params[:, 0])
+    dropout = tf.exp(params[:, 5])
+    back = log_alive - dropout * d[:, 0] - before_next_visit(params, d)[:, 0] + tf.math.log(rate_before_next_visit(params, d)[:, 0] + 1e-12)
+    away = tf.reduce_logsumexp(tf.stack([log_gone, log_alive + tf.math.log(survival_there(params, d)[:, 0] + 1e-12)], axis=-1), axis=-1)
+    return -(observed * back + (1.0 - observed) * away)
 
 
-def _poisson_terms(expected: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
-    """mu - n log mu per window (the log n! term does not depend on the model), [B, W]."""
-    return expected - counts * tf.math.log(expected + 1e-8)
-
-
-def window_visits(params: tf.Tensor, n_windows: int | tf.Tensor, window_days: float, n_components: int) -> tf.Tensor:
-    """Expected visits [B, n_windows] in each of the next windows after the as-of date: window i
-    expects Lambda((i + 1) W) - Lambda(i W)."""
-    edges = tf.cast(tf.range(n_windows + 1), params.dtype)[None, :] * window_days
-    cumulative = cumulative_rate(params, edges, n_components)
-    return cumulative[:, 1:] - cumulative[:, :-1]
-
-
-def _negative_binomial_terms(expected: tf.Tensor, counts: tf.Tensor, dispersion: tf.Tensor) -> tf.Tensor:
-    """The negative binomial NLL per window with mean mu and variance mu (1 + dispersion mu),
-    log n! left out as in :func:`_poisson_terms` (so the two compare, and it tends to the Poisson
-    one as the dispersion goes to 0), [B, W].
-
-    In float64: with r = 1 / dispersion in the hundreds, lgamma(n + r) - lgamma(r) loses most of
-    its digits in float32.
-    """
+def _log_counts_there(expected: tf.Tensor, counts: tf.Tensor, dispersion: tf.Tensor | None) -> tf.Tensor:
+    """log P(counts | there) per window without the log n! term (0 for a count of 0), [B, W]."""
+    if dispersion is None:
+        return counts * tf.math.log(expected + 1e-8) - expected
     mu, n = tf.cast(expected, tf.float64) + 1e-8, tf.cast(counts, tf.float64)
     r = 1.0 / tf.cast(dispersion, tf.float64)
-    terms = tf.math.lgamma(r) - tf.math.lgamma(n + r) + r * tf.math.log1p(mu / r) + n * (tf.math.log(r + mu) - tf.math.log(mu))
-    return tf.cast(terms, expected.dtype)
+    # In float64: with r in the hundreds lgamma(n + r) - lgamma(r) loses most of its digits in float32.
+    log_p = tf.math.lgamma(n + r) - tf.math.lgamma(r) - r * tf.math.log1p(mu / r) + n * (tf.math.log(mu) - tf.math.log(r + mu))
+    return tf.cast(log_p, expected.dtype)
+
+
+def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, dispersion: tf.Tensor | None = None) -> tf.Tensor:
+    """-log likelihood [B] of the visits in each of the next windows, params [B, 6].
+
+    A user who has left shows no visit in any window; a user still there shows Poisson (or,
+    with ``dispersion``, negative binomial) counts with :func:`window_visits_there` as means.
+    So the chance of having left is one for all of a user's windows, as it is in the world. A
+    count below 0 marks a window not over when the data end, left out. log n! is left out (it
+    does not depend on the model)."""
+    counts = tf.cast(future_sessions, params.dtype)
+    known = counts >= 0
+    seen = tf.maximum(counts, 0.0)
+    expected = window_visits_there(params, tf.shape(counts)[1], window_days)
+    log_there = tf.reduce_sum(tf.where(known, _log_counts_there(expected, seen, dispersion), 0.0), axis=-1)
+    silent = tf.reduce_all(tf.logical_or(~known, seen == 0), axis=-1)
+    log_alive, log_gone = tf.math.log_sigmoid(params[:, 0]), tf.math.log_sigmoid(-params[:, 0])
+    gone = tf.where(silent, log_gone, tf.fill(tf.shape(log_gone), tf.constant(-1e9, params.dtype)))
+    return -tf.reduce_logsumexp(tf.stack([gone, log_alive + log_there], axis=-1), axis=-1)
 
 
 def dispersion_from_raw(raw: tf.Tensor) -> tf.Tensor:
-    """A raw variable -> the negative binomial dispersion, bounded to [MIN_DISPERSION, MAX_DISPERSION]
-    log-uniformly (0 would be Poisson; 10 is a variance ten times the square of the mean)."""
-    low, high = math.log(MIN_DISPERSION), math.log(MAX_DISPERSION)
-    return tf.exp(low + (high - low) * tf.sigmoid(raw))
-
-
-def window_count_nll(
-    params: tf.Tensor,
-    future_sessions: tf.Tensor,
-    window_days: float,
-    n_components: int,
-    dispersion: tf.Tensor | None = None,
-    frailty: tf.Tensor | None = None,
-) -> tf.Tensor:
-    """Negative log-likelihood [B] of the visits in each of the next windows after the as-of
-    date (:func:`window_visits`): Poisson; or negative binomial with ``dispersion``, each window
-    on its own (visits that come in bursts); or, with a gamma ``frailty``, the windows together
-    (:func:`_shared_frailty_terms`: one factor scales all of a user's windows). A count below 0
-    marks a window not observed yet (past the end of the data) and is left out."""
-    if dispersion is not None and frailty is not None:
-        raise ValueError("give dispersion or frailty, not both: the frailty already makes the counts negative binomial")
-    counts = tf.cast(future_sessions, params.dtype)
-    expected = window_visits(params, tf.shape(counts)[1], window_days, n_components)
-    seen = tf.maximum(counts, 0.0)
-    if frailty is not None:
-        return _shared_frailty_terms(expected, seen, counts >= 0, frailty)
-    terms = _poisson_terms(expected, seen) if dispersion is None else _negative_binomial_terms(expected, seen, dispersion)
-    return tf.reduce_sum(tf.where(counts >= 0, terms, 0.0), axis=-1)
-
-
-def _shared_frailty_terms(expected: tf.Tensor, counts: tf.Tensor, known: tf.Tensor, frailty: tf.Tensor) -> tf.Tensor:
-    """NLL [B] of the known windows' counts n_w with means mu_w, all scaled by one gamma factor
-    of mean 1 and variance a = 1/r (log n_w! left out, as in :func:`_poisson_terms`; it tends to
-    the Poisson sum as a goes to 0). With N = sum n_w and M = sum mu_w:
-
-        -log P = lgamma(r) - lgamma(r + N) + (r + N) log(1 + M / r) + N log r - sum n_w log mu_w
-
-    In float64, as :func:`_negative_binomial_terms` and for the same reason.
-    """
-    mu = tf.cast(expected, tf.float64) + 1e-8
-    n = tf.where(known, tf.cast(counts, tf.float64), 0.0)
-    mu_known = tf.where(known, mu, 0.0)
-    total_n, total_mu = tf.reduce_sum(n, axis=-1), tf.reduce_sum(mu_known, axis=-1)
-    r = 1.0 / tf.cast(frailty, tf.float64)
-    nll = (
-        tf.math.lgamma(r)
-        - tf.math.lgamma(r + total_n)
-        + (r + total_n) * tf.math.log1p(total_mu / r)
-        + total_n * tf.math.log(r)
-        - tf.reduce_sum(n * tf.math.log(mu), axis=-1)
-    )
-    return tf.cast(nll, expected.dtype)
+    """A raw variable -> the negative binomial dispersion, in [MIN_DISPERSION, MAX_DISPERSION] log-uniformly."""
+    return _log_bounded(raw, MIN_DISPERSION, MAX_DISPERSION)
 
 
 def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.Tensor:
@@ -252,84 +273,120 @@ def count_row_weights(recent_sessions: tf.Tensor, last_windows: int = 4) -> tf.T
     return 1.0 / (1.0 + tf.maximum(recent, 0.0))
 
 
-def _bisect(function, low: tf.Tensor, high: tf.Tensor, steps: int = 40) -> tf.Tensor:  # noqa: ANN001
-    """The d in [low, high] where the decreasing ``function(d)`` [B] crosses zero, per user."""
-
-    def halve(step: tf.Tensor, low: tf.Tensor, high: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        middle = (low + high) / 2
-        above = function(middle) > 0
-        return step + 1, tf.where(above, middle, low), tf.where(above, high, middle)
-
-    # A loop op, not a Python loop: unrolled, 40 steps made the saved model's graph (and the time
-    # to trace and save it) several times larger.
-    _, low, high = tf.while_loop(lambda step, *_: step < steps, halve, (tf.constant(0), low, high))
-    return (low + high) / 2
+# --- what a user's row says (serving) ---------------------------------------------------------
 
 
-def return_median_days(
-    params: tf.Tensor, n_components: int, cap: float = RETURN_MEDIAN_CAP_DAYS, frailty: tf.Tensor | float | None = None
-) -> tf.Tensor:
-    """Days until the chance of having come back reaches one half (S(d) = 1/2), per user [B]:
-    the median wait for the next visit. A curve that does not reach one half within ``cap``
-    days gives ``cap``. Bisection on the closed form, in TensorFlow ops (it runs in the saved model).
-    S = 1/2 where Lambda = ln 2, or (2^a - 1) / a with a gamma ``frailty`` a."""
-    params = tf.convert_to_tensor(params, tf.float32)
-    if frailty is None:
-        target = math.log(2.0)
-    else:
-        a = tf.cast(frailty, tf.float32)
-        target = tf.math.expm1(a * math.log(2.0)) / a
-
-    def still_away(d: tf.Tensor) -> tf.Tensor:
-        return target - cumulative_rate(params, d[:, None], n_components)[:, 0]
-
-    low = tf.zeros_like(params[:, 0])
-    reaches = still_away(low + cap) <= 0
-    return tf.where(reaches, _bisect(still_away, low, low + cap), cap)
+def day_grid(*days: object) -> np.ndarray:
+    """The serving grid: SILENCE_DAYS and every day asked for (horizons, the decay curve's days),
+    sorted and unique, from 0. Whatever is read off it is read at a grid day exactly."""
+    wanted = np.concatenate([np.ravel(np.asarray(d, np.float32)) for d in days]) if days else np.zeros(0, np.float32)
+    return np.union1d(SILENCE_DAYS, wanted).astype(np.float32)
 
 
-def interest_half_life_days(params: tf.Tensor, n_components: int) -> tf.Tensor:
-    """Days until the user's excess rate over the baseline halves, per user [B].
+def at_days(curve: tf.Tensor, grid: np.ndarray, days: object) -> tf.Tensor:
+    """``curve`` [..., G] on ``grid`` read at ``days`` (each of them a grid day)."""
+    return tf.gather(curve, np.searchsorted(grid, np.asarray(days, np.float32)), axis=-1)
 
-    Solves sum_k w_k exp(-d / tau_k) = 1/2 with w_k each component's share of today's excess
-    (from the log levels, so a faded excess keeps its shape); one component gives tau ln 2.
-    Always reached within MAX_TAU_DAYS ln 2.
+
+def survival_there_on(params: tf.Tensor, grid: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    """(S_there, still there with no visit yet), each [..., G], on every day of ``grid`` (from
+    0) at once: the dropout integral is one cumulative sum over the grid, where :func:`survival_there`
+    takes a quadrature per day."""
+    days = tf.constant(grid)
+    dropout = split(params)[5][..., None]
+    undropped = tf.exp(-dropout * days - before_next_visit(params, days))
+    steps = _segments(dropout * undropped, days)
+    left_silent = tf.concat([tf.zeros_like(steps[..., :1]), tf.cumsum(steps, axis=-1)], axis=-1)
+    return undropped + left_silent, undropped
+
+
+def p_active_on(params: tf.Tensor, days: object) -> tf.Tensor:
+    """P(active within each of ``days``) [..., H] (``days`` known when the graph is built), on
+    the serving grid: what every score reads."""
+    grid = day_grid(days)
+    survival, _ = survival_there_on(params, grid)
+    return p_alive(params)[..., None] * (1.0 - at_days(survival, grid, days))
+
+
+def silence_curves(params: tf.Tensor, grid: np.ndarray = SILENCE_DAYS) -> dict[str, tf.Tensor]:
+    """For params [B, D, 6] (D draws of each user's state), on ``grid`` [G] from 0, if the user
+    stays silent that long:
+
+    - ``silent``: P(no visit within d) over the draws, [B, G] (the decay curve);
+    - ``rate``: the expected visit rate after d days of silence (the next visit's hazard), [B, G];
+    - ``there``: P(still there | silent d days), [B, G];
+    - ``active_by_draw``: P(active within d) for each draw, [B, D, G].
     """
-    params = tf.convert_to_tensor(params, tf.float32)
-    k = n_components
-    share = tf.nn.softmax(params[:, :k], axis=1)
-    tau = params[:, k : 2 * k]
-
-    def excess_left(d: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(share * tf.exp(-d[:, None] / tau), axis=1) - 0.5
-
-    low = tf.zeros_like(params[:, 0])
-    return _bisect(excess_left, low, low + MAX_TAU_DAYS * math.log(2.0) * 1.001)
+    p_there = p_alive(params)[..., None]  # [B, D, 1]
+    _, baseline, excitation, tau, _, _ = (v[..., None] for v in split(params))
+    survival, undropped = survival_there_on(params, grid)  # [B, D, G]
+    silent = tf.reduce_mean(1.0 - p_there + p_there * survival, axis=1)
+    there_joint = tf.reduce_mean(p_there * undropped, axis=1)
+    rate = tf.reduce_mean(p_there * undropped * (baseline + excitation * tf.exp(-tf.constant(grid) / tau)), axis=1) / silent
+    return {"silent": silent, "rate": rate, "there": there_joint / silent, "active_by_draw": p_there * (1.0 - survival), "grid": grid}
 
 
-def visits_calibration_factor(params: tf.Tensor, n_components: int, scale: float, slope: float, reference_days: float) -> tf.Tensor:
-    """What each user's expected visits are multiplied by, [B]: scale x Lambda(reference_days)^(slope - 1).
-
-    ``reference_days`` is the span the slope was fitted on (one window: the level
-    :func:`model.training.fit_visits_calibration` was given), so it has no default. A slope of 1
-    is one scale for every user. Below 1 the busiest users' visits come down more
-    than the quiet users' (a model whose predictions spread too wide); above 1, the reverse. The
-    factor depends on the user's level over a fixed span, not on the horizon, so it scales the
-    whole curve: Lambda(h) x factor still adds up over consecutive windows.
-    """
-    params = tf.convert_to_tensor(params, tf.float32)
-    if slope == 1.0:
-        return tf.fill(tf.shape(params[:, 0]), tf.constant(scale, tf.float32))
-    level = cumulative_rate(params, tf.constant([[reference_days]], tf.float32), n_components)[:, 0]
-    return scale * tf.pow(tf.maximum(level, 1e-8), slope - 1.0)
+def excitation_kernel(params: tf.Tensor, days: np.ndarray = SILENCE_DAYS) -> tf.Tensor:
+    """What a visit adds to the visit rate d days later, over the draws, [B, G]: the mean of
+    p_alive alpha exp(-d / tau), alpha = branching / tau. Its half-life is the interest half-life."""
+    p_there, _, _, tau, branching, _ = (v[..., None] for v in split(params))
+    return tf.reduce_mean(p_there * branching / tau * tf.exp(-tf.constant(days) / tau), axis=1)
 
 
-def baseline_visits(params: tf.Tensor, n_components: int, days: float = 30.0) -> tf.Tensor:
-    """The baseline: expected visits in ``days`` days from the floor alone, [B]."""
-    return split_params(params, n_components)[2][:, 0] * days
+def first_below(curve: tf.Tensor, level: tf.Tensor, days: np.ndarray = SILENCE_DAYS, cap: float = CAP_DAYS) -> tf.Tensor:
+    """The first day on the grid ``days`` where the decreasing ``curve`` [..., G] reaches
+    ``level`` [...], interpolated linearly between grid days; ``cap`` where it never does."""
+    grid = tf.constant(days)
+    below = curve <= level[..., None]
+    reached = tf.reduce_any(below, axis=-1)
+    index = tf.maximum(tf.argmax(tf.cast(below, tf.int32), axis=-1), 1)
+    batch_dims = len(curve.shape) - 1
+    after, before = tf.gather(curve, index, batch_dims=batch_dims), tf.gather(curve, index - 1, batch_dims=batch_dims)
+    d_after, d_before = tf.gather(grid, index), tf.gather(grid, index - 1)
+    share = tf.clip_by_value((before - level) / tf.maximum(before - after, 1e-12), 0.0, 1.0)
+    return tf.where(reached, d_before + share * (d_after - d_before), cap)
 
 
-def interest_now(params: tf.Tensor, n_components: int) -> tf.Tensor:
-    """Today's excess rate over the baseline, as a ratio (0: nothing left above the baseline), [B]."""
-    level, _, floor = split_params(params, n_components)
-    return tf.reduce_sum(level, axis=1) / floor[:, 0]
+def interest_half_life_days(params: tf.Tensor) -> tf.Tensor:
+    """Days until the interest a visit brings has halved, per user [B]: the half-life of
+    :func:`excitation_kernel` (tau ln 2 when the draws agree on tau)."""
+    kernel = excitation_kernel(params)
+    return first_below(kernel, kernel[:, 0] / 2.0)
+
+
+def silence_half_life_days(curves: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Days of silence until the expected visit rate has halved, per user [B] (``CAP_DAYS`` if
+    it never does): the excitation fading and the chance of having left growing, together."""
+    rate = curves["rate"]
+    return first_below(rate, rate[:, 0] / 2.0, curves["grid"])
+
+
+def dropout_share(curves: dict[str, tf.Tensor], half_life: tf.Tensor) -> tf.Tensor:
+    """How much of the visit rate's halving in silence the growing chance of having left
+    explains, in [0, 1]: log(P(there | silent 0) / P(there | silent h)) / log 2 at the silence
+    half-life h (the rest is the excitation fading)."""
+    grid = tf.constant(curves["grid"])
+    there = curves["there"]
+    index = tf.minimum(tf.searchsorted(tf.broadcast_to(grid, tf.shape(there)), half_life[:, None])[:, 0], len(curves["grid"]) - 1)
+    at_half = tf.gather(there, index, batch_dims=1)
+    return tf.clip_by_value(tf.math.log(there[:, 0] / tf.maximum(at_half, 1e-12)) / math.log(2.0), 0.0, 1.0)
+
+
+def return_median_days(curves: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Days until the chance of having come back reaches one half, per user [B] (``CAP_DAYS`` if never)."""
+    silent = curves["silent"]
+    return first_below(silent, tf.fill(tf.shape(silent[:, 0]), 0.5), curves["grid"])
+
+
+def interest_now(params: tf.Tensor) -> tf.Tensor:
+    """The share of today's visit rate that is excitation, times the chance the user is still
+    there, averaged over the draws: 0 (nothing left, or gone) to 1 (all of it interest), [B]."""
+    p_there, baseline, excitation, _, _, _ = split(params)
+    return tf.reduce_mean(p_there * excitation / (baseline + excitation), axis=1)
+
+
+def baseline_visits(params: tf.Tensor, days: float = 30.0) -> tf.Tensor:
+    """The visits in ``days`` days the user makes without any excitation, if still there, times
+    the chance of being there, averaged over the draws, [B]."""
+    p_there, baseline, _, _, _, _ = split(params)
+    return tf.reduce_mean(p_there * baseline, axis=1) * days

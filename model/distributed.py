@@ -42,11 +42,8 @@ class RunPlan:
     mixed_precision: bool = False
     seed: int = 0
     average_from_epoch: int | None = None
-    calibrate_visits: bool = True
-    # With calibrate_visits, a calibration slope too: the busiest users' visits scaled apart.
-    calibrate_visits_slope: bool = True
-    # Models trained one after the other, each from its own random start, and saved as the mean
-    # of their decay curves (model.network.MemberAverage).
+    # Models trained one after the other, each from its own random start, and saved as one
+    # mixture of their draws (model.network.MemberAverage).
     members: int = 1
     # Facts about the training run kept in the model's metadata (until, validation, view version).
     training_facts: dict = field(default_factory=dict)
@@ -122,26 +119,6 @@ def _batch_reader(n_windows: int, n_features: int, n_static: int):  # noqa: ANN2
     return to_model
 
 
-def visits_calibration(final_metrics: dict[str, float], calibrate: bool, slope: bool = True) -> tuple[float, float]:
-    """(scale, slope) of what the saved model multiplies its expected visits by
-    (:func:`model.decay.visits_calibration_factor`); (1, 1) when it does not ``calibrate``.
-
-    With ``slope``, both as fitted on the latest validation rows (``val_visits_calibration_*``).
-    Otherwise, or where too few visits fitted them, one scale: observed over expected visits in
-    the latest validation rows (1 / ``val_visits_predicted_over_observed_latest``), or in all of
-    them where the latest saw too few visits.
-
-    The latest rows because the model's level drifts with the as-of date (on the identifiable
-    shop, in sample: 0.86 at the first date, 1.44 at the last), and scoring asks about the end.
-    """
-    if not calibrate:
-        return 1.0, 1.0
-    if slope and "val_visits_calibration_slope" in final_metrics:
-        return final_metrics["val_visits_calibration_scale"], final_metrics["val_visits_calibration_slope"]
-    ratio = final_metrics.get("val_visits_predicted_over_observed_latest", final_metrics.get("val_visits_predicted_over_observed"))
-    return (1.0 / ratio if ratio else 1.0), 1.0
-
-
 def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tuple[dict, dict], n_train_rows: int, n_val_rows: int) -> dict:  # noqa: ANN001
     """Horovod rank body: train from petastorm converters; rank 0 saves the model."""
     import horovod.tensorflow.keras as hvd
@@ -204,18 +181,9 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     # The learned parameters only: loss trackers are per-rank running means and may differ.
     weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for model in models for w in model.trainable_weights))
     model, result = average_members(models, results, val_sample if chief else None)
-    scale, slope = visits_calibration(result.final_metrics, plan.calibrate_visits, plan.calibrate_visits_slope)
     if chief:
-        save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts, scale, slope)
-    return {
-        "rank": hvd.rank(),
-        "size": hvd.size(),
-        "fit": asdict(result),
-        "seconds": seconds,
-        "weights_digest": weights_digest,
-        "visits_scale": scale,
-        "visits_slope": slope,
-    }
+        save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
+    return {"rank": hvd.rank(), "size": hvd.size(), "fit": asdict(result), "seconds": seconds, "weights_digest": weights_digest}
 
 
 def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, dict], val_sample: tuple[dict, dict]) -> dict:
@@ -253,6 +221,5 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
         models.append(model)
     seconds = time.perf_counter() - started
     model, result = average_members(models, results, val_sample)
-    scale, slope = visits_calibration(result.final_metrics, plan.calibrate_visits, plan.calibrate_visits_slope)
-    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts, scale, slope)
-    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds, "visits_scale": scale, "visits_slope": slope}
+    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
+    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds}

@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from interest_decay.model.data import sample_indices
-from interest_decay.model.evaluation import Predictions, decay_check, permutation_importance, visits_calibration
+from interest_decay.model.evaluation import Predictions, decay_check, deciles, permutation_importance, visits_calibration
 from interest_decay.model.metrics import auc_gain_intervals
 from interest_decay.model.reference import generator_expected_visits
 from interest_decay.model.scoring import drivers, typical_user
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 IMPORTANCE_USERS = 20_000
 # Expected visits are checked over the next 2 and 4 future windows; the decay check splits the longer.
 VISIT_CHECK_WINDOWS = (2, 4)
+# Every interval is an 80% one: from the 10th to the 90th percentile.
+INTERVAL = (0.1, 0.9)
+# The decay curves by decile are compared with what was observed up to these days (and the longest horizon).
+CURVE_CHECK_DAYS = (91,)
 
 
 @dataclass
@@ -43,6 +47,10 @@ class Evaluated:
     future_sessions: np.ndarray  # users x future windows, -1 where not observed
     population: int  # users at the date, of whom up to evaluate.max_users are evaluated
     history_rows: int  # earlier rows the hazard baselines learned from
+    observed_span_days: float = float("inf")  # days from the date to the end of the data
+    curve_days: np.ndarray = field(default_factory=lambda: np.zeros(0))  # where the decay curves are checked
+    baseline_curves: dict[str, np.ndarray] = field(default_factory=dict)  # "<btyd>_curve": P(active within d), users x curve_days
+    visits_observed: dict[int, np.ndarray] = field(default_factory=dict)  # horizon -> each user's visits within it
 
 
 def model_outputs_from(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -141,6 +149,12 @@ def visit_checks(  # noqa: ANN001
             # The same deciles against the truth's expectation: the model's error without the draw's noise.
             errors = table.loc[measurable, "relative_error_vs_truth"].abs()
             metrics[f"visits_calibration_max_error_vs_truth_{k * window_days}d"] = float(errors.max())
+            # The 80% interval of each user's expected visits (over the draws of their state)
+            # against what the truth expects of them.
+            by_draw = scorer.expected_visits_by_draw(params[known], [k * window_days])[..., 0]
+            low, high = np.quantile(by_draw, INTERVAL, axis=1)
+            inside = (low <= truth_expected) & (truth_expected <= high)
+            metrics[f"truth_visits_interval_coverage_{k * window_days}d"] = float(inside.mean())
         metrics[f"visits_predicted_over_observed_{k * window_days}d"] = float(expected.sum() / max(table["observed_visits"].sum(), 1))
         tables.append(table)
     decay = pd.DataFrame()
@@ -181,7 +195,7 @@ def explain(scorer, main: Evaluated, horizon: int, seed: int, explain_users: int
     model_p = main.predictions.at("model", horizon)
 
     def predict(inputs: dict) -> np.ndarray:
-        return scorer.p_active_within(inputs, [horizon])[:, 0]
+        return scorer.p_active_at(inputs, horizon)
 
     explained = np.arange(min(len(model_p), IMPORTANCE_USERS))
     importance = permutation_importance(
@@ -201,3 +215,184 @@ def explain(scorer, main: Evaluated, horizon: int, seed: int, explain_users: int
         }
     )
     return importance, users
+
+
+def visit_accuracy(predicted: dict[str, np.ndarray], observed: np.ndarray, horizon: int) -> pd.DataFrame:
+    """Per-user visits within ``horizon`` days, each method's expectation against what each user
+    did: mean absolute error, Pearson correlation, and the totals (and their ratio)."""
+    rows = []
+    observed = np.asarray(observed, np.float64)
+    for method, values in predicted.items():
+        values = np.asarray(values, np.float64)
+        spread = values.std() > 0 and observed.std() > 0
+        rows.append(
+            {
+                "method": method,
+                "horizon_days": horizon,
+                "users": len(values),
+                "mae": float(np.abs(values - observed).mean()),
+                "correlation": float(np.corrcoef(values, observed)[0, 1]) if spread else np.nan,
+                "predicted_total": float(values.sum()),
+                "observed_total": float(observed.sum()),
+                "total_ratio": float(values.sum() / observed.sum()) if observed.sum() > 0 else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def count_interval(p_alive: np.ndarray, visits_there: np.ndarray, mass: float = 0.8, max_count: int | None = None) -> np.ndarray:
+    """Each user's interval of the number of visits within a horizon that holds ``mass`` of
+    the probability: (low, high, its probability) per user, [B, 3].
+
+    The visits are the model's mixture over the user's draws: none when gone (1 - p_alive), else
+    Poisson with the draw's expected visits (``visits_there`` [B, D], ``p_alive`` [B, D]). Counts
+    are whole numbers, so no interval holds exactly ``mass``: it starts at the 10th percentile
+    and ends where its probability comes closest to ``mass``; the probability it does hold is
+    returned, so coverage is judged against what was promised."""
+    from scipy.stats import poisson
+
+    p_alive, visits_there = np.asarray(p_alive, np.float64), np.asarray(visits_there, np.float64)
+    tail = (1.0 - mass) / 2.0
+    top = max_count or int(np.ceil(poisson.ppf(0.9999, max(float(visits_there.max()), 1e-9)))) + 1
+    counts = np.arange(top + 1)
+    result = np.zeros((len(p_alive), 3))
+    for start in range(0, len(p_alive), 2_000):
+        alive, mean = p_alive[start : start + 2_000], visits_there[start : start + 2_000]
+        pmf = (alive[..., None] * poisson.pmf(counts, np.maximum(mean, 1e-12)[..., None])).mean(axis=1)  # [b, K]
+        pmf[:, 0] += (1.0 - alive).mean(axis=1)
+        cdf = np.cumsum(pmf, axis=1)
+        low = np.argmax(cdf >= tail - 1e-12, axis=1)
+        below = np.where(low > 0, np.take_along_axis(cdf, np.maximum(low - 1, 0)[:, None], axis=1)[:, 0], 0.0)
+        held = cdf - below[:, None]  # the probability of [low, k] for every k
+        held = np.where(counts[None, :] >= low[:, None], held, -np.inf)
+        high = np.argmin(np.abs(held - mass), axis=1)
+        result[start : start + 2_000] = np.column_stack([low, high, np.take_along_axis(held, high[:, None], axis=1)[:, 0]])
+    return result
+
+
+def interval_coverage(interval: np.ndarray, observed: np.ndarray, score: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """How often the observed visits fall inside each user's interval, overall (decile "all")
+    and by decile of ``score`` (the predicted visits), beside the probability the intervals hold."""
+    inside = (interval[:, 0] <= observed) & (observed <= interval[:, 1])
+    frame = pd.DataFrame({"decile": deciles(score, n_bins) + 1, "inside": inside, "promised": interval[:, 2], "score": score})
+    table = frame.groupby("decile").agg(
+        users=("inside", "size"), coverage=("inside", "mean"), promised=("promised", "mean"), median_predicted=("score", "median")
+    )
+    overall = pd.DataFrame(
+        {
+            "users": [len(frame)],
+            "coverage": [inside.mean()],
+            "promised": [frame["promised"].mean()],
+            "median_predicted": [np.median(score)],
+        },
+        index=pd.Index(["all"], name="decile"),
+    )
+    table.index = table.index.astype(str)
+    return pd.concat([overall, table]).reset_index()
+
+
+def curves_by_decile(
+    score: np.ndarray, predicted_away: np.ndarray, days: np.ndarray, days_to_return: np.ndarray, n_bins: int = 10
+) -> pd.DataFrame:
+    """By decile of ``score``: the share of users not yet back after each of ``days`` as observed
+    (every user followed to the last of ``days``, so the Kaplan-Meier curve is that share) and
+    as predicted (the mean of each user's P(still away), ``predicted_away`` users x days), and
+    the largest gap between the two. One row per decile and day."""
+    bins = deciles(score, n_bins) + 1
+    rows = []
+    for decile in range(1, n_bins + 1):
+        members = bins == decile
+        if not members.any():
+            continue
+        observed = (days_to_return[members, None] > days[None, :]).mean(axis=0)
+        predicted = predicted_away[members].mean(axis=0)
+        for day, seen, expected in zip(days, observed, predicted, strict=True):
+            rows.append(
+                {
+                    "decile": decile,
+                    "users": int(members.sum()),
+                    "median_score": float(np.median(score[members])),
+                    "day": float(day),
+                    "observed_away": float(seen),
+                    "predicted_away": float(expected),
+                }
+            )
+    table = pd.DataFrame(rows)
+    table["gap"] = (table["predicted_away"] - table["observed_away"]).abs()
+    return table
+
+
+def largest_gap(curves: pd.DataFrame, up_to_days: float) -> float:
+    """The largest gap between predicted and observed curves over every decile, up to ``up_to_days``."""
+    within = curves[curves["day"] <= up_to_days + 1e-9]
+    return float(within["gap"].max()) if len(within) else float("nan")
+
+
+# How each baseline's expected visits are named in the predictions, and in the metrics.
+VISIT_METHODS = {"pareto_nbd_expected_sessions": "pareto_nbd", "bgnbd_expected_sessions": "bgnbd"}
+
+
+def future_checks(scorer, evaluated: Evaluated) -> tuple[dict[str, pd.DataFrame], dict]:  # noqa: ANN001
+    """The checks that need no truth, from what each user did after the date: (tables, metrics).
+
+    - ``visit_accuracy``: per-user visits within each observed horizon, the model's expectation
+      against Pareto/NBD's and BG/NBD's conditional expectations (mean absolute error,
+      correlation, totals);
+    - ``interval_coverage``: how often each user's visits fall inside their 80% interval,
+      overall and by decile of the predicted visits;
+    - ``decay_curves``: by decile of the interest half-life, the observed share of users not yet
+      back after each day against the mean predicted P(still away); Pareto/NBD's the same by
+      decile of its own expected visits (every decile's size and median score with them).
+    """
+    params = evaluated.model_outputs["decay_params"]
+    tables: dict[str, pd.DataFrame] = {}
+    metrics: dict[str, float] = {}
+    accuracy, coverage = [], []
+    for h, observed in sorted(evaluated.visits_observed.items()):
+        expected = scorer.expected_visits_from(params, [h])[:, 0]
+        predicted = {"model": expected}
+        predicted.update({m: evaluated.predictions.at(m, h) for m in VISIT_METHODS if m in evaluated.predictions.by_method})
+        table = visit_accuracy(predicted, observed, h)
+        accuracy.append(table)
+        for row in table.itertuples():
+            name = VISIT_METHODS.get(row.method, row.method)
+            metrics.update(
+                {
+                    f"{name}_visits_mae_{h}d": row.mae,
+                    f"{name}_visits_correlation_{h}d": row.correlation,
+                    f"{name}_visits_total_ratio_{h}d": row.total_ratio,
+                }
+            )
+        p_alive, there = scorer.by_draw(params, [h])
+        interval = count_interval(p_alive, there[..., 0])
+        by_decile = interval_coverage(interval, observed, expected).assign(horizon_days=h)
+        coverage.append(by_decile)
+        metrics[f"visits_interval_coverage_{h}d"] = float(by_decile.loc[by_decile["decile"] == "all", "coverage"].iloc[0])
+        metrics[f"visits_interval_promised_{h}d"] = float(by_decile.loc[by_decile["decile"] == "all", "promised"].iloc[0])
+    if accuracy:
+        tables["visit_accuracy"], tables["interval_coverage"] = (
+            pd.concat(accuracy, ignore_index=True),
+            pd.concat(coverage, ignore_index=True),
+        )
+    days = evaluated.curve_days
+    if len(days):
+        half_life = evaluated.model_outputs["interest_half_life_days"]
+        curves = [
+            curves_by_decile(half_life, 1.0 - scorer.p_active_from(params, list(days)), days, evaluated.days_to_return).assign(
+                method="model"
+            )
+        ]
+        longest = max(evaluated.predictions.horizons_days)
+        if "pareto_nbd_curve" in evaluated.baseline_curves and "pareto_nbd_expected_sessions" in evaluated.predictions.by_method:
+            score = evaluated.predictions.at("pareto_nbd_expected_sessions", longest)
+            away = 1.0 - evaluated.baseline_curves["pareto_nbd_curve"]
+            curves.append(curves_by_decile(score, away, days, evaluated.days_to_return).assign(method="pareto_nbd"))
+        tables["decay_curves"] = pd.concat(curves, ignore_index=True)
+        for table in curves:
+            method = table["method"].iloc[0]
+            for limit in sorted({*CURVE_CHECK_DAYS, float(days.max())}):
+                if limit <= days.max():
+                    metrics[f"{method}_curve_max_gap_{int(limit)}d"] = largest_gap(table, limit)
+        medians = curves[0].groupby("decile")["median_score"].first()
+        metrics["half_life_decile_median_ratio"] = float(medians.iloc[-1] / max(medians.iloc[0], 1e-9))
+    return tables, metrics

@@ -116,9 +116,11 @@ def fit_baselines(
     seed: int = 0,
     history_customers: np.ndarray | None = None,
     btyd_fit_users: int | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    curve_days: list[float] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray]]:
     """Every baseline fitted on what was known at the evaluation date, predicting ``inputs``:
-    (scores by method, reason by failed method).
+    (scores by method, reason by failed method, BG/NBD's and Pareto/NBD's P(active within d)
+    on each of ``curve_days``, users x days, for the decay curves they are judged by).
 
     BG/NBD and Pareto/NBD are fitted on the evaluated users' own histories (as they are meant
     to be; on a seeded sample of ``btyd_fit_users`` of them when there are more) and give three
@@ -130,6 +132,7 @@ def fit_baselines(
     n_horizons = len(horizons_days)
     predictions: dict[str, np.ndarray] = {}
     failures: dict[str, str] = {}
+    curves: dict[str, np.ndarray] = {}
     _attempt("recency_rule", lambda: np.repeat(recency_rule(inputs)[:, None], n_horizons, axis=1), predictions, failures)
     for kind in ("logistic_rfm", "lightgbm"):
         model = HazardModel(kind, period_days, horizons_days, seed)
@@ -152,7 +155,9 @@ def fit_baselines(
         _attempt(
             f"{kind}_p_alive", lambda fitted=fitted: np.repeat(fitted.p_alive(inputs)[:, None], n_horizons, axis=1), predictions, failures
         )
-    return {name: predictions[name] for name in METHODS if name in predictions}, failures
+        if curve_days and kind in predictions:
+            _attempt(f"{kind}_curve", lambda fitted=fitted: fitted.p_active_within(inputs, list(curve_days)), curves, failures)
+    return {name: predictions[name] for name in METHODS if name in predictions}, failures, curves
 
 
 def comparison_table(labels: dict[int, np.ndarray], predictions: Predictions) -> pd.DataFrame:
@@ -195,7 +200,7 @@ def principal_components(z: np.ndarray, k: int = 2) -> np.ndarray:
     return centred @ vt[:k].T
 
 
-def _deciles(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
+def deciles(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
     """Bin number 0..n_bins-1 of each value by its rank (ties split by order), equal-sized bins."""
     ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
     return (ranks * n_bins // max(len(values), 1)).astype(int)
@@ -214,7 +219,7 @@ def visits_calibration(
     error without the noise of the one draw that was observed."""
     if len(expected) != len(observed):
         raise ValueError(f"expected has {len(expected)} users, observed {len(observed)}")
-    frame = pd.DataFrame({"decile": _deciles(expected, n_bins) + 1, "predicted": expected, "observed": observed})
+    frame = pd.DataFrame({"decile": deciles(expected, n_bins) + 1, "predicted": expected, "observed": observed})
     aggregates = {
         "users": ("predicted", "size"),
         "predicted": ("predicted", "mean"),
@@ -245,7 +250,7 @@ def decay_check(
     baseline)."""
     frame = pd.DataFrame(
         {
-            "decile": _deciles(half_life, n_bins) + 1,
+            "decile": deciles(half_life, n_bins) + 1,
             "half_life": half_life,
             "predicted_first": predicted[0],
             "predicted_second": predicted[1],

@@ -1,9 +1,10 @@
 """Saving the trained model as a TensorFlow SavedModel that loads without pickle or custom code.
 
 The folder holds the SavedModel (its ``serving_default`` signature takes ``x``, ``mask`` and
-``static`` and returns every score) and ``interest_decay.json``: the feature spec, horizons,
-decay-curve days and the normalisation statistics, so a scorer can refuse a model whose
-features do not match the view before it scores anything.
+``static`` and returns every score; ``p_active`` returns P(active) at the model's horizons
+alone, for explaining scores) and ``interest_decay.json``: the feature spec, horizons, decay-
+curve days and the normalisation statistics, so a scorer can refuse a model whose features do
+not match the view before it scores anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from interest_decay.model import decay
 from interest_decay.model.metadata import write_metadata
 from interest_decay.model.network import InterestDecayModel, MemberAverage, Normalisation
 
+# The decay curve's days up to 90; longer horizons add their own and the months before them.
 DECAY_CURVE_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
+LONG_CURVE_DAYS = (120, 180, 270, 365)
+
+
+def decay_curve_days(horizons_days: tuple[int, ...] | list[int]) -> list[int]:
+    """The days the ``decay_curve`` column gives P(still away) on: every day of
+    DECAY_CURVE_DAYS, the longer ones up to the longest horizon, and every horizon."""
+    longest = max(horizons_days)
+    return sorted({*DECAY_CURVE_DAYS, *(d for d in LONG_CURVE_DAYS if d <= longest), *horizons_days})
 
 
 class _Serving(tf.Module):
@@ -24,12 +34,12 @@ class _Serving(tf.Module):
     not kept as an attribute, so saving traces these two functions only: not every layer's
     call for Keras's own format, nor the optimizer's slots (which made a save take seconds)."""
 
-    def __init__(self, model: InterestDecayModel | MemberAverage, visits_scale: float = 1.0, visits_slope: float = 1.0) -> None:
+    def __init__(self, model: InterestDecayModel | MemberAverage) -> None:
         super().__init__()
         self.weights_read = list(model.weights)
         shape = model.shape_spec
-        k = shape.n_components
-        frailty = model.frailty()
+        curve_days = decay_curve_days(shape.horizons_days)
+        horizons = list(shape.horizons_days)
         signature = [
             tf.TensorSpec([None, shape.n_windows, shape.n_window_features], tf.float32, name="x"),
             tf.TensorSpec([None, shape.n_windows], tf.float32, name="mask"),
@@ -37,20 +47,12 @@ class _Serving(tf.Module):
         ]
 
         def serve(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
-            out = model.predict_curves({"x": x, "mask": mask, "static": static}, tf.constant(DECAY_CURVE_DAYS, tf.float32))
-            factor = decay.visits_calibration_factor(out["decay_params"], k, visits_scale, visits_slope, float(shape.window_days))
-            out["expected_visits"] = out["expected_visits"] * factor[:, None]
-            out["return_median_days"] = decay.return_median_days(out["decay_params"], k, frailty=frailty)
-            out["interest_half_life_days"] = decay.interest_half_life_days(out["decay_params"], k)
-            out["baseline_visits_per_30d"] = decay.baseline_visits(out["decay_params"], k, 30.0) * factor
-            out["interest_now"] = decay.interest_now(out["decay_params"], k)
-            return out
+            return model.predict_curves({"x": x, "mask": mask, "static": static}, curve_days)
 
         def p_active(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
             """P(active within each horizon) alone: what explaining a score asks for, many times over."""
-            out = model({"x": x, "mask": mask, "static": static}, training=False)
-            horizons = tf.constant([list(shape.horizons_days)], tf.float32)
-            return {"p_active": 1.0 - decay.survival(out["params"], horizons, k, frailty)}
+            params = model({"x": x, "mask": mask, "static": static}, training=False)["params"]
+            return {"p_active": tf.reduce_mean(decay.p_active_on(params, horizons), axis=1)}
 
         self.serve = tf.function(serve, input_signature=signature)
         self.p_active = tf.function(p_active, input_signature=signature)
@@ -62,29 +64,21 @@ def save_model(
     norm: Normalisation,
     feature_spec: dict,
     training: dict | None = None,
-    visits_scale: float = 1.0,
-    visits_slope: float = 1.0,
 ) -> Path:
     """Write the SavedModel and its metadata to ``path``; returns it. ``training``: facts about
-    how the model was trained (for example ``until``), kept in the metadata. ``visits_scale``
-    and ``visits_slope`` calibrate the expected visits (and the baseline in visits) the model
-    serves, not P(active), as fitted on the validation users
-    (:func:`model.decay.visits_calibration_factor`)."""
+    how the model was trained (for example ``until``), kept in the metadata."""
     path = Path(path)
-    serving = _Serving(model, float(visits_scale), float(visits_slope))
-    frailty = model.frailty()
+    serving = _Serving(model)
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
-    metadata = {
-        "feature_spec": feature_spec,
-        "model_shape": model.shape_spec.to_dict(),
-        "decay_curve_days": list(DECAY_CURVE_DAYS),
-        "decay_params_layout": decay.PARAMS_LAYOUT,
-        "normalisation": norm.to_dict(),
-        "training": dict(training or {}),
-        "visits_scale": float(visits_scale),
-        "visits_slope": float(visits_slope),
-        # The gamma frailty's variance that P(active) reads (None: a Poisson process).
-        "frailty": None if frailty is None else float(frailty.numpy()),
-    }
-    write_metadata(path, metadata)
+    write_metadata(
+        path,
+        {
+            "feature_spec": feature_spec,
+            "model_shape": model.shape_spec.to_dict(),
+            "decay_curve_days": decay_curve_days(model.shape_spec.horizons_days),
+            "decay_params_layout": decay.PARAMS_LAYOUT,
+            "normalisation": norm.to_dict(),
+            "training": dict(training or {}),
+        },
+    )
     return path

@@ -1,23 +1,29 @@
-"""The interest model: a GRU over the user's windows, a VAE on its state, and the decay head.
+"""The interest model: a GRU over the user's windows, a latent state drawn from each user's
+posterior given their history, and the head that turns a draw into one probability model of the
+user's future (model/decay.py).
 
-    x(1..T) -> log1p, normalise -> GRU (masked) -> h(1..T), h(T)
+    x(1..T) -> log1p, normalise -> GRU (masked) -> h(T)
     per step:   P(t) = sigmoid(W . [x(t), h(t-1)] + b), supervised with "active in the next window"
-    VAE:        [h(T), static] -> mean, log-variance -> z (reparameterised) -> GRU decoder -> x_hat
-    decay head: [h(T), static, mean of z] -> level_k, tau_k, floor -> rate(d), Lambda(d), S(d)
+    latent z:   q(z | history) = N(mean, var from [h(T), static])
+    head:       [h(T), static, z] -> p_alive, baseline, excitation, tau, branching, dropout
+                (the excitation now also reads the user's past visits, each faded by its age)
+    decoder:    the posterior's mean -> GRU -> x_hat (the reconstruction error is an anomaly signal)
 
-    loss = survival NLL (censored time to the next visit)
-         + count_weight * Poisson (or negative binomial) NLL of the visits in each of the next
-           windows (masked past the data, each row weighted by decay.count_row_weights)
-         + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat) + beta_t * KL
+    loss = -log (1/S sum_s p(future | z_s)),  z_s ~ q(z | history)   (survival and counts, S draws)
+         + beta * KL(q(z | history) || N(0, I))
+         + step_weight * BCE(P(t)) + recon_weight * MSE(x_hat)
 
-Early stopping watches the first two terms on the validation rows (``val_decay_nll``).
+The decoder of the VAE is the likelihood of the user's own future, and the objective is the
+likelihood of the future under the mixture of the user's draws: what scoring serves. So z is the
+part of the user's state the history leaves uncertain, and how uncertain is learned from how much
+users with the same history differ in what they do next (a frailty that the network shapes per
+user). Scoring averages over ``shape.draws`` fixed draws (the same inputs always score the same):
+every score is the mean over the draws of one mixture, and its 80% interval the spread over them.
+Validation measures the same likelihood (``val_decay_nll``), which early stopping watches.
 
-The time to the next visit mostly says which users are still away; how fast one user's own
-interest fades is carried by the counts over several windows (see model/decay.py).
-
-``use_vae=False`` drops z, the decoder and the KL term (the ablation of issue 4). The
-normalisation statistics are fitted on training data by :func:`fit_normalisation` and live in the
-model as constants, so the saved model carries them.
+``use_vae=False`` drops z, the decoder and the KL: one draw, no intervals. The normalisation
+statistics are fitted on training rows by :func:`fit_normalisation` and live in the model as
+constants, so the saved model carries them.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ import tensorflow as tf
 from interest_decay.model import decay
 
 SESSIONS_FEATURE = 0  # index of "sessions" in the window features: a window is active when > 0
+# Draws of z's noise at scoring: fixed and seeded, so a user scores the same every time.
+DRAWS_SEED = 20261203
+# Draws of z each training row's likelihood averages over (random; scoring's are fixed).
+TRAINING_DRAWS = 8
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,11 @@ class ModelShape:
     horizons_days: tuple[int, ...]
     hidden_units: int = 32
     latent_dim: int = 8
-    n_components: int = 3
     use_vae: bool = True
+    # Draws of z a score averages over (with the VAE; one without).
+    draws: int = 32
+    # Windows after the as-of date whose visits label the view.
+    future_windows: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,18 +68,12 @@ class ModelShape:
 class LossWeights:
     """Weights of the loss parts; beta ramps up linearly over ``kl_warmup_epochs``.
 
-    ``floor_pooling`` weighs the spread of the users' log floors in the batch (a Gaussian prior
-    around the shop's mean): shrinks the baseline of users with too little history to set their
-    own towards the shop's. ``count_row_weights`` "none" gives every row's count term the same
-    weight instead of :func:`model.decay.count_row_weights`.
-
-    ``count_likelihood`` "negative_binomial" learns one dispersion for the whole shop, so visits
-    that come in bursts are not read as a higher rate; on Poisson visits it shrinks towards 0.
-
-    ``frailty`` "gamma" learns one variance for the whole shop of a factor that scales each user's
-    rate around the curve (:func:`model.decay.survival`): the survival, the counts (all of a
-    user's windows together) and P(active) read it, so the curve can be the mean visits of the
-    users who look alike while P(active) allows for how much they differ.
+    ``baseline_pooling`` weighs the spread of the users' log baselines in the batch (a Gaussian
+    prior around the shop's mean): shrinks the baseline of users with too little history to set
+    their own towards the shop's. ``count_row_weights`` "none" gives every row's count term the
+    same weight instead of :func:`model.decay.count_row_weights`. ``count_likelihood``
+    "negative_binomial" learns one dispersion for the whole shop for the counts of a user still
+    there, so visits that come in bursts are not read as a higher rate.
     """
 
     step: float = 0.2
@@ -75,13 +82,8 @@ class LossWeights:
     beta: float = 0.01
     kl_warmup_epochs: int = 3
     count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
-    floor_pooling: float = 0.0
+    baseline_pooling: float = 0.0
     count_row_weights: Literal["recent_sessions", "none"] = "recent_sessions"
-    frailty: Literal["none", "gamma"] = "none"
-
-    def __post_init__(self) -> None:
-        if self.frailty == "gamma" and self.count_likelihood == "negative_binomial":
-            raise ValueError("frailty 'gamma' already makes the counts negative binomial: use count_likelihood 'poisson' with it")
 
 
 @dataclass
@@ -110,21 +112,67 @@ def fit_normalisation(x: np.ndarray, mask: np.ndarray, static: np.ndarray) -> No
     )
 
 
-class _DecayCurves:
-    """What scoring reads from a model: its ``shape_spec`` and a call that returns ``params``
-    (and, with the VAE, ``z_mean``, ``x_hat`` and ``x_norm``)."""
+def draw_quantile(values: tf.Tensor, q: float) -> tf.Tensor:
+    """The ``q`` quantile over the draws (axis 1) of ``values`` [B, D, ...], interpolated linearly."""
+    ordered = tf.sort(values, axis=1)
+    n = ordered.shape[1]
+    position = q * (n - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, n - 1)
+    share = position - low
+    return ordered[:, low] * (1.0 - share) + ordered[:, high] * share
 
-    def predict_curves(self, inputs: dict, days: tf.Tensor) -> dict:
-        """What scoring needs: P(active within each horizon), S on ``days``, latent z, recon error."""
+
+INTERVAL = (0.1, 0.9)  # the 80% interval every score comes with
+
+
+def interval(by_draw: tf.Tensor, point: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(low, high): the 10th and 90th percentiles over the draws (axis 1) of ``by_draw``, widened
+    to hold ``point``, the mixture's own value, which can lie outside its draws' spread (a mean
+    pulled by a long tail; a half-life of a mixture of fadings)."""
+    return tf.minimum(draw_quantile(by_draw, INTERVAL[0]), point), tf.maximum(draw_quantile(by_draw, INTERVAL[1]), point)
+
+
+class _Scores:
+    """What scoring reads from a model (``shape_spec`` and a call that returns ``params`` [B, D, 6],
+    with the VAE ``z_mean``, ``x_hat`` and ``x_norm`` too): every score from the draws' mixture."""
+
+    def predict_curves(self, inputs: dict, days: object) -> dict:
+        """Every score of a batch of users; ``days`` are the decay curve's (known when the graph
+        is built). Everything is read off one grid of days (model/decay.py: day_grid)."""
         out = self(inputs, training=False)
-        k, frailty = self.shape_spec.n_components, self.frailty()
-        horizons = tf.constant([list(self.shape_spec.horizons_days)], tf.float32)
-        expected = decay.cumulative_rate(out["params"], horizons, k)
+        params = out["params"]
+        horizons = list(self.shape_spec.horizons_days)
+        curve_days = np.ravel(np.asarray(days, np.float32))
+        curves = decay.silence_curves(params, decay.day_grid(horizons, curve_days))
+        grid = curves["grid"]
+        p_active = decay.at_days(curves["active_by_draw"], grid, horizons)  # [B, D, H]
+        visits = decay.expected_visits(params, tf.constant(horizons, tf.float32))
+        half_life = decay.interest_half_life_days(params)
+        half_life_by_draw = params[..., 3] * float(np.log(2.0))
+        silence = decay.silence_half_life_days(curves)
+        point = {"p_active": tf.reduce_mean(p_active, axis=1), "expected_visits": tf.reduce_mean(visits, axis=1)}
+        p_low, p_high = interval(p_active, point["p_active"])
+        v_low, v_high = interval(visits, point["expected_visits"])
+        h_low, h_high = interval(half_life_by_draw, half_life)
         result = {
-            "p_active": 1.0 - decay.survival_from_cumulative(expected, frailty),
-            "expected_visits": expected,
-            "decay_curve": decay.survival(out["params"], tf.reshape(days, [1, -1]), k, frailty),
-            "decay_params": out["params"],
+            "p_active": point["p_active"],
+            "p_active_low": p_low,
+            "p_active_high": p_high,
+            "expected_visits": point["expected_visits"],
+            "expected_visits_low": v_low,
+            "expected_visits_high": v_high,
+            "decay_curve": decay.at_days(curves["silent"], grid, curve_days),
+            "p_alive": tf.reduce_mean(decay.p_alive(params), axis=1),
+            "interest_half_life_days": half_life,
+            "interest_half_life_days_low": h_low,
+            "interest_half_life_days_high": h_high,
+            "silence_half_life_days": silence,
+            "dropout_share": decay.dropout_share(curves, silence),
+            "baseline_visits_per_30d": decay.baseline_visits(params, 30.0),
+            "interest_now": decay.interest_now(params),
+            "return_median_days": decay.return_median_days(curves),
+            "decay_params": tf.reshape(params, [tf.shape(params)[0], -1]),
         }
         if self.shape_spec.use_vae:
             real = tf.cast(inputs["mask"], tf.float32)
@@ -134,8 +182,8 @@ class _DecayCurves:
         return result
 
 
-class InterestDecayModel(_DecayCurves, tf.keras.Model):
-    """GRU encoder + VAE + parametric decay head, with its own training step."""
+class InterestDecayModel(_Scores, tf.keras.Model):
+    """GRU encoder + VAE whose decoder is the head of model/decay.py, with its own training step."""
 
     def __init__(self, shape: ModelShape, norm: Normalisation, weights: LossWeights | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -146,27 +194,32 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         self.encoder = tf.keras.layers.GRU(shape.hidden_units, return_sequences=True, return_state=True)
         self.step_head = tf.keras.layers.Dense(1)
         if shape.use_vae:
-            self.z_mean = tf.keras.layers.Dense(shape.latent_dim)
-            self.z_log_var = tf.keras.layers.Dense(shape.latent_dim)
+            self.posterior = tf.keras.layers.Dense(2 * shape.latent_dim, kernel_initializer="zeros")
             self.decoder = tf.keras.layers.GRU(shape.hidden_units, return_sequences=True)
             self.reconstruct = tf.keras.layers.Dense(shape.n_window_features)
+            noise = np.random.default_rng(DRAWS_SEED).standard_normal((shape.draws, shape.latent_dim))
+            self.draw_noise = tf.constant(noise, tf.float32)
         self.head_hidden = tf.keras.layers.Dense(shape.hidden_units, activation="relu")
-        # Start the components at different speeds (fast, medium and slow fading interest), each
-        # at a visit every 20 days, over a baseline of one visit in 100 days.
-        taus = np.geomspace(3.0, 60.0, shape.n_components)
-        bias = np.concatenate([np.full(shape.n_components, np.log(0.05)), [decay.raw_for_tau(t) for t in taus], [np.log(0.01)]])
+        # The start: two users in three still there, a visit in 100 days anyway, a little
+        # excitation fading over 30 days, a visit bringing 0.3 more, leaving in 3 years or so.
+        bias = [
+            np.log(2.0),
+            np.log(0.01),
+            np.log(0.01),
+            decay.raw_for_log_bounded(30.0, decay.MIN_TAU_DAYS, decay.MAX_TAU_DAYS),
+            decay.raw_for_branching(0.3),
+            decay.raw_for_log_bounded(1.0 / 1000.0, decay.MIN_DROPOUT, decay.MAX_DROPOUT),
+        ]
         self.head_out = tf.keras.layers.Dense(
-            2 * shape.n_components + 1, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
+            decay.N_PARAMS, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
         )
+        # Each input window's middle, in days before the as-of date: the age of its visits.
+        self.window_ages = tf.constant((np.arange(shape.n_windows)[::-1] + 0.5) * shape.window_days, tf.float32)
         self.kl_weight = tf.Variable(0.0, trainable=False, name="kl_weight")
         self.dispersion_raw = None
         if self.loss_weights_spec.count_likelihood == "negative_binomial":
             # 0 is a dispersion of 0.1, the geometric middle of its bounds.
             self.dispersion_raw = self.add_weight(name="count_dispersion_raw", shape=(), initializer="zeros", trainable=True)
-        self.frailty_raw = None
-        if self.loss_weights_spec.frailty == "gamma":
-            # The same bounds as the dispersion: 0 is a variance of 0.1.
-            self.frailty_raw = self.add_weight(name="frailty_raw", shape=(), initializer="zeros", trainable=True)
         self.trackers = {
             name: tf.keras.metrics.Mean(name=name) for name in ("loss", "decay_nll", "survival_nll", "count_nll", "step_bce", "recon", "kl")
         }
@@ -175,7 +228,8 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
     def metrics(self) -> list:
         return list(self.trackers.values())
 
-    def call(self, inputs: dict, training: bool = False) -> dict:
+    def encode(self, inputs: dict, training: bool = False) -> dict:
+        """The history's part: the encoder state, the step logits and the normalised windows."""
         x, mask, static = inputs["x"], inputs["mask"], inputs["static"]
         xn = self.x_norm(tf.math.log1p(tf.maximum(x, 0.0)))
         xn = xn * tf.cast(mask, xn.dtype)[..., None]  # bfloat16 under a mixed-precision policy
@@ -183,68 +237,105 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         previous = tf.concat([tf.zeros_like(sequence[:, :1]), sequence[:, :-1]], axis=1)
         step_logits = self.step_head(tf.concat([xn, previous], axis=-1))[..., 0]
         encoded = tf.concat([last, self.static_norm(tf.math.log1p(tf.maximum(static, 0.0)))], axis=-1)
-        out = {"step_logits": step_logits, "x_norm": xn, "state": last}
-        head_input = encoded
+        return {"encoded": encoded, "step_logits": step_logits, "x_norm": xn}
+
+    def head(self, encoded: tf.Tensor, z: tf.Tensor | None, sessions: tf.Tensor) -> tf.Tensor:
+        """params [B, D, 6] for ``z`` [B, D, latent] (D draws; None without the VAE: one)."""
+        encoded = tf.cast(encoded, tf.float32)
+        if z is None:
+            head_input = encoded[:, None, :]
+        else:
+            draws = tf.shape(z)[1]
+            head_input = tf.concat([tf.repeat(encoded[:, None, :], draws, axis=1), z], axis=-1)
+        raw = tf.cast(self.head_out(self.head_hidden(head_input)), tf.float32)
+        return decay.params_from_raw(raw, sessions, self.window_ages)
+
+    def call(self, inputs: dict, training: bool = False) -> dict:
+        """params [B, D, 6]: in training ``TRAINING_DRAWS`` random draws of z from the user's
+        posterior; otherwise its ``shape.draws`` fixed draws (one draw without the VAE)."""
+        history = self.encode(inputs, training)
+        encoded = history["encoded"]
+        sessions = tf.cast(inputs["x"][:, :, SESSIONS_FEATURE], tf.float32)
+        out = {"step_logits": history["step_logits"], "x_norm": history["x_norm"]}
+        z = None
         if self.shape_spec.use_vae:
-            z_mean, z_log_var = self.z_mean(encoded), self.z_log_var(encoded)
-            z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean), dtype=z_mean.dtype) if training else z_mean
-            repeated = tf.repeat(z[:, None, :], self.shape_spec.n_windows, axis=1)
-            out.update(z_mean=z_mean, z_log_var=z_log_var, z=z, x_hat=self.reconstruct(self.decoder(repeated, training=training)))
-            # The head reads the posterior mean: a sampled z would teach it rates that are right
-            # on average over the noise, and too low at scoring time (the rate is convex in z).
-            head_input = tf.concat([encoded, z_mean], axis=-1)
+            mean, log_var = tf.split(tf.cast(self.posterior(encoded), tf.float32), 2, axis=-1)
+            out.update(z_mean=mean, z_log_var=log_var)
+            if training:
+                noise = tf.random.normal([tf.shape(mean)[0], TRAINING_DRAWS, self.shape_spec.latent_dim])
+            else:
+                noise = self.draw_noise[None, :, :]
+            z = mean[:, None, :] + tf.exp(0.5 * log_var)[:, None, :] * noise
+            repeated = tf.repeat(tf.cast(mean, self.decoder.compute_dtype)[:, None, :], self.shape_spec.n_windows, axis=1)
+            out["x_hat"] = self.reconstruct(self.decoder(repeated, training=training))
         # Under a mixed-precision policy the layers compute in bfloat16; the losses and the
         # decay maths stay in float32.
         out = {k: tf.cast(v, tf.float32) for k, v in out.items()}
-        raw = tf.cast(self.head_out(self.head_hidden(head_input)), tf.float32)
-        out["params"] = decay.head_params(raw, self.shape_spec.n_components)
+        out["params"] = self.head(encoded, z, sessions)
         return out
 
     def build_with_zeros(self) -> None:
         """Create every weight now, by a call on one all-zero user (the input shapes are known)."""
         s = self.shape_spec
-        self({"x": tf.zeros([1, s.n_windows, s.n_window_features]), "mask": tf.ones([1, s.n_windows]), "static": tf.zeros([1, s.n_static])})
+        inputs = {
+            "x": tf.zeros([1, s.n_windows, s.n_window_features]),
+            "mask": tf.ones([1, s.n_windows]),
+            "static": tf.zeros([1, s.n_static]),
+        }
+        self(inputs, training=False)
+
+    def decay_nll(self, params: tf.Tensor, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        """(survival NLL [B], count NLL [B] weighted per row) of params [B, 6]."""
+        w = self.loss_weights_spec
+        survival = decay.survival_nll(params, targets["days_to_next"], targets["censored"])
+        counts = tf.zeros_like(survival)
+        if "future_sessions" in targets:
+            nll = decay.window_count_nll(params, targets["future_sessions"], float(self.shape_spec.window_days), self.count_dispersion())
+            if w.count_row_weights == "none":
+                weight = tf.ones_like(nll)
+            else:
+                weight = decay.count_row_weights(inputs["x"][:, :, SESSIONS_FEATURE])
+                weight = weight / tf.reduce_mean(weight)
+            counts = nll * weight
+        return survival, counts
+
+    def mixture_nll(self, params: tf.Tensor, inputs: dict, targets: dict) -> dict:
+        """The future's likelihood under the mixture of the draws params [B, D, 6]:
+        ``decay_nll`` [B] = -log of the mean over the draws of each draw's likelihood (survival
+        and counts together), and each part's own mixture NLL (``survival_nll``, ``count_nll``)."""
+        draws = tf.shape(params)[1]
+        flat = tf.reshape(params, [-1, decay.N_PARAMS])
+        repeated = {k: tf.repeat(v, draws, axis=0) for k, v in targets.items() if k in ("days_to_next", "censored", "future_sessions")}
+        survival, counts = self.decay_nll(flat, {"x": tf.repeat(inputs["x"], draws, axis=0)}, repeated)
+        log_draws = tf.math.log(tf.cast(draws, tf.float32))
+
+        def mixture(per_row: tf.Tensor) -> tf.Tensor:
+            return -(tf.reduce_logsumexp(-tf.reshape(per_row, [-1, draws]), axis=1) - log_draws)
+
+        weight = self.loss_weights_spec.count
+        return {"decay_nll": mixture(survival + weight * counts), "survival_nll": mixture(survival), "count_nll": mixture(counts)}
 
     def loss_parts(self, out: dict, inputs: dict, targets: dict) -> dict:
         """Each part of the loss, averaged over the batch."""
-        k, w = self.shape_spec.n_components, self.loss_weights_spec
+        w = self.loss_weights_spec
         real = tf.cast(inputs["mask"], tf.float32)
-        frailty = self.frailty()
-        nll = tf.reduce_mean(decay.survival_nll(out["params"], targets["days_to_next"], targets["censored"], k, frailty))
         step_target, step_weight = self.step_targets(inputs, targets)
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=step_target, logits=out["step_logits"])
         step_bce = tf.reduce_sum(bce * step_weight) / tf.maximum(tf.reduce_sum(step_weight), 1.0)
-        parts = {"survival_nll": nll, "step_bce": step_bce, "recon": tf.constant(0.0), "kl": tf.constant(0.0)}
-        parts["count_nll"] = tf.constant(0.0)
-        if "future_sessions" in targets:
-            future = decay.window_count_nll(
-                out["params"], targets["future_sessions"], float(self.shape_spec.window_days), k, self.count_dispersion(), frailty
-            )
-            if w.count_row_weights == "none":
-                weight = tf.ones_like(future)
-            else:
-                weight = decay.count_row_weights(inputs["x"][:, :, SESSIONS_FEATURE])
-            parts["count_nll"] = tf.reduce_sum(future * weight) / tf.reduce_sum(weight)
+        parts = {name: tf.reduce_mean(value) for name, value in self.mixture_nll(out["params"], inputs, targets).items()}
+        parts.update(step_bce=step_bce, recon=tf.constant(0.0), kl=tf.constant(0.0))
         if self.shape_spec.use_vae:
             squared = tf.reduce_mean(tf.square(out["x_hat"] - out["x_norm"]), axis=-1)
             parts["recon"] = tf.reduce_sum(squared * real) / tf.maximum(tf.reduce_sum(real), 1.0)
-            kl = -0.5 * tf.reduce_sum(1 + out["z_log_var"] - tf.square(out["z_mean"]) - tf.exp(out["z_log_var"]), axis=-1)
-            parts["kl"] = tf.reduce_mean(kl)
-        # The decay curve's own likelihood: what early stopping watches. The loss adds the step
-        # head and the VAE's terms, and the KL weight still ramps up in the first epochs.
-        parts["decay_nll"] = nll + w.count * parts["count_nll"]
+            parts["kl"] = tf.reduce_mean(standard_normal_kl(out["z_mean"], out["z_log_var"]))
         parts["loss"] = parts["decay_nll"] + w.step * step_bce + w.recon * parts["recon"] + self.kl_weight * parts["kl"]
-        if w.floor_pooling:
-            parts["loss"] += w.floor_pooling * tf.math.reduce_variance(out["params"][:, 2 * k])
+        if w.baseline_pooling:
+            parts["loss"] += w.baseline_pooling * tf.math.reduce_variance(out["params"][..., 1])
         return parts
 
     def count_dispersion(self) -> tf.Tensor | None:
         """The negative binomial dispersion of the visit counts (None: Poisson)."""
         return None if self.dispersion_raw is None else decay.dispersion_from_raw(self.dispersion_raw)
-
-    def frailty(self) -> tf.Tensor | None:
-        """The variance of the gamma factor on each user's rate (None: a plain Poisson process)."""
-        return None if self.frailty_raw is None else decay.dispersion_from_raw(self.frailty_raw)
 
     def step_targets(self, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
         """Target of P(t): the next window is active; for the last step, from the labels."""
@@ -267,6 +358,7 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         return self._track(parts)
 
     def test_step(self, data: tuple) -> dict:
+        """On validation rows: the same parts, under the scores' own fixed draws."""
         inputs, targets = data
         return self._track(self.loss_parts(self(inputs, training=False), inputs, targets))
 
@@ -274,6 +366,11 @@ class InterestDecayModel(_DecayCurves, tf.keras.Model):
         for name, tracker in self.trackers.items():
             tracker.update_state(parts[name])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def standard_normal_kl(mean: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor:
+    """KL(N(mean, e^log_var) || N(0, I)), summed over the latent axis, [B]."""
+    return 0.5 * tf.reduce_sum(tf.exp(log_var) + tf.square(mean) - 1.0 - log_var, axis=-1)
 
 
 class KLWarmup(tf.keras.callbacks.Callback):
@@ -285,15 +382,11 @@ class KLWarmup(tf.keras.callbacks.Callback):
         self.model.kl_weight.assign(w.beta * ramp if self.model.shape_spec.use_vae else 0.0)
 
 
-class MemberAverage(_DecayCurves, tf.keras.Model):
-    """Several independently trained models (``train.members``) served as one: the decay curve
-    is the mean of the members' curves (:func:`model.decay.average_curves`, N x K components),
-    so P(active), expected visits and the half-life are those of the averaged rates. The latent
-    z and the reconstruction error are the first member's.
-
-    Members differ by their random start and batch order only; their mean is steadier than any
-    one of them (run-to-run spread is most of what one run gets wrong in expected visits).
-    """
+class MemberAverage(_Scores, tf.keras.Model):
+    """Several independently trained models (``train.members``) served as one: their draws
+    together make one mixture, so every score is the mean over all of them and the intervals
+    span the members' disagreement too. The latent z and the reconstruction error are the
+    first member's."""
 
     def __init__(self, members: list[InterestDecayModel], **kwargs) -> None:
         super().__init__(**kwargs)
@@ -301,14 +394,8 @@ class MemberAverage(_DecayCurves, tf.keras.Model):
             raise ValueError("members is empty: average at least one model")
         self.members = list(members)
         first = members[0].shape_spec
-        self.member_components = first.n_components
-        self.shape_spec = replace(first, n_components=first.n_components * len(members))
-
-    def frailty(self) -> tf.Tensor | None:
-        """The members' mean frailty variance (None when they have none)."""
-        values = [member.frailty() for member in self.members]
-        return None if values[0] is None else tf.add_n(values) / len(values)
+        self.shape_spec = replace(first, draws=(first.draws if first.use_vae else 1) * len(members))
 
     def call(self, inputs: dict, training: bool = False) -> dict:
         outs = [member(inputs, training=False) for member in self.members]
-        return {**outs[0], "params": decay.average_curves([out["params"] for out in outs], self.member_components)}
+        return {**outs[0], "params": tf.concat([out["params"] for out in outs], axis=1)}

@@ -11,6 +11,9 @@ import tensorflow as tf
 from interest_decay.model import decay
 from interest_decay.model.metadata import read_metadata
 
+# Values one step of the curves' computation may hold (float32): about 80 MB.
+CHUNK_ELEMENTS = 20_000_000
+
 
 class Scorer:
     """A loaded model: ``scorer(inputs)`` gives numpy arrays of every score."""
@@ -31,23 +34,6 @@ class Scorer:
     def feature_spec(self) -> dict:
         return self.metadata["feature_spec"]
 
-    @property
-    def frailty(self) -> float | None:
-        """The variance of the gamma factor on each user's rate that P(active) allows for (None:
-        a Poisson process, as every model saved before it had one)."""
-        value = self.metadata.get("frailty")
-        return None if value is None else float(value)
-
-    @property
-    def visits_scale(self) -> float:
-        """What the model multiplies its expected visits by (1 for models saved before it had one)."""
-        return float(self.metadata.get("visits_scale", 1.0))
-
-    @property
-    def visits_slope(self) -> float:
-        """The calibration slope of its expected visits (1 for models saved before it had one)."""
-        return float(self.metadata.get("visits_slope", 1.0))
-
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
         tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
         return {k: v.numpy() for k, v in self._serve(**tensors).items()}
@@ -57,7 +43,19 @@ class Scorer:
         tensors = {k: tf.convert_to_tensor(inputs[k], tf.float32) for k in ("x", "mask", "static")}
         return self._p_active(**tensors)["p_active"].numpy()
 
-    def p_active_within(self, inputs: dict, days: list[float], batch_size: int = 50_000) -> np.ndarray:
+    def p_active_at(self, inputs: dict, horizon: float, batch_size: int = 5_000) -> np.ndarray:
+        """P(active within ``horizon`` days), per user: the light signature when it is one of
+        the model's horizons (what explaining asks for many times over), in batches."""
+        horizons = list(self.feature_spec["horizons_days"])
+        if horizon not in horizons:
+            return self.p_active_within(inputs, [horizon])[:, 0]
+        column = horizons.index(horizon)
+        parts = [
+            self.p_active({k: v[i : i + batch_size] for k, v in inputs.items()})[:, column] for i in range(0, len(inputs["x"]), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def p_active_within(self, inputs: dict, days: list[float], batch_size: int = 2_000) -> np.ndarray:
         """P(active within each of ``days``), users x days: the decay curve at any horizon,
         not only the model's own horizons."""
         parts = []
@@ -66,22 +64,36 @@ class Scorer:
             parts.append(self.p_active_from(params, days))
         return np.concatenate(parts) if parts else np.zeros((0, len(days)), np.float32)
 
+    def draws_of(self, decay_params: np.ndarray) -> np.ndarray:
+        """``decay_params`` as a call returns them, [B, D x 6], as [B, D, 6]: each user's draws."""
+        params = np.asarray(decay_params, np.float32)
+        return params.reshape(len(params), -1, decay.N_PARAMS)
+
     def p_active_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
-        """P(active within each of ``days``) from the ``decay_params`` a call already returned,
-        so one pass of the network serves every horizon and curve."""
-        cumulative = tf.constant(self._cumulative_rate(decay_params, days))
-        return 1.0 - decay.survival_from_cumulative(cumulative, self.frailty).numpy()
+        """P(active within each of ``days``), users x days, from the ``decay_params`` a call
+        already returned: the mean over the user's draws, read off the serving grid as the
+        scores are, so one pass of the network serves every horizon and curve. In chunks of
+        users: the grid holds users x draws x its days in memory."""
+        draws = self.draws_of(decay_params)
+        size = len(decay.day_grid(days))
+        chunk = max(1, CHUNK_ELEMENTS // max(1, draws.shape[1] * size))
+        parts = [
+            tf.reduce_mean(decay.p_active_on(tf.constant(draws[i : i + chunk]), days), axis=1).numpy() for i in range(0, len(draws), chunk)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, len(days)), np.float32)
 
     def expected_visits_from(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
-        """Expected visits within each of ``days``, users x days, from ``decay_params``: Lambda
-        times the model's calibration factor, as the serving function gives them."""
-        shape = self.metadata["model_shape"]
-        factor = decay.visits_calibration_factor(
-            tf.constant(decay_params), shape["n_components"], self.visits_scale, self.visits_slope, float(shape["window_days"])
-        ).numpy()
-        return self._cumulative_rate(decay_params, days) * factor[:, None]
+        """Expected visits within each of ``days``, users x days, from ``decay_params``."""
+        params = tf.constant(self.draws_of(decay_params))
+        return tf.reduce_mean(decay.expected_visits(params, tf.constant(list(days), tf.float32)), axis=1).numpy()
 
-    def _cumulative_rate(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
-        """Lambda at each of ``days``, users x days."""
-        k = self.metadata["model_shape"]["n_components"]
-        return decay.cumulative_rate(tf.constant(decay_params), tf.constant([days], tf.float32), k).numpy()
+    def expected_visits_by_draw(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
+        """Expected visits within each of ``days`` for each draw, users x draws x days."""
+        params = tf.constant(self.draws_of(decay_params))
+        return decay.expected_visits(params, tf.constant(list(days), tf.float32)).numpy()
+
+    def by_draw(self, decay_params: np.ndarray, days: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        """(P(still there) [B, D], the visits within each of ``days`` of a user still there
+        [B, D, H]) for each of the user's draws: the parts of the mixture a count interval needs."""
+        params = tf.constant(self.draws_of(decay_params))
+        return decay.p_alive(params).numpy(), decay.expected_visits_there(params, tf.constant(list(days), tf.float32)).numpy()

@@ -37,18 +37,31 @@ def feature_mismatch(model_spec: dict, view_spec: dict) -> list[str]:
     return problems
 
 
+# Per-user scores beside the per-horizon ones, in the table's order (model/network.py: _Scores).
+USER_SCORES = (
+    "p_alive",
+    "interest_half_life_days",
+    "interest_half_life_days_low",
+    "interest_half_life_days_high",
+    "silence_half_life_days",
+    "dropout_share",
+    "baseline_visits_per_30d",
+    "interest_now",
+    "return_median_days",
+)
+
+
 def score_columns(horizons: list[int], with_params: bool = False) -> list[tuple[str, str]]:
     """(name, Spark SQL type) of every column :func:`score_frame` returns, in order: the pandas
     UDF's schema and the model part of the ``scores`` table; ``with_params`` adds the raw
     ``decay_params`` (what the evaluation computes every horizon and curve from)."""
+    per_horizon = [
+        (f"{name}_{h}d{bound}", "DOUBLE") for name in ("p_active", "expected_visits") for h in horizons for bound in ("", "_low", "_high")
+    ]
     return [
-        *[(f"p_active_{h}d", "DOUBLE") for h in horizons],
-        *[(f"expected_visits_{h}d", "DOUBLE") for h in horizons],
+        *per_horizon,
         ("decay_curve", "ARRAY<DOUBLE>"),
-        ("interest_half_life_days", "DOUBLE"),
-        ("baseline_visits_per_30d", "DOUBLE"),
-        ("interest_now", "DOUBLE"),
-        ("return_median_days", "DOUBLE"),
+        *[(name, "DOUBLE") for name in USER_SCORES],
         ("drivers", "ARRAY<STRING>"),
         ("driver_effects", "ARRAY<DOUBLE>"),
         ("z", "ARRAY<DOUBLE>"),
@@ -84,7 +97,10 @@ def feature_groups(window_features: Sequence[str], static_features: Sequence[str
 
         return swap
 
-    return {**{f: window(i) for i, f in enumerate(window_features)}, **{f: static(i) for i, f in enumerate(static_features)}}
+    # A static feature named as a window feature (tenure_days: at the as-of date, and at each
+    # window's end) is its own group, "<name>_now": one name must never hide another.
+    statics = {(f if f not in window_features else f"{f}_now"): static(i) for i, f in enumerate(static_features)}
+    return {**{f: window(i) for i, f in enumerate(window_features)}, **statics}
 
 
 def drivers(
@@ -131,11 +147,15 @@ def score_frame(
     }
     out = scorer(inputs)
     model_horizons = list(spec["horizons_days"])
-    frame = pd.DataFrame({f"p_active_{h}d": out["p_active"][:, model_horizons.index(h)].astype(np.float64) for h in horizons})
-    for h in horizons:
-        frame[f"expected_visits_{h}d"] = out["expected_visits"][:, model_horizons.index(h)].astype(np.float64)
+    columns = {}
+    for name in ("p_active", "expected_visits"):
+        for h in horizons:
+            i = model_horizons.index(h)
+            for bound in ("", "_low", "_high"):
+                columns[f"{name}_{h}d{bound}"] = out[f"{name}{bound}"][:, i].astype(np.float64)
+    frame = pd.DataFrame(columns)
     frame["decay_curve"] = list(out["decay_curve"].astype(np.float64))
-    for name in ("interest_half_life_days", "baseline_visits_per_30d", "interest_now", "return_median_days"):
+    for name in USER_SCORES:
         frame[name] = out[name].astype(np.float64)
     longest = model_horizons.index(max(horizons))
     names, effects = [[]] * len(frame), [[]] * len(frame)

@@ -59,13 +59,30 @@ def auc_by_horizon(scores: np.ndarray, targets: dict, horizons: tuple[int, ...] 
 
 
 def validation_auc(model: InterestDecayModel | MemberAverage, inputs: dict, targets: dict) -> dict[str, float]:
-    """The model's ``val_auc_<h>d`` for every horizon it predicts."""
-    p_active = model.predict_curves(inputs, tf.constant([1.0]))["p_active"].numpy()
-    return {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, model.shape_spec.horizons_days).items()}
-
-
-# Below this many visits seen in the latest validation rows, their ratio is too noisy to scale by.
-MIN_LATEST_VISITS = 100
+    """The model's ``val_auc_<h>d`` for every horizon it predicts, and ``val_returners_ratio_<h>d``:
+    the users it expects back (the sum of P(active)) over those who came back, on the rows
+    whose label is known (1.0: calibrated in total)."""
+    horizons = model.shape_spec.horizons_days
+    rows = len(inputs["x"])
+    p_active = (
+        np.concatenate(
+            [
+                tf.reduce_mean(
+                    decay.p_active_on(model({k: v[i : i + 5_000] for k, v in inputs.items()})["params"], list(horizons)), axis=1
+                ).numpy()
+                for i in range(0, rows, 5_000)
+            ]
+        )
+        if rows
+        else np.zeros((0, len(horizons)), np.float32)
+    )
+    metrics = {f"val_auc_{h}d": v for h, v in auc_by_horizon(p_active, targets, horizons).items()}
+    for i, h in enumerate(horizons):
+        labels = targets.get(f"active_{h}d")
+        known = labels >= 0 if labels is not None else None
+        if known is not None and labels[known].sum() > 0:
+            metrics[f"val_returners_ratio_{h}d"] = float(p_active[known, i].sum() / labels[known].sum())
+    return metrics
 
 
 def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, targets: dict) -> dict[str, float]:
@@ -75,13 +92,10 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
     - ``val_visits_predicted_over_observed``: over every row;
     - ``val_visits_predicted_over_observed_latest``: over the rows nearest the end of the
       training data, those whose last future window lies past it: the users as scoring at the
-      end of the data sees them. Left out below ``MIN_LATEST_VISITS`` visits seen there (and
-      when validation is one as-of date whose windows are all observed).
-    - ``val_visits_calibration_scale`` and ``val_visits_calibration_slope``: the calibration
-      :func:`fit_visits_calibration` finds on the same latest rows (on every row when the latest
-      have no ratio), left out below ``MIN_LATEST_VISITS`` visits.
+      end of the data sees them (left out when no such row saw a visit).
 
-    Empty when no window is observed.
+    Reported, never used to rescale anything: P(active) and the expected visits come from one
+    distribution. Empty when no window is observed.
     """
     future = targets.get("future_sessions")
     if future is None or future.shape[1] == 0:
@@ -90,70 +104,15 @@ def validation_visits(model: InterestDecayModel | MemberAverage, inputs: dict, t
     seen = np.where(known, future, 0.0)
     if seen.sum() == 0:
         return {}
-    shape = model.shape_spec
     params = model(inputs, training=False)["params"]
-    per_window = decay.window_visits(params, future.shape[1], float(shape.window_days), shape.n_components).numpy()
+    there = decay.window_visits_there(params, future.shape[1], float(model.shape_spec.window_days))
+    per_window = tf.reduce_mean(decay.p_alive(params)[..., None] * there, axis=1).numpy()
     expected = per_window * known
     ratios = {"val_visits_predicted_over_observed": float(expected.sum() / seen.sum())}
     latest = known[:, 0] & ~known[:, -1]
-    rows = known.any(axis=1)
-    if seen[latest].sum() >= MIN_LATEST_VISITS:
+    if seen[latest].sum() > 0:
         ratios["val_visits_predicted_over_observed_latest"] = float(expected[latest].sum() / seen[latest].sum())
-        rows = latest
-    if seen[rows].sum() >= MIN_LATEST_VISITS:
-        # The level the served factor reads: each user's visits in one window, the first window's.
-        level = per_window[rows, 0]
-        scale, slope = fit_visits_calibration(expected[rows].sum(axis=1), seen[rows].sum(axis=1), level)
-        ratios.update(val_visits_calibration_scale=scale, val_visits_calibration_slope=slope)
     return ratios
-
-
-# A calibration slope outside these says the rows were too few or too alike to fit one.
-MIN_VISITS_SLOPE, MAX_VISITS_SLOPE = 0.5, 1.5
-
-
-def fit_visits_calibration(expected: np.ndarray, observed: np.ndarray, level: np.ndarray) -> tuple[float, float]:
-    """(scale, slope) of the best Poisson fit of ``observed`` visits per row by
-    ``expected`` x scale x ``level`` ^ (slope - 1): the calibration in the large and the
-    calibration slope of a count model (:func:`model.decay.visits_calibration_factor`).
-
-    ``expected`` is the model's visits over the row's observed windows, ``level`` its visits over
-    a fixed span (one window), so rows with more or fewer windows observed compare. Newton's
-    method on the Poisson log-likelihood, which is concave in (log scale, slope); the slope is
-    kept within [MIN_VISITS_SLOPE, MAX_VISITS_SLOPE] and the scale refitted at a bound.
-    """
-    expected, observed, level = (np.asarray(v, np.float64) for v in (expected, observed, level))
-    if not len(expected) == len(observed) == len(level):
-        raise ValueError(f"expected, observed and level differ in length: {len(expected)}, {len(observed)}, {len(level)}")
-    if observed.sum() <= 0 or expected.sum() <= 0:
-        raise ValueError("fit_visits_calibration needs some expected and some observed visits")
-    offset = np.log(np.maximum(expected, 1e-12))
-    log_level = np.log(np.maximum(level, 1e-8))
-    centre = log_level.mean()
-    x = log_level - centre  # centred, so the two parameters are near-orthogonal
-
-    def log_likelihood(theta: np.ndarray) -> float:
-        eta = theta[0] + theta[1] * x + offset
-        return float((observed * eta - np.exp(eta)).sum())
-
-    theta = np.array([np.log(observed.sum() / expected.sum()), 0.0])
-    for _ in range(100):
-        mu = np.exp(theta[0] + theta[1] * x + offset)
-        gradient = np.array([(observed - mu).sum(), ((observed - mu) * x).sum()])
-        hessian = np.array([[mu.sum(), (mu * x).sum()], [(mu * x).sum(), (mu * x * x).sum()]])
-        if abs(np.linalg.det(hessian)) < 1e-12:  # every row at one level: no slope to fit
-            theta[1] = 0.0
-            break
-        step = np.linalg.solve(hessian, gradient)
-        while log_likelihood(theta + step) < log_likelihood(theta) - 1e-9 and np.abs(step).max() > 1e-10:
-            step = step / 2
-        theta = theta + step
-        if np.abs(step).max() < 1e-9:
-            break
-    tilt = float(np.clip(theta[1], MIN_VISITS_SLOPE - 1.0, MAX_VISITS_SLOPE - 1.0))
-    # At the slope kept (and always, which costs nothing), the scale that matches the total.
-    log_scale = np.log(observed.sum() / (expected * np.exp(tilt * x)).sum())
-    return float(np.exp(log_scale - tilt * centre)), 1.0 + tilt
 
 
 def validation_metrics(model: InterestDecayModel | MemberAverage, val_sample: tuple[dict, dict]) -> dict[str, float]:
@@ -290,9 +249,9 @@ def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverag
         log.info("final weights: the mean of %d epochs from epoch %d", result.averaged_epochs, averager.first_epoch)
     if val_sample is not None:
         result.final_metrics = validation_metrics(model, val_sample)
-    for name, value in (("count_dispersion", model.count_dispersion()), ("frailty", model.frailty())):
-        if value is not None:
-            result.final_metrics[name] = float(value.numpy())
+    dispersion = model.count_dispersion()
+    if dispersion is not None:
+        result.final_metrics["count_dispersion"] = float(dispersion.numpy())
     return result
 
 
@@ -314,12 +273,11 @@ def average_members(
     )
     if val_sample is not None:
         result.final_metrics = validation_metrics(average, val_sample)
-    for name in ("count_dispersion", "frailty"):
-        values = [r.final_metrics[name] for r in results if name in r.final_metrics]
-        if values:
-            result.final_metrics[name] = float(np.mean(values))
+    dispersions = [r.final_metrics["count_dispersion"] for r in results if "count_dispersion" in r.final_metrics]
+    if dispersions:
+        result.final_metrics["count_dispersion"] = float(np.mean(dispersions))
     log.info(
-        "the saved model is the mean of %d members' curves; validation AUCs of the members: %s, of their mean: %s",
+        "the saved model is the mixture of %d members' draws; validation AUCs of the members: %s, of the mixture: %s",
         len(models),
         [{k: round(v, 4) for k, v in r.final_metrics.items() if k.startswith("val_auc")} for r in results],
         {k: round(v, 4) for k, v in result.final_metrics.items() if k.startswith("val_auc")},

@@ -166,6 +166,7 @@ def train_and_score_on_a_cluster(shop: TrainedShop, s3: S3Server, work_dir: Path
     cores = 2  # the one worker's, all of them the executor's: one task slot per Horovod rank
     settings = [
         f"lakehouse={lake}",
+        "storage.single_writer=true",
         f"storage.cache_dir={work_dir / 'cwd' / 'cache'}",
         "train.mode=horovod",
         f"train.num_proc={cores}",

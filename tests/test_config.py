@@ -126,9 +126,3 @@ def test_a_file_uri_lakehouse_is_the_local_folder_it_names(tmp_path: Path) -> No
     assert absolute_path("s3a://bucket/lake") == "s3a://bucket/lake" and absolute_path("dbfs:/lake") == "dbfs:/lake"
     with pytest.raises(ValueError, match="names no host"):
         absolute_path("file://server/lake")
-
-
-def test_a_frailty_with_the_negative_binomial_counts_is_refused() -> None:
-    with pytest.raises(ConfigError, match="frailty: gamma already makes the counts negative binomial"):
-        load_settings(None, ["train.frailty=gamma", "train.count_likelihood=negative_binomial"])
-    assert load_settings(None, ["train.frailty=gamma"]).train.frailty == "gamma"

@@ -58,7 +58,10 @@ def _write(path: Path, lines: list[str]) -> str:
 
 
 def _fixed_now(settings: Settings) -> Settings:
+    """A fixed "now" for the future rule; and no ceiling on the quarantine, since the corpus is
+    mostly bad lines on purpose (the ceiling has its own test)."""
     settings.ingest.now = dt.datetime.fromisoformat(NOW)
+    settings.ingest.max_quarantine_share = 1.0
     return settings
 
 
@@ -218,6 +221,7 @@ def test_cdnow_preset_reads_the_master_file_format(spark: SparkSession, settings
 
 
 def test_json_with_a_mapping_from_conf(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    settings.ingest.max_quarantine_share = 1.0  # one of the three lines is malformed on purpose
     source = _write(
         tmp_path / "events.jsonl",
         [
@@ -339,3 +343,116 @@ def test_json_without_a_required_key_is_refused_and_extra_columns_can_be_kept(
         "price": "3",
         "referrer": "mail",
     }
+
+
+def _event_ids(spark: SparkSession, settings: Settings) -> set[str]:
+    return {r["event_id"] for r in _events(spark, settings).collect()}
+
+
+def test_a_reingest_in_another_session_time_zone_adds_nothing(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    """An event's id hashes its instant, and a timestamp without a zone means the source's
+    zone (UTC here), so a notebook or cluster in New York re-reads the same file to the same ids."""
+    source = _write(tmp_path / "raw" / "a.csv", [HEADER, CORPUS[0][0], CORPUS[1][0], CORPUS[2][0]])
+    first = ingest.run(spark, _fixed_now(settings), input_path=source, preset="generator")
+    ids, times = _event_ids(spark, settings), sorted(r["event_time"] for r in _events(spark, settings).collect())
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        again = ingest.run(spark, settings, input_path=source, preset="generator")
+        # The zone-less "2026-05-01 10:05:00" is still 10:05 UTC.
+        instants = sorted(r["t"] for r in _events(spark, settings).select(F.unix_micros("event_time").alias("t")).collect())
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)
+    assert (first.counts["written"], again.counts["written"], again.counts["already_ingested"]) == (3, 0, 3)
+    assert _event_ids(spark, settings) == ids and sorted(r["event_time"] for r in _events(spark, settings).collect()) == times
+    assert instants[1] == int(dt.datetime(2026, 5, 1, 10, 5, tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+
+def test_an_ingest_with_other_id_settings_is_refused(
+    spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turning pseudonymisation on (or changing its key, or the source's zone) would give the same
+    events other ids: refused, naming what differs, before anything is written."""
+    source = _write(tmp_path / "raw" / "a.csv", [HEADER, CORPUS[0][0]])
+    ingest.run(spark, _fixed_now(settings), input_path=source, preset="generator")
+    properties = DeltaTable.forPath(spark, settings.table_path(Table.EVENTS)).detail().first()["properties"]
+    assert properties["interest_decay.pseudonymized"] == "false" and properties["interest_decay.source_time_zone"] == "UTC"
+    monkeypatch.setenv("INTEREST_DECAY_PSEUDONYM_KEY", "key-one")
+    settings.ingest.pseudonymize_user_ids = True
+    version = DeltaTable.forPath(spark, settings.table_path(Table.EVENTS)).history().agg({"version": "max"}).first()[0]
+    with pytest.raises(
+        ValueError, match=r"ingested with other settings \(pseudonymized: 'false' there, 'true' now; pseudonym_key_fingerprint"
+    ):
+        ingest.run(spark, settings, input_path=source, preset="generator")
+    assert DeltaTable.forPath(spark, settings.table_path(Table.EVENTS)).history().agg({"version": "max"}).first()[0] == version
+
+
+def test_csv_files_are_each_read_by_their_own_header(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    """A folder whose second file has the same columns in another order (and a byte-order mark):
+    every row lands in its own columns."""
+    _write(tmp_path / "raw" / "a.csv", [HEADER, CORPUS[0][0]])
+    reordered = "\ufeffprice,category,product_id,event_type,event_time,user_id,event_id"
+    _write(tmp_path / "raw" / "b.csv", [reordered, "2.5,garden,p3,view,2026-05-03T09:00:00Z,u9,e20"])
+    summary = ingest.run(spark, _fixed_now(settings), input_path=str(tmp_path / "raw"), preset="generator")
+    assert (summary.counts["written"], summary.counts["quarantined"]) == (2, 0)
+    _assert_events(spark, settings, [GOOD_EVENTS[0], ("u9", dt.datetime(2026, 5, 3, 9, 0), "view", "p3", "garden", 2.5)])
+
+
+def test_a_file_mostly_quarantined_fails_the_stage_after_writing_the_quarantine(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    """A timestamp format the mapping does not read: every row to quarantine, and exit 2."""
+    lines = [f"e{i},u{i},01/05/2026 10:{i:02d},view,p1,books,1.0" for i in range(10)]
+    source = _write(tmp_path / "raw" / "a.csv", [HEADER, *lines])
+    settings.ingest.now = dt.datetime.fromisoformat(NOW)
+    with pytest.raises(
+        ValueError,
+        match=r"10 of 10 rows \(100%\) were quarantined, above ingest.max_quarantine_share 20%; the commonest reason is unparseable_event_time \(10 rows\)",
+    ):
+        ingest.run(spark, settings, input_path=source, preset="generator")
+    assert _quarantine(spark, settings).where("reason = 'unparseable_event_time'").count() == 10  # nothing lost
+
+
+def test_pseudonymised_runs_keep_no_raw_user_id_anywhere(
+    spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pseudonymisation on, the quarantine's raw rows carry the pseudonym, a malformed line
+    only its length and hash, and a file ingested again from another path no copy of its rows."""
+    monkeypatch.setenv("INTEREST_DECAY_PSEUDONYM_KEY", "not-a-real-secret-77")
+    settings.ingest.pseudonymize_user_ids = True
+    lines = [CORPUS[0][0], "e5,rawuserseven,2026-05-01T10:00:00Z,view", "e15,rawusereight,2026-05-01T10:00:00Z,view,p1,books,abc"]
+    source = _write(tmp_path / "day1" / "a.csv", [HEADER, *lines])
+    ingest.run(spark, _fixed_now(settings), input_path=source, preset="generator")
+    moved = _write(tmp_path / "day2" / "a-copy.csv", [HEADER, *lines])
+    ingest.run(spark, settings, input_path=moved, preset="generator")
+    written = [
+        json.dumps(r.asDict(), default=str) for table in (_events(spark, settings), _quarantine(spark, settings)) for r in table.collect()
+    ]
+    assert not [row for row in written if "rawuser" in row or '"u1"' in row]
+    duplicate = _quarantine(spark, settings).where("reason = 'duplicate_event'").first()
+    assert json.loads(duplicate["raw"]) == {"duplicate_of": _events(spark, settings).first()["event_id"]}
+    malformed = _quarantine(spark, settings).where("reason = 'malformed_line' AND source LIKE '%day1%'").first()["raw"]
+    assert malformed == f"withheld: a malformed line of {len(lines[1])} characters, sha256 {hashlib.sha256(lines[1].encode()).hexdigest()}"
+
+
+def test_two_ingests_at_once_into_a_new_lakehouse_both_land_every_row_once(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    """Two sessions (two notebooks on one cluster) ingest different files at the same moment
+    into a lakehouse that has no tables yet: both succeed, and every row of both files, counted
+    from the files themselves, is in the table exactly once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = []
+    for name, users in (("a", range(0, 40)), ("b", range(40, 80))):
+        lines = [f"{name}{u},u{u},2026-05-{1 + u % 28:02d}T10:00:00Z,view,p{u},books,1.0" for u in users]
+        files.append(_write(tmp_path / name / f"{name}.csv", [HEADER, *lines]))
+    _fixed_now(settings)
+
+    def one(path: str) -> dict[str, int]:
+        return ingest.run(spark.newSession(), settings, input_path=path, preset="generator").counts
+
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(one, files))
+    expected = {line.split(",")[0] for path in files for line in Path(path).read_text().splitlines()[1:]}
+    ids = [r["user_id"] for r in _events(spark, settings).collect()]
+    assert len(ids) == len(set(ids)) == len(expected) == 80
+    assert [c["written"] for c in counts] == [40, 40]

@@ -170,7 +170,7 @@ def test_a_failed_baseline_is_named_and_the_others_are_still_judged() -> None:
     # The hazard models learn from history rows; here nobody in them came back, so they cannot fit.
     history = {k: v[:300] for k, v in inputs.items()}
     no_returns = {"days_to_next": np.full(300, 60.0), "censored": np.ones(300)}
-    scores, failures = fit_baselines(history, no_returns, inputs, [7, 30], 7.0, btyd_fit_users=300)
+    scores, failures, _ = fit_baselines(history, no_returns, inputs, [7, 30], 7.0, btyd_fit_users=300)
     assert set(scores) | set(failures) == set(METHODS) - {"model"} and not set(scores) & set(failures)
     for kind in ("logistic_rfm", "lightgbm"):
         assert failures[kind] == f"ValueError: {kind}: the training rows have no returns to learn from"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -19,11 +20,11 @@ from pyspark.testing import assertDataFrameEqual
 from interest_decay.contract import STATIC_FEATURES, Table
 from interest_decay.jobs import score
 from interest_decay.jobs.common.config import Settings, load_settings
+from interest_decay.jobs.common.models import check_model_fits
 from interest_decay.jobs.common.tables import latest_version, table_exists
-from interest_decay.model import decay
 from interest_decay.model.data import arrays, flat_columns
-from interest_decay.model.distributed import visits_calibration
-from interest_decay.model.scoring import load_scorer, risk_tier
+from interest_decay.model.metadata import read_metadata
+from interest_decay.model.scoring import feature_groups, load_scorer, risk_tier, typical_user
 
 from shops import LOCAL, TrainedShop
 
@@ -39,24 +40,32 @@ def test_tiers_actions_and_fading_categories_follow_the_rules(spark: SparkSessio
             ("quiet", 0.29, 0.0, None),
             ("wavering", 0.50, 1.0, [(1, "shoes", 0.0, 0.9)]),
             ("loyal", 0.90, 5.0, None),
+            ("loyal_but_fading_fast", 0.80, 5.0, None),
         ],
         f"user_id STRING, p_active_30d DOUBLE, purchases DOUBLE, top_categories {interest}",
     )
     purchases = STATIC_FEATURES.index("total_purchases")
+    half_life = {"fading_shoes": 40.2, "buyer": 3.0, "quiet": 500.0, "wavering": 12.9, "loyal": 30.0, "loyal_but_fading_fast": 4.5}
     scores = users.select(
         "user_id",
         "p_active_30d",
         F.array(*[F.col("purchases") if i == purchases else F.lit(0.0) for i in range(len(STATIC_FEATURES))]).alias("static"),
         score.decaying_categories(F.col("top_categories"), 0.15).alias("top_decaying_categories"),
+        F.create_map(*[F.lit(v) for kv in half_life.items() for v in kv])[F.col("user_id")].alias("silence_half_life_days"),
     )
-    tiered = score.with_tier_and_action(scores, settings, (0.3, 0.6)).select("user_id", "top_decaying_categories", "risk_tier", "action")
+    as_of = dt.date(2026, 3, 30)
+    tiered = score.with_tier_and_action(scores, settings, (0.3, 0.6), as_of).select(
+        "user_id", "top_decaying_categories", "risk_tier", "action", "act_by"
+    )
+    day = lambda n: as_of + dt.timedelta(days=n)  # noqa: E731
     expected = spark.createDataFrame(
         [
-            ("fading_shoes", ["shoes"], "high", "recommend_category:shoes"),
-            ("buyer", [], "high", "coupon"),
-            ("quiet", [], "high", "win_back"),
-            ("wavering", ["shoes"], "medium", "reminder"),
-            ("loyal", [], "low", "none"),
+            ("fading_shoes", ["shoes"], "high", "recommend_category:shoes", day(30)),  # (its half-life, at most the longest horizon)
+            ("buyer", [], "high", "coupon", day(3)),
+            ("quiet", [], "high", "win_back", day(30)),
+            ("wavering", ["shoes"], "medium", "reminder", day(12)),
+            ("loyal", [], "low", "none", None),
+            ("loyal_but_fading_fast", [], "low", "reminder", day(4)),  # score.fading_fast_days: 7
         ],
         tiered.schema,
     )
@@ -80,21 +89,18 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, shop: Trai
     inputs, _ = arrays(frame, n_windows=12, n_window_features=12, n_static=5, horizons_days=settings.horizons_days)
     scorer = load_scorer(summary.inputs["model"])
     expected = scorer(inputs)
-    # train.calibrate_visits: counts calibrated, P(active) not. From the latest validation rows
-    # when they saw enough visits, else from all of them.
-    scale, slope = scorer.metadata["visits_scale"], scorer.metadata["visits_slope"]
-    assert (scale, slope) == pytest.approx(visits_calibration(shop.trained.metrics, calibrate=True), rel=1e-3)
-    factor = decay.visits_calibration_factor(
-        expected["decay_params"], scorer.metadata["model_shape"]["n_components"], scale, slope, settings.features.window_days
-    ).numpy()
     actual = _scores(spark, settings).orderBy("user_id").toPandas()
     assert list(actual["user_id"]) == list(frame["user_id"])
     for i, h in enumerate(settings.horizons_days):
-        np.testing.assert_allclose(actual[f"p_active_{h}d"], expected["p_active"][:, i], rtol=1e-5)
-        np.testing.assert_allclose(actual[f"expected_visits_{h}d"], expected["expected_visits"][:, i], rtol=1e-5)
-        # P(active within h) = 1 - exp(-Lambda(h)), the expected visits Lambda(h) x the calibration's factor: one curve gives both.
-        np.testing.assert_allclose(actual[f"p_active_{h}d"], 1 - np.exp(-actual[f"expected_visits_{h}d"] / factor), rtol=1e-4)
-    for name in ("return_median_days", "interest_half_life_days", "baseline_visits_per_30d", "interest_now"):
+        for bound in ("", "_low", "_high"):
+            np.testing.assert_allclose(actual[f"p_active_{h}d{bound}"], expected[f"p_active{bound}"][:, i], rtol=1e-5)
+            np.testing.assert_allclose(actual[f"expected_visits_{h}d{bound}"], expected[f"expected_visits{bound}"][:, i], rtol=1e-5)
+        assert (actual[f"p_active_{h}d_low"] <= actual[f"p_active_{h}d"]).all() and (
+            actual[f"p_active_{h}d"] <= actual[f"p_active_{h}d_high"]
+        ).all()
+        # One distribution gives both: the chance of a visit is below the expected visits (and below 1).
+        assert (actual[f"p_active_{h}d"] <= np.minimum(actual[f"expected_visits_{h}d"], 1.0) + 1e-6).all()
+    for name in ("return_median_days", "interest_half_life_days", "baseline_visits_per_30d", "interest_now", "p_alive", "dropout_share"):
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-4)
     np.testing.assert_allclose(np.stack(actual["decay_curve"]), expected["decay_curve"], rtol=1e-5)
     assert summary.counts["scored"] == summary.counts["users"] == len(frame)
@@ -103,19 +109,39 @@ def test_scores_equal_single_process_predictions(spark: SparkSession, shop: Trai
     assert shares["high"] == pytest.approx(0.2, abs=0.02) and shares["medium"] == pytest.approx(0.3, abs=0.02)
     assert actual["action"].str.match(r"^(recommend_category:.+|coupon|win_back|reminder|none)$").all()
     # Drivers: known feature names, their effects positive and largest first, three at most.
-    known = set(scorer.feature_spec["window_features"]) | {
-        "tenure_days",
-        "recency_days",
-        "total_sessions",
-        "total_purchases",
-        "total_revenue",
-    }
+    groups = feature_groups(scorer.feature_spec["window_features"], scorer.feature_spec["static_features"])
+    # Every feature is a group of its own: the static tenure is not hidden by the windows' tenure.
+    assert len(groups) == len(scorer.feature_spec["window_features"]) + len(scorer.feature_spec["static_features"])
+    assert {"tenure_days", "tenure_days_now", "recency_days"} <= set(groups)
     assert all(
-        set(names) <= known and len(names) == len(effects) <= 3
+        set(names) <= set(groups) and len(names) == len(effects) <= 3
         for names, effects in zip(actual["drivers"], actual["driver_effects"], strict=False)
     )
     assert all(list(e) == sorted(e, reverse=True) and all(v > 0 for v in e) for e in actual["driver_effects"])
     assert (actual["drivers"].map(len) > 0).mean() > 0.5
+    # What a driver says, checked by scoring again: putting the typical user's value in place of
+    # a user's first driver raises their P(active) more than putting it in place of their third.
+    longest = list(scorer.feature_spec["horizons_days"]).index(max(settings.horizons_days))
+    typical_x, typical_static = typical_user(scorer.metadata)
+    replacement = {
+        "x": np.where(inputs["mask"][..., None] > 0, typical_x, 0.0),
+        "static": np.broadcast_to(typical_static, inputs["static"].shape),
+    }
+    base = scorer.p_active(inputs)[:, longest]
+    three = [i for i, names in enumerate(actual["drivers"]) if len(names) == 3][:50]
+    assert len(three) >= 10
+    for rank in (0, 2):
+        moved = {}
+        for i in three:
+            name = actual["drivers"][i][rank]
+            one = {k: v[i : i + 1] for k, v in inputs.items()}
+            changed = groups[name](one, {k: v[i : i + 1] for k, v in replacement.items()})
+            moved[i] = float(scorer.p_active(changed)[0, longest] - base[i])
+        if rank == 0:
+            first = moved
+        else:
+            assert all(first[i] > moved[i] for i in three)
+            np.testing.assert_allclose([first[i] for i in three], [actual["driver_effects"][i][0] for i in three], atol=1e-3)
 
 
 def test_rescoring_by_alias_or_run_id_replaces_the_same_slice_exactly_once(spark: SparkSession, shop: TrainedShop) -> None:
@@ -168,9 +194,14 @@ def test_a_model_that_does_not_fit_the_view_is_refused(spark: SparkSession, shop
     settings = shop.settings("features.n_windows=6")
     path = settings.table_path(Table.SCORES)
     version = latest_version(spark, path) if table_exists(spark, path) else None
-    with pytest.raises(ValueError, match=r"does not fit the view: n_windows: model has 12, the view has 6"):
+    # The view was built with 12 windows: scoring with 6 is refused before anything is read.
+    with pytest.raises(ValueError, match=r"built with other settings \(n_windows: 12 there, 6 now\): run `interest-decay features`"):
         score.run(spark, settings)
     assert (latest_version(spark, path) if table_exists(spark, path) else None) == version
+    # And a model whose features are not the view's is refused by name.
+    metadata = read_metadata(shop.trained.outputs["model"])
+    with pytest.raises(ValueError, match=r"does not fit the view: n_windows: model has 12, the view has 6"):
+        check_model_fits(settings, metadata, "v1")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from interest_decay.contract import Artifact, Table
 from interest_decay.jobs.common.config import load_settings
+from interest_decay.jobs.common.runs import check_log_store
 from interest_decay.jobs.common.spark import build_spark_session
 from interest_decay.jobs.common.storage import PUBLISHED_MARKER, Storage, list_input_files, python_uri
 
@@ -90,3 +91,21 @@ def test_spark_reads_and_writes_delta_on_s3a(spark: SparkSession, s3: S3Server, 
     frame.write.format("delta").mode("overwrite").save(settings.table_path(Table.EVENTS))
     assertDataFrameEqual(session.read.format("delta").load(settings.table_path(Table.EVENTS)), frame)
     assert Storage.for_settings(settings).exists(settings.table_path(Table.EVENTS) + "/_delta_log")
+
+
+def test_an_s3_lakehouse_without_the_multi_writer_log_store_is_refused(spark: SparkSession) -> None:
+    """Delta's default S3 log store can lose a commit when two drivers write at once: a stage on
+    an s3a:// lakehouse refuses to start unless the DynamoDB log store is configured or the conf
+    says there is one writer."""
+    settings = load_settings(None, ["lakehouse=s3a://bucket/lake"])
+    with pytest.raises(
+        ValueError, match=r"set spark.delta.logStore.s3a.impl=io.delta.storage.S3DynamoDBLogStore .* or storage.single_writer: true"
+    ):
+        check_log_store(spark, settings)
+    check_log_store(spark, load_settings(None, ["lakehouse=s3a://bucket/lake", "storage.single_writer=true"]))
+    check_log_store(spark, load_settings(None, ["lakehouse=/tmp/lake"]))  # a local lakehouse: Delta's own log store is safe
+    spark.conf.set("spark.delta.logStore.s3a.impl", "io.delta.storage.S3DynamoDBLogStore")
+    try:
+        check_log_store(spark, settings)
+    finally:
+        spark.conf.unset("spark.delta.logStore.s3a.impl")

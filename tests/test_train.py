@@ -56,7 +56,7 @@ def test_the_model_learns_the_decay_better_than_recency(shop: TrainedShop) -> No
 def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: TrainedShop, tmp_path: Path) -> None:
     """Validated by a share of the users, with weight averaging carried over the resume, a
     bounded number of training rows per as-of date, and two members, each resuming its own
-    checkpoints and saved as one model of twice the components."""
+    checkpoints and saved as one mixture of both members' draws."""
     settings = _settings(
         shop,
         tmp_path,
@@ -77,7 +77,8 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: T
     assert sorted(p.name for p in Path(first.outputs["checkpoints"]).iterdir()) == ["member-0", "member-1"]
     members = [{k.split("_", 1)[1]: v for k, v in first.metrics.items() if k.startswith(f"member{i}_")} for i in (0, 1)]
     assert "val_auc_30d" in members[0] and members[0] != members[1]  # two starts, two models
-    assert Scorer(first.outputs["model"]).metadata["model_shape"]["n_components"] == 2 * settings.train.n_components
+    draws = settings.train.posterior_draws if settings.train.use_vae else 1
+    assert Scorer(first.outputs["model"]).metadata["model_shape"]["draws"] == 2 * draws  # one mixture of both
     assert (first.inputs["resumed_from_epoch"], first.counts["last_epoch"], first.counts["averaged_epochs"]) == (0, 1, 1)
     assert first.inputs["validation"] == "users:0.2"
     # Users split: every as-of date before `until` trains or validates, about a fifth validates.

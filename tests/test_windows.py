@@ -14,6 +14,7 @@ from interest_decay.features.windows import category_interest, censor_at, rows_p
 from interest_decay.jobs import features as features_job
 from interest_decay.jobs import generate, ingest
 from interest_decay.jobs.common.config import GeneratorSettings, Settings
+from interest_decay.jobs.common.views import read_view
 
 EVENTS = "event_id STRING, user_id STRING, event_time TIMESTAMP, event_type STRING, category STRING, price DOUBLE"
 ORIGIN = dt.date(2026, 5, 4)  # a Monday
@@ -169,6 +170,22 @@ def test_features_job_on_generated_data(spark: SparkSession, settings: Settings)
     assert spark.read.format("delta").load(settings.table_path(Table.SEQUENCES)).count() == first.counts["sequences"]
     with pytest.raises(ValueError, match="not a window boundary.*2026-02-09 or 2026-02-16"):
         features_job.run(spark, settings, as_of=dt.date(2026, 2, 11))
+
+    # Other settings (a horizon more, longer arrays): the view is never mixed. Whoever reads it
+    # first is told, and features rebuilds it whole, even when asked for one date.
+    changed = settings.model_copy(
+        update={"horizons_days": [7, 14, 30, 60], "features": settings.features.model_copy(update={"n_windows": 8})}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"built with other settings \(horizons_days: \[7, 14, 30\] there, \[7, 14, 30, 60\] now, n_windows: 12 there, 8 now\)",
+    ):
+        read_view(spark, changed)
+    rebuilt = features_job.run(spark, changed, as_of=dt.date(2026, 2, 9))
+    assert rebuilt.inputs["rebuilt"] is True and rebuilt.counts["as_of_dates"] == first.counts["as_of_dates"]
+    view, _ = read_view(spark, changed)
+    assert "active_60d" in view.columns and view.count() == first.counts["sequences"]
+    assert view.select(F.size("x").alias("t")).distinct().collect()[0]["t"] == 8
 
 
 def test_censor_at_forgets_what_came_after_the_cutoff(spark: SparkSession) -> None:

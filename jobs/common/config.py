@@ -74,6 +74,9 @@ class IngestSettings(_Strict):
     min_event_time: dt.datetime = dt.datetime(1990, 1, 1)
     # Reference "now" for the future-timestamp rule; null means the time the run starts.
     now: dt.datetime | None = None
+    # Above this share of the rows read quarantined (duplicates left out) the stage fails, after
+    # writing them: a changed timestamp format or mapping, not a few bad rows.
+    max_quarantine_share: float = Field(0.2, ge=0, le=1)
     pseudonymize_user_ids: bool = False
     # Name of the environment variable holding the HMAC key; the key itself never goes in a file.
     pseudonymize_key_env: str = "INTEREST_DECAY_PSEUDONYM_KEY"
@@ -112,8 +115,15 @@ class TrainSettings(_Strict):
     patience: int = Field(3, gt=0)
     hidden_units: int = Field(32, gt=0)
     latent_dim: int = Field(8, gt=0)
-    n_components: int = Field(3, gt=0)
-    use_vae: bool = True
+    # The latent state z, drawn from each user's posterior given their history: a score is the
+    # mean over `posterior_draws` draws, its 80% interval their spread (model/network.py).
+    # false (the default, chosen on validation users: docs/results): no z, one draw, the scores'
+    # intervals of zero width (the count intervals the evaluation checks still come from the
+    # mixture of being there or not).
+    use_vae: bool = False
+    posterior_draws: int = Field(32, ge=2)
+    # Weight of KL(posterior || N(0, I)): an anchor for the latent's scale; the likelihood of the
+    # future sets how wide each user's posterior is.
     beta: float = Field(0.01, ge=0)
     kl_warmup_epochs: int = Field(3, ge=1)
     recon_weight: float = Field(0.05, ge=0)
@@ -124,17 +134,12 @@ class TrainSettings(_Strict):
     # The counts' likelihood: "poisson", or "negative_binomial" with one dispersion learned for
     # the shop (visits in bursts, as purchases often are; the run summary gives the dispersion).
     count_likelihood: Literal["poisson", "negative_binomial"] = "poisson"
-    # Weight of the spread of the users' log baselines (floors) in each batch: a prior that pulls
-    # the baseline of a user with little history towards the shop's (0: every floor free).
-    floor_pooling: float = Field(0.0, ge=0)
+    # Weight of the spread of the users' log baselines in each batch: a prior that pulls the
+    # baseline of a user with little history towards the shop's (0: every baseline free).
+    baseline_pooling: float = Field(0.0, ge=0)
     # Each row's weight in the count likelihood: "recent_sessions", 1 / (1 + its sessions per
     # window lately), so the busy users do not set the fit for the fading ones; "none": all 1.
     count_row_weights: Literal["recent_sessions", "none"] = "recent_sessions"
-    # "gamma": each user's rate is the curve's times a factor of mean 1 whose variance is learned
-    # for the shop (the run summary's `frailty`), shared by the survival, the counts (all of a
-    # user's windows together) and P(active): the curve gives the mean visits of the users who
-    # look alike, P(active) allows for how much they differ. "none": one Poisson rate serves both.
-    frailty: Literal["none", "gamma"] = "none"
     # Use nothing after this date (labels censored there): an evaluation on it is out of time.
     until: dt.date | None = None
     # How the rows known by `until` are split for early stopping and validation metrics:
@@ -152,17 +157,9 @@ class TrainSettings(_Strict):
     # every epoch from this one on (null: the last epoch's weights). Steadier long-horizon
     # predictions from one run; early stopping still ends the run.
     average_from_epoch: int | None = Field(None, ge=1)
-    # Scale the expected visits the saved model gives by observed over expected visits on the
-    # validation users (their observed windows after each as-of date), so a run whose rates came
-    # out high or low overall still gives calibrated counts. P(active) is left as trained.
-    calibrate_visits: bool = True
-    # With calibrate_visits, a calibration slope too: each user's factor is scale x (the user's
-    # expected visits in one window) ^ (slope - 1), fitted on the same validation rows, so a model
-    # whose busiest users come out too high (or too low) against the rest is mended as well.
-    calibrate_visits_slope: bool = True
     # Models trained one after the other, each from its own random start and batch order, and
-    # saved as one: the mean of their decay curves (N x n_components components). Steadier
-    # expected visits and half-lives from one run, at N times the training time.
+    # saved as one: a mixture of their draws. Steadier scores from one run, and intervals that
+    # span the members' disagreement, at N times the training time.
     members: int = Field(1, ge=1)
     # Training and validation rows kept per as-of date (a seeded sample of users by hash; null:
     # all): bounds an epoch's cost by the number of dates, not users, for shops with millions.
@@ -183,8 +180,6 @@ class TrainSettings(_Strict):
     def _one_kind_of_validation(self) -> TrainSettings:
         if self.validation == "users" and self.validation_as_of is not None:
             raise ValueError("validation_as_of goes with validation: as_of_date (with validation: users a share of the users validates)")
-        if self.frailty == "gamma" and self.count_likelihood == "negative_binomial":
-            raise ValueError("frailty: gamma already makes the counts negative binomial: set count_likelihood: poisson with it")
         return self
 
 
@@ -194,7 +189,8 @@ class ScoreSettings(_Strict):
     # A model folder, "runs:/<mlflow run id>", "models:/<name>@<alias>", or null for the newest
     # model `train` produced.
     model: str | None = None
-    arrow_batch_size: int = Field(10_000, gt=0)
+    # Users per Arrow batch the scoring UDF sees: each batch's curves hold users x draws x days.
+    arrow_batch_size: int = Field(2_000, gt=0)
     # Risk tiers from P(active within the longest horizon). "quantile": from this shop's own
     # distribution, the `high_risk_share` least likely to come back are high risk and the next
     # `medium_risk_share` medium; "fixed": below the probabilities `high_risk_below` and
@@ -208,6 +204,9 @@ class ScoreSettings(_Strict):
     drivers: bool = True
     # A category is decaying when its recent share is at least this far below its earlier share.
     decaying_share_drop: float = Field(0.15, gt=0, le=1)
+    # A low-risk user whose silence half-life is shorter than this gets a reminder now: their
+    # visit rate will have halved within these days of silence.
+    fading_fast_days: float = Field(7.0, gt=0)
 
     @model_validator(mode="after")
     def _tiers_in_order(self) -> ScoreSettings:
@@ -242,10 +241,12 @@ class EvaluateSettings(_Strict):
     # History rows (before the evaluation date, labels censored there) the hazard baselines learn from.
     baseline_rows: int = Field(50_000, gt=0)
     # Rolling-origin cross-validation: this many earlier origins, each `fold_step_days` apart,
-    # where the model is retrained (one process, `fold_epochs`) and every baseline refitted.
+    # where the model is retrained (one process) and every baseline refitted. The fold's model
+    # learns from every as-of date before its origin, as the baselines do (a share of the users
+    # validates), for `fold_epochs` (null: train.epochs).
     folds: int = Field(2, ge=0)
     fold_step_days: int | None = Field(None, gt=0)
-    fold_epochs: int = Field(3, gt=0)
+    fold_epochs: int | None = Field(None, gt=0)
     # Each rolling origin retrains the model on the whole view up to it: with more users than
     # this at the evaluation date they are left out (the report says so); raise it to keep them.
     folds_max_users: int = Field(100_000, gt=0)
@@ -273,6 +274,11 @@ class StorageSettings(_Strict):
     # s3fs. Credentials and an S3 endpoint are better left to the environment (AWS_ACCESS_KEY_ID,
     # AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), which Spark and Python then share.
     options: dict[str, Any] = Field(default_factory=dict)
+    # A lakehouse on S3 (s3a://) needs Delta's DynamoDB log store for concurrent writers: S3 has
+    # no "put if absent", so two drivers committing the same version would both succeed and one
+    # commit would be lost. true: this lakehouse has one writer at a time, and stages run on it
+    # without that log store (docs/deployment.md).
+    single_writer: bool = False
 
 
 class Settings(_Strict):

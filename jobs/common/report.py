@@ -33,6 +33,9 @@ SECTIONS = (
     "decay-curves",
     "half-life",
     "expected-visits",
+    "visits-per-user",
+    "interval-coverage",
+    "decay-curves-by-decile",
     "decay-check",
     "tiers",
     "latent-space",
@@ -71,6 +74,12 @@ class ReportData:
     decay_check: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Spearman against the true half-life by past sessions (generated data only).
     truth_by_sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Per-user visits against the model's and the BTYD baselines' expectations (model.evaluated.visit_accuracy).
+    visit_accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # How often the observed visits fall in each user's 80% interval (model.evaluated.interval_coverage).
+    interval_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Observed against predicted share still away, by decile (model.evaluated.curves_by_decile).
+    decay_curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _save(fig: plt.Figure, folder: Path, name: str) -> str:
@@ -167,7 +176,9 @@ def _half_life(data: ReportData, folder: Path) -> str:
     finite = np.isfinite(data.half_life_days)
     axes[0, 0].hist(data.half_life_days[finite], bins=50, color="#1f77b4")
     axes[0, 0].set(
-        xlabel="predicted interest half-life (days until the excess rate halves)", ylabel="users", title="Interest half-life distribution"
+        xlabel="predicted interest half-life (days of silence until the interest left halves)",
+        ylabel="users",
+        title="Interest half-life distribution",
     )
     if with_truth:
         axes[0, 1].scatter(data.truth_tau_days * np.log(2), data.half_life_days, s=2, alpha=0.3)
@@ -213,6 +224,26 @@ def _decay_check(data: ReportData, folder: Path) -> str | None:
     )
     ax.legend(fontsize=8)
     return _save(fig, folder, "decay_check.png")
+
+
+def _curves_by_decile(data: ReportData, folder: Path) -> str | None:
+    if data.decay_curves.empty:
+        return None
+    methods = list(dict.fromkeys(data.decay_curves["method"]))
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 4.8), squeeze=False)
+    colours = plt.cm.viridis(np.linspace(0, 0.95, 10))
+    for ax, method in zip(axes[0], methods, strict=False):
+        table = data.decay_curves[data.decay_curves["method"] == method]
+        for decile, rows in table.groupby("decile"):
+            colour = colours[int(decile) - 1]
+            ax.plot(rows["day"], rows["observed_away"], "-", color=colour, lw=1.5)
+            ax.plot(rows["day"], rows["predicted_away"], ":", color=colour, lw=1.5)
+        by = "interest half-life" if method == "model" else "its expected visits"
+        ax.set(xlabel="days after the as-of date", ylabel="share not yet back", ylim=(0, 1), title=f"{method}: deciles of {by}")
+        ax.plot([], [], "k-", label="observed (Kaplan-Meier)")
+        ax.plot([], [], "k:", label="predicted")
+        ax.legend(fontsize=8)
+    return _save(fig, folder, "decay_curves_by_decile.png")
 
 
 def _latent(data: ReportData, folder: Path) -> str | None:
@@ -378,6 +409,33 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
             + _optional_table(data.visits_calibration),
         ),
         _section(
+            "visits-per-user",
+            "Visits per user: the model against the BTYD conditional expectations",
+            _optional_table(data.visit_accuracy, 4)
+            + "<p>Each user's visits within each horizon that the data cover, against each method's expectation: mean "
+            "absolute error, Pearson correlation, and the totals. Pareto/NBD's and BG/NBD's are their conditional "
+            "expected visits given each user's own history.</p>"
+            if len(data.visit_accuracy)
+            else "<p>No horizon is covered by the data after the evaluation date.</p>",
+        ),
+        _section(
+            "interval-coverage",
+            "80% intervals of each user's visits",
+            _optional_table(data.interval_coverage, 3)
+            + "<p>How often each user's visits fall inside their 80% interval, overall and by decile of the predicted "
+            "visits. Visits are whole numbers, so an interval cannot hold exactly 80%: promised is the probability the "
+            "intervals do hold, which the coverage should match.</p>"
+            if len(data.interval_coverage)
+            else "<p>No horizon is covered by the data after the evaluation date.</p>",
+        ),
+        _section(
+            "decay-curves-by-decile",
+            "Decay curves by decile, predicted and observed",
+            _image(_curves_by_decile(data, folder), "decay curves by decile", "The data end too soon after the evaluation date.")
+            + "<p>Users in deciles of their predicted interest half-life (Pareto/NBD: of its own expected visits): the share "
+            "not yet back after each day as observed, solid, against the mean predicted P(still away), dotted.</p>",
+        ),
+        _section(
             "decay-check",
             "Decay check (no truth needed)",
             _image(_decay_check(data, folder), "decay check", "Too few users with their future windows observed.")
@@ -443,6 +501,9 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
         ("expected_visits", data.visits_calibration),
         ("decay_check", data.decay_check),
         ("half_life_vs_truth", data.truth_by_sessions),
+        ("visit_accuracy", data.visit_accuracy),
+        ("interval_coverage", data.interval_coverage),
+        ("decay_curves_by_decile", data.decay_curves),
     ):
         if len(frame):
             frame.to_csv(folder / f"{name}.csv", index=False)

@@ -109,6 +109,25 @@ def record_run(spark: SparkSession, lakehouse: str, summary: RunSummary) -> None
     print(summary.to_json(), flush=True)
 
 
+MULTI_CLUSTER_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
+
+
+def check_log_store(spark: SparkSession, settings: Settings) -> None:
+    """ValueError before anything is written when the lakehouse is on S3 and Delta would commit
+    through its default S3 log store (safe for one writer at a time only), unless the conf says
+    the lakehouse has one writer (``storage.single_writer``)."""
+    if not settings.lakehouse.startswith(("s3a://", "s3://", "s3n://")) or settings.storage.single_writer:
+        return
+    scheme = settings.lakehouse.split("://")[0]
+    configured = spark.conf.get(f"spark.delta.logStore.{scheme}.impl", None) or spark.conf.get("spark.delta.logStore.class", None)
+    if configured != MULTI_CLUSTER_LOG_STORE:
+        raise ValueError(
+            f"the lakehouse {settings.lakehouse} is on S3, where Delta's default log store can lose a commit when two drivers write "
+            f"at once: set spark.delta.logStore.{scheme}.impl={MULTI_CLUSTER_LOG_STORE} (with the delta-storage-s3-dynamodb jar and "
+            "spark.io.delta.storage.S3DynamoDBLogStore.ddb.tableName), or storage.single_writer: true when one writer at a time is guaranteed"
+        )
+
+
 @contextlib.contextmanager
 def stage_run(
     spark: SparkSession, settings: Settings, stage: str, *, rate: tuple[str, str] | None = None, **inputs: Any
@@ -121,6 +140,7 @@ def stage_run(
     and the run is appended to ``_runs`` and printed as one JSON line. A run that fails records
     nothing: its error goes up to the CLI, which names the stage.
     """
+    check_log_store(spark, settings)
     summary = RunSummary(stage, inputs=dict(inputs))
     log.info("%s: run %s started", stage, summary.run_id)
     yield summary

@@ -82,6 +82,22 @@ def list_input_files(uri: str, options: dict[str, Any] | None = None) -> list[st
     return sorted(visible)
 
 
+def input_file_uris(uri: str, options: dict[str, Any] | None = None) -> list[str]:
+    """:func:`list_input_files` as URIs Spark reads (the scheme ``uri`` was given with kept)."""
+    scheme = re.match(r"^([A-Za-z][\w+.-]*)://", uri)
+    files = list_input_files(uri, options)
+    if scheme is None or scheme.group(1) == "file":
+        return files
+    return [f"{scheme.group(1)}://{f}" for f in files]
+
+
+def first_line(uri: str, options: dict[str, Any] | None = None) -> str:
+    """The first line of the text file at ``uri`` (without its line ending; "" for an empty file)."""
+    target = python_uri(uri.removeprefix("file://") if uri.startswith("file://") else uri)
+    with fsspec.open(target, "rt", encoding="utf-8", errors="replace", **(options or {})) as handle:
+        return handle.readline().rstrip("\r\n")
+
+
 @dataclass(frozen=True)
 class Storage:
     """The lakehouse root (local path or URI) and the local cache artifacts pass through."""

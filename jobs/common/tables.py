@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import random
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -65,8 +68,10 @@ def ensure_table(
     schema: T.StructType,
     partitioned_by: list[str] | None = None,
     change_feed: bool = False,
+    properties: dict[str, str] | None = None,
 ) -> DeltaTable:
-    """The Delta table at ``path``, created empty with ``schema`` if it does not exist yet.
+    """The Delta table at ``path``, created empty with ``schema`` (and table ``properties``) if
+    it does not exist yet.
 
     ``change_feed`` turns on Delta's change data feed, which incremental readers use to see
     exactly which rows a commit added.
@@ -76,7 +81,10 @@ def ensure_table(
         builder = builder.partitionedBy(*partitioned_by)
     if change_feed:
         builder = builder.property("delta.enableChangeDataFeed", "true")
-    return builder.execute()
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    # Two first runs creating the table at once: the one that loses finds it there on a retry.
+    return retry_on_conflict(builder.execute, f"creating {path}")
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
@@ -100,17 +108,15 @@ def require_table(spark: SparkSession, path: str) -> None:
 def insert_new(target: DeltaTable, rows: DataFrame, keys: list[str]) -> int:
     """MERGE ``rows`` into ``target``, inserting only those whose ``keys`` are not there yet.
 
-    Returns the number of rows inserted, as Delta recorded it for this commit.
-    """
+    Returns the number of rows inserted, as Delta recorded it for this commit: found in the
+    history by a tag the commit carries, so other writers committing at the same moment (before
+    or after it) cannot be mistaken for it."""
     condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    before = target.history(1).first()["version"]
-    target.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
-    commit = target.history(1).select("version", "operation", "operationMetrics").first()
-    if commit["version"] == before:
-        return 0  # Delta commits nothing when a MERGE changes nothing
-    if commit["operation"] != "MERGE" or commit["version"] != before + 1:
-        raise RuntimeError(f"expected version {before + 1} to be this MERGE, found {commit['version']}: {commit['operation']}")
-    return int(commit["operationMetrics"].get("numTargetRowsInserted", 0))
+    tag = uuid.uuid4().hex
+    with commit_metadata(rows.sparkSession, {"insert_new": tag}):
+        target.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    commit = target.history(100).where(F.col("userMetadata").contains(tag)).select("operationMetrics").first()
+    return 0 if commit is None else int(commit["operationMetrics"].get("numTargetRowsInserted", 0))  # nothing changed: no commit
 
 
 @contextmanager
@@ -191,3 +197,37 @@ def write_slice(
         writer.save(path)
 
     retry_on_conflict(write, f"writing {predicate} of {path}")
+
+
+def table_property(spark: SparkSession, path: str, key: str) -> str | None:
+    """The table property ``key`` of the Delta table at ``path`` (None: no table, or no such property)."""
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).detail().select("properties").first()[0].get(key)
+
+
+def set_table_properties(spark: SparkSession, path: str, properties: dict[str, str]) -> None:
+    """Set table properties of the Delta table at ``path`` (one commit)."""
+    if not properties:
+        return
+    if any(not re.fullmatch(r"[\w.]+", key) for key in properties):
+        raise ValueError(f"table property names are letters, digits, _ and . only, got {sorted(properties)}")
+    quoted_path = path.replace("`", "``")
+    pairs = ", ".join(f"'{key}' = '{_sql_string(value)}'" for key, value in properties.items())
+    retry_on_conflict(lambda: spark.sql(f"ALTER TABLE delta.`{quoted_path}` SET TBLPROPERTIES ({pairs})"), f"setting properties of {path}")
+
+
+def _sql_string(value: str) -> str:
+    """``value`` inside a single-quoted SQL string literal."""
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def slice_predicate(as_of: dt.date, model_version: str) -> str:
+    """The ``replaceWhere`` predicate of one (as_of_date, model_version) slice. Delta takes it as
+    SQL text only, so both parts are checked to be what they claim: a date, and a plain name
+    (jobs.common.models.checked_version) that no quote can break out of."""
+    if not isinstance(as_of, dt.date):
+        raise TypeError(f"as_of must be a date, got {type(as_of).__name__}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", str(model_version)):
+        raise ValueError(f"{model_version!r} is not a model version (letters, digits, '.', '-' and '_')")
+    return f"as_of_date = DATE'{as_of.isoformat()}' AND model_version = '{model_version}'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -10,15 +11,39 @@ from pyspark.sql import functions as F
 
 from interest_decay.contract import STATIC_FEATURES, WINDOW_FEATURES, Table
 from interest_decay.jobs.common.config import Settings
-from interest_decay.jobs.common.tables import latest_version, require_table
+from interest_decay.jobs.common.tables import latest_version, require_table, table_property
 from interest_decay.model.data import arrays
+
+# The table property that records the settings a view was built with.
+VIEW_SETTINGS_PROPERTY = "interest_decay.view_settings"
+
+
+def view_settings(settings: Settings) -> str:
+    """The settings that shape the ``sequences`` view (its grid, its arrays, its labels), as one
+    string: a view built with other ones must be rebuilt whole, never mixed."""
+    conf = settings.features
+    shape = {
+        "window_days": conf.window_days,
+        "origin": str(conf.origin),
+        "n_windows": conf.n_windows,
+        "future_windows": conf.future_windows,
+        "horizons_days": list(settings.horizons_days),
+        "gap_minutes": settings.sessions.gap_minutes,
+    }
+    return json.dumps(shape, sort_keys=True)
 
 
 def read_view(spark: SparkSession, settings: Settings) -> tuple[DataFrame, int]:
     """(the ``sequences`` view at its latest version, that version): a stage that reads it twice
-    sees one snapshot, whatever ``features`` commits meanwhile."""
+    sees one snapshot, whatever ``features`` commits meanwhile. ValueError when the view was
+    built with other settings than these (it says which, and that features rebuilds it)."""
     path = settings.table_path(Table.SEQUENCES)
     require_table(spark, path)
+    built = table_property(spark, path, VIEW_SETTINGS_PROPERTY)
+    if built is not None and built != view_settings(settings):
+        there, here = json.loads(built), json.loads(view_settings(settings))
+        differ = ", ".join(f"{key}: {there.get(key)} there, {here.get(key)} now" for key in sorted(here) if there.get(key) != here.get(key))
+        raise ValueError(f"the view at {path} was built with other settings ({differ}): run `interest-decay features` to rebuild it")
     version = latest_version(spark, path)
     return spark.read.format("delta").option("versionAsOf", version).load(path), version
 

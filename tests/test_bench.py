@@ -1,0 +1,31 @@
+"""Benchmarks that cannot rot: a smoke run of a bench at a tiny size, its figures sent to a
+temporary folder (never bench/results/), so a changed signature fails here instead of in the
+next measurement, or on the few minutes of a lent GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _bench(script: str, *args: str, results: Path) -> list[dict]:
+    env = {**os.environ, "INTEREST_DECAY_BENCH_RESULTS": str(results), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args], cwd=REPO / "bench", env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    name = script.removesuffix(".py")
+    return [json.loads(line) for line in (results / f"{name}.jsonl").read_text().splitlines()]
+
+
+def test_the_gpu_check_runs_its_loop_on_the_cpu(tmp_path: Path) -> None:
+    lines = _bench("gpu_check.py", "--rows", "256", "--epochs", "1", "--batch-size", "64", "--cpu", results=tmp_path)
+    assert [(line["device"], line["mixed_precision"], line["rows"]) for line in lines] == [("CPU", False, 256), ("CPU", True, 256)]
+    assert all(line["samples_per_second"] > 0 and line["final_loss"] == line["final_loss"] for line in lines)  # finite loss
+    assert all("bench/gpu_check.py" in line["command"] and line["date"] for line in lines)
+    assert not (REPO / "bench" / "results" / "gpu_check.jsonl").exists()
