@@ -61,6 +61,7 @@ class Table(StrEnum):
     SEQUENCES = "sequences"  # features: the model's view
     CATEGORY_INTEREST = "category_interest"  # features
     SCORES = "scores"  # score
+    SCORES_LIVE = "scores_live"  # stream: one current row per user
     EVALUATIONS = "evaluations"  # evaluate
     TRUTH = "truth"  # generate: the generator's true parameters
     RUNS = "_runs"  # every stage: one row per run
@@ -75,6 +76,7 @@ class Artifact(StrEnum):
     REPORTS = "_reports"  # one HTML evaluation report per evaluate run
     PETASTORM = "_petastorm"  # petastorm's materialised training rows (removed after training)
     MLFLOW = "_mlflow"  # MLflow's file store, when no tracking server is named
+    STREAMS = "_streams"  # the streaming job's checkpoints, one folder per source
 
 
 def view_spec(n_windows: int, window_days: int, horizons_days: list[int]) -> dict:

@@ -2,7 +2,7 @@
 
 The functions here are pure (DataFrame in, DataFrame out). The input of
 :func:`normalize_events` has every source column as a string plus ``_corrupt_record``,
-``_source_file`` and ``_row`` (see jobs.ingest.read_raw). Rows are never dropped: a row that
+``_source_file`` and ``_row`` (see jobs.common.ingestion.read_raw). Rows are never dropped: a row that
 fails a rule keeps its ``reason`` and goes to quarantine.
 """
 

@@ -20,16 +20,19 @@ from interest_decay.features.sessions import number_sessions
 _DAY_S = 86_400
 
 
-def _epoch_s(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+def _epoch_s(origin: dt.date | dt.datetime) -> int:
+    """Seconds since the epoch of a date's UTC midnight, or of a moment (naive means UTC)."""
+    if isinstance(origin, dt.datetime):
+        return int((origin if origin.tzinfo else origin.replace(tzinfo=dt.UTC)).timestamp())
+    return int(dt.datetime(origin.year, origin.month, origin.day, tzinfo=dt.UTC).timestamp())
 
 
-def window_index(time: Column, origin: dt.date, window_days: int) -> Column:
+def window_index(time: Column, origin: dt.date | dt.datetime, window_days: int) -> Column:
     """Index of the window holding ``time``."""
     return F.floor((F.unix_seconds(time) - _epoch_s(origin)) / (window_days * _DAY_S)).cast("long")
 
 
-def window_bound(index: Column, origin: dt.date, window_days: int) -> Column:
+def window_bound(index: Column, origin: dt.date | dt.datetime, window_days: int) -> Column:
     """Start time of window ``index`` (so ``index + 1`` gives its end)."""
     return F.timestamp_seconds(F.lit(_epoch_s(origin)) + index * (window_days * _DAY_S))
 
@@ -48,7 +51,7 @@ def _entropy(counts: Column) -> Column:
 def user_windows(
     events: DataFrame,
     *,
-    origin: dt.date,
+    origin: dt.date | dt.datetime,
     window_days: int,
     until: dt.datetime,
     gap_minutes: float = 30.0,
@@ -282,7 +285,7 @@ def rows_per_as_of(rows: DataFrame, per_date: dict[dt.date, int], limit: int, se
 def category_interest(
     events: DataFrame,
     *,
-    as_of: dt.date,
+    as_of: dt.date | dt.datetime,
     window_days: int,
     n_windows: int,
     recent_windows: int,
@@ -296,7 +299,7 @@ def category_interest(
     """
     if not 0 < recent_windows < n_windows:
         raise ValueError(f"recent_windows must be between 1 and n_windows - 1 ({n_windows - 1}), got {recent_windows}")
-    end = dt.datetime(as_of.year, as_of.month, as_of.day)
+    end = as_of if isinstance(as_of, dt.datetime) else dt.datetime(as_of.year, as_of.month, as_of.day)
     start = end - dt.timedelta(days=window_days * n_windows)
     split = end - dt.timedelta(days=window_days * recent_windows)
     period = events.where((F.col("event_time") >= F.lit(start)) & (F.col("event_time") < F.lit(end)) & F.col("category").isNotNull())
@@ -319,5 +322,30 @@ def category_interest(
     return (
         shares.groupBy("user_id")
         .agg(F.array_sort(F.collect_list(entry)).alias("top_categories"))
-        .select("user_id", F.lit(as_of).alias("as_of_date"), "top_categories")
+        .select("user_id", F.lit(end).cast("date").alias("as_of_date"), "top_categories")
     )
+
+
+def live_view(
+    events: DataFrame,
+    *,
+    moment: dt.datetime,
+    window_days: int,
+    n_windows: int,
+    horizons_days: list[int],
+    gap_minutes: float = 30.0,
+) -> DataFrame:
+    """Each user's view row as of ``moment`` (a UTC instant, whole seconds): the same windows,
+    features and padding as :func:`sequences`, but the last window ends at ``moment`` rather than
+    on the weekly grid, and ``events_until`` (the user's newest event before it) is added. Labels
+    are all unknown (nothing after ``moment`` is read). At a grid boundary this is the row of the
+    batch view for that date (tests/test_stream.py compares them)."""
+    if moment.microsecond:
+        raise ValueError(f"moment must be a whole second, got {moment.isoformat()}")
+    before = events.where(F.col("event_time") < F.lit(moment))
+    windows = user_windows(before, origin=moment, window_days=window_days, until=moment, gap_minutes=gap_minutes)
+    view = sequences(windows, n_windows=n_windows, horizons_days=horizons_days, observed_until=moment)
+    # The last window of each user is the one ending at ``moment``.
+    last = view.where(F.col("as_of_date") == F.lit(moment).cast("date"))
+    newest = before.groupBy("user_id").agg(F.max("event_time").alias("events_until"))
+    return last.join(newest, "user_id")

@@ -252,6 +252,31 @@ def evaluate(
     console.print(f"report: {summary.outputs['report']}")
 
 
+@app.command()
+def stream(
+    conf: ConfOption = None,
+    set_: SetOption = None,
+    landing: Annotated[
+        Optional[str], typer.Option(help="Folder or prefix where new raw files land (stream.landing); none: follow `events`.")
+    ] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Column mapping preset of the landing files (as ingest's --preset).")] = None,
+    trigger: Annotated[
+        Optional[str], typer.Option(help="'available-now' (what has arrived, then stop) or an interval such as 5s (stream.trigger).")
+    ] = None,
+    stop_after: Annotated[Optional[float], typer.Option(help="Stop an interval-triggered stream after these seconds.")] = None,
+) -> None:
+    """Keep every user's score current: rescore the users of each micro-batch into `scores_live`.
+
+    New files in the landing folder are ingested exactly as `ingest` would (same mapping,
+    quarantine, no duplicates); without one, the rows batch `ingest` appends to `events` are
+    followed. Each touched user is scored with the windows ending at the batch's moment, by the
+    model `score` would use (a new champion is picked up at the next batch). A checkpoint under
+    <lakehouse>/_streams lets a stopped or killed job resume where it was; one line per batch.
+    """
+    settings = _settings(conf, set_)
+    _run_stage(settings, "stream", trigger=trigger, landing=landing, preset=preset, stop_after_seconds=stop_after)
+
+
 @app.command("run")
 def run_pipeline(
     conf: ConfOption = None,

@@ -47,6 +47,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", "evaluate", reads=(Table.SEQUENCES, Table.SESSIONS, Artifact.MODELS), writes=(Table.EVALUATIONS, Artifact.REPORTS)),
 )
 NAMES = tuple(stage.name for stage in STAGES)
+# The always-on job beside the batch stages (never part of `run`): new files or events in, each
+# touched user's current score out (its own Databricks job in the bundle).
+STREAM = Stage(
+    "stream",
+    "stream",
+    reads=(RAW_EVENTS, Table.EVENTS, Artifact.MODELS),
+    writes=(Table.EVENTS, Table.QUARANTINE, Table.SCORES_LIVE, Artifact.STREAMS),
+)
 # The stages of the scheduled production job, in order: every stage that runs on real data.
 PRODUCTION = tuple(stage for stage in STAGES if stage.cluster is not None)
 
@@ -55,10 +63,10 @@ def stage(name: str) -> Stage:
     """The stage called ``name``; ValueError naming the stages when there is none."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a stage name, got {type(name).__name__}")
-    for candidate in STAGES:
+    for candidate in (*STAGES, STREAM):
         if candidate.name == name:
             return candidate
-    raise ValueError(f"{name!r} is not a stage; one of {', '.join(NAMES)}")
+    raise ValueError(f"{name!r} is not a stage; one of {', '.join((*NAMES, STREAM.name))}")
 
 
 def between(first: str, last: str) -> tuple[Stage, ...]:

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from interest_decay.contract import Table
-from interest_decay.features.windows import category_interest, is_boundary, sequences, user_windows
+from interest_decay.features.windows import is_boundary, sequences, user_windows
 from interest_decay.jobs.common.config import Settings
 from interest_decay.jobs.common.runs import RunSummary, stage_run
 from interest_decay.jobs.common.tables import (
@@ -29,7 +29,7 @@ from interest_decay.jobs.common.tables import (
     table_property,
     write_slice,
 )
-from interest_decay.jobs.common.views import VIEW_SETTINGS_PROPERTY, view_settings
+from interest_decay.jobs.common.views import VIEW_SETTINGS_PROPERTY, users_category_interest, view_settings
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,7 @@ def _write_view(
 
 def _write_category_interest(spark: SparkSession, settings: Settings, events: DataFrame, as_of: dt.date) -> str:
     """Replace ``category_interest`` at ``as_of``; the table's path."""
-    conf = settings.features
-    interest = category_interest(
-        events,
-        as_of=as_of,
-        window_days=conf.window_days,
-        n_windows=conf.n_windows,
-        recent_windows=conf.recent_windows,
-        top_n=conf.top_categories,
-    )
+    interest = users_category_interest(events, settings, as_of)
     path = settings.table_path(Table.CATEGORY_INTEREST)
     write_slice(spark, interest, path, f"as_of_date = '{as_of}'")
     return path

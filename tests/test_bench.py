@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shops import TrainedShop
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -29,3 +31,11 @@ def test_the_gpu_check_runs_its_loop_on_the_cpu(tmp_path: Path) -> None:
     assert all(line["samples_per_second"] > 0 and line["final_loss"] == line["final_loss"] for line in lines)  # finite loss
     assert all("bench/gpu_check.py" in line["command"] and line["date"] for line in lines)
     assert not (REPO / "bench" / "results" / "gpu_check.jsonl").exists()
+
+
+def test_the_stream_bench_measures_latency_at_a_tiny_rate(shop: TrainedShop, tmp_path: Path) -> None:
+    args = ("--rates", "30", "--seconds", "4", "--users", "150", "--trigger", "1s", "--model", shop.trained.outputs["model"])
+    [line] = _bench("stream.py", *args, results=tmp_path)
+    assert (line["rate_events_per_second"], line["files"], line["files_not_scored"]) == (30, 4, 0)
+    assert 0 < line["latency_p50_s"] <= line["latency_p95_s"] <= line["latency_p99_s"] < 60
+    assert line["events"] == 120 and "bench/stream.py" in line["command"]

@@ -98,8 +98,8 @@ def _bundle(target: str) -> dict:
 def test_the_bundle_job_validates_against_the_bundle_schema(target: str) -> None:
     bundle = _bundle(target)
     assert bundle["targets"]["dev"]["mode"] == "development" and bundle["targets"]["prod"]["mode"] == "production"
-    ((name, spec),) = bundle["resources"]["jobs"].items()
-    job = Job.from_dict(spec)  # databricks-bundles' typed model: unknown or misspelt keys raise
+    assert sorted(bundle["resources"]["jobs"]) == ["interest_decay", "interest_decay_stream"]
+    job = Job.from_dict(bundle["resources"]["jobs"]["interest_decay"])  # databricks-bundles' typed model: unknown or misspelt keys raise
     tasks = {t.task_key: t for t in job.tasks}
     # The bundle's tasks are the pipeline's production stages, in its order, each after the one
     # before and on the cluster the pipeline names.
@@ -113,16 +113,23 @@ def test_the_bundle_job_validates_against_the_bundle_schema(target: str) -> None
     assert all(c.spark_version.startswith("15.4.") for c in clusters.values())
     assert clusters["gpu"].spark_conf["spark.task.resource.gpu.amount"] == "1"
     assert job.schedule.quartz_cron_expression and job.parameters
+    # The streaming job: continuous, one task that runs the stream stage with an interval trigger.
+    live = Job.from_dict(bundle["resources"]["jobs"]["interest_decay_stream"])
+    assert live.continuous is not None and [t.task_key for t in live.tasks] == [pipeline.STREAM.name]
+    assert (
+        live.tasks[0].python_wheel_task.parameters[:1] == [pipeline.STREAM.name]
+        and "--trigger" in live.tasks[0].python_wheel_task.parameters
+    )
 
 
 def _parameters(target: str) -> list[tuple[str, list[str]]]:
-    spec = next(iter(_bundle(target)["resources"]["jobs"].values()))
-    defaults = {p["name"]: p["default"] for p in spec["parameters"]}
     tasks = []
-    for task in spec["tasks"]:
-        wheel_task = task["python_wheel_task"]
-        params = [re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: defaults[m.group(1)], p) for p in wheel_task["parameters"]]
-        tasks.append((wheel_task["entry_point"], params))
+    for spec in _bundle(target)["resources"]["jobs"].values():
+        defaults = {p["name"]: p["default"] for p in spec["parameters"]}
+        for task in spec["tasks"]:
+            wheel_task = task["python_wheel_task"]
+            params = [re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m, d=defaults: d[m.group(1)], p) for p in wheel_task["parameters"]]
+            tasks.append((wheel_task["entry_point"], params))
     return tasks
 
 

@@ -429,6 +429,11 @@ def test_pseudonymised_runs_keep_no_raw_user_id_anywhere(
         json.dumps(r.asDict(), default=str) for table in (_events(spark, settings), _quarantine(spark, settings)) for r in table.collect()
     ]
     assert not [row for row in written if "rawuser" in row or '"u1"' in row]
+    # Nor in any text the lakehouse keeps beside the rows: Delta's logs (with their column
+    # statistics, min and max values included) and the runs' summaries.
+    texts = [p for p in Path(settings.lakehouse).rglob("*") if p.is_file() and p.suffix in (".json", ".crc", ".checkpoint")]
+    assert texts and not [str(p) for p in texts if "rawuser" in p.read_text(errors="replace")]
+    assert not [r for r in spark.read.format("delta").load(settings.table_path(Table.RUNS)).collect() if "rawuser" in r["summary"]]
     duplicate = _quarantine(spark, settings).where("reason = 'duplicate_event'").first()
     assert json.loads(duplicate["raw"]) == {"duplicate_of": _events(spark, settings).first()["event_id"]}
     malformed = _quarantine(spark, settings).where("reason = 'malformed_line' AND source LIKE '%day1%'").first()["raw"]

@@ -128,7 +128,7 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
 def test_the_namespace_has_every_folder_and_only_stages_at_the_top_of_jobs() -> None:
     modules = project_modules()
     stages = sorted(n.rsplit(".", 1)[1] for n in modules if layer_of(n) == "jobs")
-    assert stages == ["evaluate", "features", "generate", "ingest", "run", "score", "sessionize", "train"]
+    assert stages == ["evaluate", "features", "generate", "ingest", "run", "score", "sessionize", "stream", "train"]
     assert {"interest_decay.cli", "interest_decay.pipeline", "interest_decay.jobs.common.config", "interest_decay.model.network"} <= set(
         modules
     )

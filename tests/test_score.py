@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +18,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from interest_decay.contract import STATIC_FEATURES, Table
+from interest_decay.contract import STATIC_FEATURES, Artifact, Table
 from interest_decay.jobs import score
+from interest_decay.jobs.common import scoring
 from interest_decay.jobs.common.config import Settings, load_settings
-from interest_decay.jobs.common.models import check_model_fits
-from interest_decay.jobs.common.tables import latest_version, table_exists
+from interest_decay.jobs.common.models import check_model_fits, checked_version, resolve_model
+from interest_decay.jobs.common.storage import Storage
+from interest_decay.jobs.common.tables import latest_version, slice_predicate, table_exists
 from interest_decay.model.data import arrays, flat_columns
 from interest_decay.model.metadata import read_metadata
 from interest_decay.model.scoring import feature_groups, load_scorer, risk_tier, typical_user
@@ -50,11 +53,11 @@ def test_tiers_actions_and_fading_categories_follow_the_rules(spark: SparkSessio
         "user_id",
         "p_active_30d",
         F.array(*[F.col("purchases") if i == purchases else F.lit(0.0) for i in range(len(STATIC_FEATURES))]).alias("static"),
-        score.decaying_categories(F.col("top_categories"), 0.15).alias("top_decaying_categories"),
+        scoring.decaying_categories(F.col("top_categories"), 0.15).alias("top_decaying_categories"),
         F.create_map(*[F.lit(v) for kv in half_life.items() for v in kv])[F.col("user_id")].alias("silence_half_life_days"),
     )
     as_of = dt.date(2026, 3, 30)
-    tiered = score.with_tier_and_action(scores, settings, (0.3, 0.6), as_of).select(
+    tiered = scoring.with_tier_and_action(scores, settings, (0.3, 0.6), as_of).select(
         "user_id", "top_decaying_categories", "risk_tier", "action", "act_by"
     )
     day = lambda n: as_of + dt.timedelta(days=n)  # noqa: E731
@@ -234,3 +237,26 @@ def test_a_killed_run_leaves_the_table_as_it_was(spark: SparkSession, shop: Trai
     assert (latest_version(spark, path) if table_exists(spark, path) else None) == version
     finished = score.run(spark, settings)
     assert _scores(spark, settings).count() == finished.counts["scored"]
+
+
+def test_a_model_folder_with_a_quote_in_its_name_scores_under_its_recorded_version(
+    spark: SparkSession, shop: TrainedShop, tmp_path: Path
+) -> None:
+    """The slice's model_version comes from the model's metadata, never from a folder name pasted
+    into SQL; a version that is not a plain name is refused before anything is written."""
+    settings = shop.settings()
+    trained = shop.trained.outputs["model"]
+    renamed = tmp_path / "x' OR '1'='1"
+    shutil.copytree(trained, renamed)
+    uri, version = resolve_model(spark, settings, str(renamed))
+    assert (uri, version) == (str(renamed), shop.trained.outputs["mlflow_run_id"])
+    # A run or an alias names the model published in the lakehouse, which every executor reads
+    # (never a copy downloaded to the driver's disk).
+    published = Storage.for_settings(settings).uri(Artifact.MODELS, version)
+    assert resolve_model(spark, settings, f"runs:/{version}") == (published, version)
+    assert resolve_model(spark, settings, "models:/interest-decay@champion") == (published, version)
+    assert slice_predicate(dt.date(2026, 3, 30), version) == f"as_of_date = DATE'2026-03-30' AND model_version = '{version}'"
+    with pytest.raises(ValueError, match="is not a model version"):
+        slice_predicate(dt.date(2026, 3, 30), "x' OR '1'='1")
+    with pytest.raises(ValueError, match="is not a model version"):
+        checked_version("x' OR '1'='1", "the folder name")

@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from interest_decay.contract import Table
 from interest_decay.jobs import train
 from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.runs import RunSummary, tracking_uri
 from interest_decay.model.scorer import Scorer
 
 from shops import SHOP, TrainedShop, shop_settings
@@ -93,3 +94,29 @@ def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: T
     more = train.run(spark, settings)
     assert (more.inputs["resumed_from_epoch"], more.counts["epochs_run"], more.counts["last_epoch"]) == (1, 1, 2)
     assert more.counts["averaged_epochs"] == 2
+
+
+def test_the_champion_moves_only_to_a_model_not_worse_on_validation_unless_forced(tmp_path: Path) -> None:
+    """promote() on a real MLflow registry (the lakehouse's file store): the alias follows a
+    better validation AUC, stays on a worse one, and moves anyway with force."""
+    settings = shop_settings(tmp_path, "train.alias=champion")
+    client = mlflow.tracking.MlflowClient(tracking_uri(settings), registry_uri=tracking_uri(settings))
+    experiment = client.create_experiment("promote")
+    name = settings.train.registered_model
+    client.create_registered_model(name)
+    metric = f"final_val_auc_{max(settings.horizons_days)}d"
+
+    def trained(auc: float) -> RunSummary:
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, metric, auc)
+        version = client.create_model_version(name, str(tmp_path / run.info.run_id), run.info.run_id).version
+        return RunSummary("train", outputs={"registered_model": f"{name}/{version}", "mlflow_run_id": run.info.run_id})
+
+    def champion() -> str:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+
+    first, better, worse = trained(0.70), trained(0.72), trained(0.71)
+    assert train.promote(settings, first).startswith("champion moved to version 1") and champion() == "1"
+    assert train.promote(settings, better).startswith("champion moved to version 2") and champion() == "2"
+    assert train.promote(settings, worse).startswith("champion stays on version 2") and champion() == "2"
+    assert train.promote(settings, worse, force=True).startswith("champion moved to version 3") and champion() == "3"

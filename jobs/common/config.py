@@ -264,6 +264,29 @@ class EvaluateSettings(_Strict):
     seed: int = 0
 
 
+class StreamSettings(_Strict):
+    """The streaming job: where new files land, how often it runs, how much each batch takes."""
+
+    # Folder or object-store prefix where new raw files arrive (read with ingest's preset and
+    # mapping); empty: follow the `events` table instead (rows appended by batch `ingest`).
+    landing: str = ""
+    # "available-now": process what has arrived, then stop (a scheduled job); or an interval such
+    # as "5s" or "1 minute": run until stopped, one micro-batch per interval.
+    trigger: str = "available-now"
+    # At most this many new files per micro-batch (bounds a batch after a backlog).
+    max_files_per_trigger: int = Field(100, gt=0)
+    # The query's checkpoint (what it has read; a restart resumes there); empty:
+    # <lakehouse>/_streams/<landing or events>.
+    checkpoint: str = ""
+
+    @field_validator("trigger")
+    @classmethod
+    def _known_trigger(cls, trigger: str) -> str:
+        if trigger != "available-now" and not re.fullmatch(r"\d+(\.\d+)?\s*(s|seconds?|minutes?|ms|milliseconds?)", trigger.strip()):
+            raise ValueError(f"trigger must be 'available-now' or an interval such as '5s' or '1 minute', got {trigger!r}")
+        return trigger.strip()
+
+
 class StorageSettings(_Strict):
     """How artifacts other than Delta tables reach the lakehouse (see jobs.common.storage)."""
 
@@ -294,6 +317,7 @@ class Settings(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     horizons_days: list[int] = Field(default_factory=lambda: [7, 14, 30], min_length=1)
 

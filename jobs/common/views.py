@@ -1,4 +1,5 @@
-"""Reading the ``sequences`` view, the model's input, as ``train``, ``score`` and ``evaluate`` do."""
+"""Reading the ``sequences`` view, the model's input, as ``train``, ``score`` and ``evaluate`` do;
+the users' category interest as ``features`` and ``stream`` compute it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest_decay.contract import STATIC_FEATURES, WINDOW_FEATURES, Table
+from interest_decay.features.windows import category_interest
 from interest_decay.jobs.common.config import Settings
 from interest_decay.jobs.common.tables import latest_version, require_table, table_property
 from interest_decay.model.data import arrays
@@ -31,6 +33,20 @@ def view_settings(settings: Settings) -> str:
         "gap_minutes": settings.sessions.gap_minutes,
     }
     return json.dumps(shape, sort_keys=True)
+
+
+def users_category_interest(events: DataFrame, settings: Settings, as_of: dt.date | dt.datetime) -> DataFrame:
+    """Each user's top categories at ``as_of`` with the features settings, as ``features`` writes
+    them to ``category_interest`` and the streaming job computes them live."""
+    conf = settings.features
+    return category_interest(
+        events,
+        as_of=as_of,
+        window_days=conf.window_days,
+        n_windows=conf.n_windows,
+        recent_windows=conf.recent_windows,
+        top_n=conf.top_categories,
+    )
 
 
 def read_view(spark: SparkSession, settings: Settings) -> tuple[DataFrame, int]:
