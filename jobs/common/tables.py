@@ -105,13 +105,15 @@ def require_table(spark: SparkSession, path: str) -> None:
         raise ValueError(f"no {name} table at {path}{hint}")
 
 
-def insert_new(target: DeltaTable, rows: DataFrame, keys: list[str]) -> int:
-    """MERGE ``rows`` into ``target``, inserting only those whose ``keys`` are not there yet.
+def insert_new(target: DeltaTable, rows: DataFrame, keys: list[str], target_filter: str | None = None) -> int:
+    """MERGE ``rows`` into ``target``, inserting only those whose ``keys`` are not there yet
+    (``target_filter``, SQL on the target's columns as ``t``, limits the rows compared: with a
+    partition column, Delta then reads only those partitions).
 
     Returns the number of rows inserted, as Delta recorded it for this commit: found in the
     history by a tag the commit carries, so other writers committing at the same moment (before
     or after it) cannot be mistaken for it."""
-    condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    condition = " AND ".join([*(f"t.{k} = s.{k}" for k in keys), *([f"({target_filter})"] if target_filter else [])])
     tag = uuid.uuid4().hex
     with commit_metadata(rows.sparkSession, {"insert_new": tag}):
         target.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
