@@ -146,6 +146,12 @@ def main(
                     "latency_p95_s": round(float(np.percentile(per_event, 95)), 2) if per_event.size else None,
                     "latency_p99_s": round(float(np.percentile(per_event, 99)), 2) if per_event.size else None,
                     "kept_up": kept_up,
+                    # Mean seconds per batch in each part (ingest, score, merge): where a batch's time goes.
+                    "batch_seconds": {
+                        part: round(float(np.mean([r.seconds[part] for r in reports if part in r.seconds])), 2)
+                        for part in ("ingest", "score", "merge")
+                        if any(part in r.seconds for r in reports)
+                    },
                     "history_events": len(history),
                     "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
                     "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

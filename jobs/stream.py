@@ -121,6 +121,8 @@ class BatchReport:
     model_version: str = ""
     files: list[str] = field(default_factory=list)
     finished_at: float | None = None  # time.time() when its scores were committed
+    # Seconds spent in each part: ingesting the files, building and scoring the users' rows, the MERGE.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,6 +142,7 @@ class LiveScoring:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         report = BatchReport(batch_id)
+        started = time.perf_counter()
         if self.landing:
             touched = self._ingest(batch, report)
         else:
@@ -147,6 +150,7 @@ class LiveScoring:
             report.events = touched.count()
             self.totals["read"] = self.totals.get("read", 0) + report.events
         newest = touched.agg(F.max("event_time").alias("t")).first()["t"]
+        report.seconds["ingest"] = round(time.perf_counter() - started, 2)
         if newest is None:
             self.reports[batch_id] = report
             return
@@ -164,8 +168,12 @@ class LiveScoring:
         scored_at = dt.datetime.now(dt.UTC)
         rows = live_scores(self.spark, self.settings, events, report.moment, (model_uri, version), scored_at).persist()
         try:
+            scoring_started = time.perf_counter()
             report.users = rows.count()
+            merging_started = time.perf_counter()
+            report.seconds["score"] = round(merging_started - scoring_started, 2)
             merge_live(self.spark, path, rows, self.app_id, batch_id)
+            report.seconds["merge"] = round(time.perf_counter() - merging_started, 2)
         finally:
             rows.unpersist()
         report.finished_at = time.time()
@@ -269,6 +277,7 @@ def _progress_line(progress: dict, report: BatchReport | None) -> str:
         line += (
             f", {report.users} users rescored as of {report.moment:%Y-%m-%d %H:%M:%S}, {report.lag_seconds:.1f} s behind the newest event"
         )
+        line += " (" + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in report.seconds.items()) + ")"
     return line
 
 
