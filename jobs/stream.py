@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import reduce
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -76,16 +77,14 @@ def live_scores(
     # Quantile tiers would rank the few users of one micro-batch against each other: live tiers
     # use the fixed probabilities (score.high_risk_below, score.medium_risk_below).
     fixed = settings.model_copy(update={"score": settings.score.model_copy(update={"tiers": "fixed"})})
-    model_scores, final, _ = scores_frame(spark, fixed, rows, moment.date(), model, scored_at, interest=interest)
+    _, final, _ = scores_frame(spark, fixed, rows, moment.date(), model, scored_at, interest=interest)
     until = rows.select("user_id", "events_until")
-    live = final.join(until, "user_id").select(
+    return final.join(until, "user_id").select(
         "user_id",
         F.lit(moment).cast("timestamp").alias("as_of"),
         *[c for c in final.columns if c not in ("user_id", "as_of_date")],
         "events_until",
     )
-    model_scores.unpersist()  # scores_frame persists it for its quantiles, which fixed tiers skip
-    return live
 
 
 def merge_live(spark: SparkSession, path: str, rows: DataFrame, app_id: str, batch_id: int) -> None:
@@ -139,6 +138,8 @@ class LiveScoring:
     reports: dict[int, BatchReport] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     _checked_versions: set[str] = field(default_factory=set)
+    _moment: dt.datetime | None = None  # of the last batch scored; read from scores_live once
+    _moment_read: bool = False
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         report = BatchReport(batch_id)
@@ -155,20 +156,26 @@ class LiveScoring:
             self.reports[batch_id] = report
             return
         path = self.settings.table_path(Table.SCORES_LIVE)
-        previous = spark_max(self.spark, path, "as_of") if table_exists(self.spark, path) else None
-        report.moment = batch_moment(newest, previous)
+        if not self._moment_read:  # a restart goes on from the table's moment; later batches from memory
+            self._moment = spark_max(self.spark, path, "as_of") if table_exists(self.spark, path) else None
+            self._moment_read = True
+        report.moment = batch_moment(newest, self._moment)
         model_uri, version = resolve_model(self.spark, self.settings, None)  # each batch: a new champion is picked up
         if version not in self._checked_versions:
             check_model_fits(self.settings, read_metadata(local_model(self.settings, model_uri)), version)
             self._checked_versions.add(version)
+        scoring_started = time.perf_counter()
         users = touched.select("user_id").distinct()
+        # All events of the touched users, read once: the view and the categories both use them.
         events = (
-            self.spark.read.format("delta").load(self.settings.table_path(Table.EVENTS)).join(F.broadcast(users), "user_id", "left_semi")
+            self.spark.read.format("delta")
+            .load(self.settings.table_path(Table.EVENTS))
+            .join(F.broadcast(users), "user_id", "left_semi")
+            .localCheckpoint()
         )
         scored_at = dt.datetime.now(dt.UTC)
         rows = live_scores(self.spark, self.settings, events, report.moment, (model_uri, version), scored_at).persist()
         try:
-            scoring_started = time.perf_counter()
             report.users = rows.count()
             merging_started = time.perf_counter()
             report.seconds["score"] = round(merging_started - scoring_started, 2)
@@ -176,6 +183,7 @@ class LiveScoring:
             report.seconds["merge"] = round(time.perf_counter() - merging_started, 2)
         finally:
             rows.unpersist()
+        self._moment = report.moment
         report.finished_at = time.time()
         report.model_version = version
         report.lag_seconds = round((dt.datetime.now(dt.UTC) - report.moment).total_seconds(), 3)
@@ -192,34 +200,28 @@ class LiveScoring:
         by_format: dict[str, list[str]] = {}
         for path in paths:
             by_format.setdefault(detect_format(path, mapping, self.settings.ingest.format), []).append(path)
-        good = []
+        kept: list[DataFrame] = []
         now = self.settings.ingest.now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
         for fmt, group in by_format.items():
             events = validated_events(self.spark, self.settings, group, mapping, fmt, now).persist()
-            counts = write_events(self.spark, self.settings, events, mapping, self.summary)
+            # The rows now in `events` from these files (new, or already there from this very file
+            # on a replay), as write_events classified them: a copy of an event from another file
+            # touches no one. The last attempt's rows win when a conflict made it classify again.
+            in_table: list[DataFrame] = []
+
+            def remember(rows: DataFrame, in_table: list[DataFrame] = in_table) -> None:
+                in_table[:] = [rows.groupBy("user_id").agg(F.max("event_time").alias("event_time")).localCheckpoint()]
+
+            counts = write_events(self.spark, self.settings, events, mapping, self.summary, on_kept=remember)
+            events.unpersist()
             for key, value in counts.items():
                 self.totals[key] = self.totals.get(key, 0) + value
             report.events += counts["read"]
-            # The rows now in `events` from these files (new, or already there from this very file on
-            # a replay): a copy of an event from another file touches no one.
-            good_rows = events.where(F.col("reason").isNull())
-            dates = [r["event_date"] for r in good_rows.select("event_date").distinct().collect()]
-            kept = (
-                self.spark.read.format("delta")
-                .load(self.settings.table_path(Table.EVENTS))
-                .where(F.col("event_date").isin(dates))
-                .select("event_id", "source_file")
-            )
-            in_table = good_rows.join(kept, ["event_id", "source_file"], "left_semi")
-            good.append(in_table.select("user_id", "event_time").localCheckpoint())
-            events.unpersist()
+            kept += in_table
         self.totals["files"] = self.totals.get("files", 0) + len(paths)
-        if not good:
+        if not kept:
             return self.spark.createDataFrame([], "user_id STRING, event_time TIMESTAMP")
-        union = good[0]
-        for frame in good[1:]:
-            union = union.unionByName(frame)
-        return union
+        return reduce(DataFrame.unionByName, kept)
 
 
 def spark_max(spark: SparkSession, path: str, column: str) -> dt.datetime | None:

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Callable
 from functools import reduce
 from pathlib import PurePosixPath
 
@@ -305,9 +306,20 @@ def validated_events(
     return mark_batch_duplicates(validated)
 
 
-def write_events(spark: SparkSession, settings: Settings, events: DataFrame, mapping: SourceMapping, summary: RunSummary) -> dict[str, int]:
+def write_events(
+    spark: SparkSession,
+    settings: Settings,
+    events: DataFrame,
+    mapping: SourceMapping,
+    summary: RunSummary,
+    on_kept: Callable[[DataFrame], None] | None = None,
+) -> dict[str, int]:
     """Insert the new events into ``events`` and the bad rows into ``events_quarantine``, each
-    stamped with the run; the counts by outcome (read = written + already ingested + quarantined)."""
+    stamped with the run; the counts by outcome (read = written + already ingested + quarantined).
+
+    ``on_kept``, when given, is called with this input's rows that are in ``events`` once the
+    write is in (new ones, and those already there from this very file), while they are cached:
+    the streaming job rescores their users without reading the table back."""
     events_path = settings.table_path(Table.EVENTS)
     wanted = id_properties(settings.ingest, mapping)
     check_id_properties(spark, events_path, wanted)
@@ -341,6 +353,8 @@ def write_events(spark: SparkSession, settings: Settings, events: DataFrame, map
             )
             quarantined = sum(n for status, n in by_status.items() if status not in ("new", "already_ingested"))
             added = insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"]) if quarantined else 0
+            if on_kept is not None:
+                on_kept(classified.where(F.col("status").isin("new", "already_ingested")))
         finally:
             classified.unpersist()
         return by_status, inserted, added

@@ -76,9 +76,10 @@ def scores_frame(
     scored_at: dt.datetime,
     interest: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame, tuple[float, float]]:
-    """(the model's outputs for ``rows``, persisted; the rows of the scores table; the tier
-    thresholds) for the view's ``rows`` at ``as_of``, scored by ``model`` (its URI and version).
-    ``interest``: the users' top categories (default: ``category_interest`` at ``as_of``)."""
+    """(the model's outputs for ``rows``, persisted when the tiers are quantiles; the rows of the
+    scores table; the tier thresholds) for the view's ``rows`` at ``as_of``, scored by ``model``
+    (its URI and version). ``interest``: the users' top categories (default: ``category_interest``
+    at ``as_of``)."""
     model_uri, model_version = model
     horizons = list(settings.horizons_days)
     udf = score_udf(Storage.for_settings(settings), model_uri, horizons, settings.score.drivers)
@@ -86,8 +87,9 @@ def scores_frame(
         rows.selectExpr(*flat_columns(horizons))
         .select("user_id", "static", udf("x_flat", "mask", "static").alias("s"))
         .select("user_id", "static", "s.*")
-        .persist()  # the tiers' quantiles and the write read it: the model runs once
     )
+    if settings.score.tiers == "quantile":
+        model_scores = model_scores.persist()  # the quantiles and the write both read it: the model runs once
     interest = interest if interest is not None else _category_interest(spark, settings, as_of)
     scored = model_scores.join(interest.select("user_id", "top_categories"), "user_id", "left").withColumn(
         "top_decaying_categories", decaying_categories(F.col("top_categories"), settings.score.decaying_share_drop)
