@@ -269,6 +269,9 @@ def stream_block(lines: list[dict]) -> str:
             "p95 s": _fmt(line["latency_p95_s"], 1),
             "p99 s": _fmt(line["latency_p99_s"], 1),
             "kept up": "yes" if line["kept_up"] else "no",
+            # Mean seconds of a timed batch (ingest + score + merge), and of the untimed first one.
+            "s per batch": _fmt(sum(line["batch_seconds"].values()), 1) if line.get("batch_seconds") else "",
+            "first batch s": _fmt(line["warmup_batch_s"], 1) if line.get("warmup_batch_s") is not None else "not split off",
             "date": line.get("date", "")[:10],
         }
         for line in latest_stream_runs(lines)

@@ -9,15 +9,18 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from interest_decay.contract import Table
+from interest_decay.contract import Artifact, Table
 from interest_decay.jobs import features, ingest, score, stream
 from interest_decay.jobs.common.config import Settings
 from interest_decay.jobs.common.models import resolve_model
+from interest_decay.jobs.common.runs import tracking_uri
+from interest_decay.jobs.common.storage import Storage, python_uri
 
 from shops import TrainedShop, shop_settings
 
@@ -187,3 +190,40 @@ def test_the_stream_ingests_as_batch_does_and_a_crash_changes_nothing(
     )
     assert spark.sql(f"DESCRIBE HISTORY delta.`{crashed.table_path(Table.SCORES_LIVE)}`").agg(F.max("version")).first()[0] == version
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_new_champion_is_used_from_the_next_batch_without_a_restart(spark: SparkSession, shop: TrainedShop, tmp_path: Path) -> None:
+    """The stream resolves `models:/<name>@champion` at every micro-batch: moving the alias
+    between two batches of one run scores the second batch with the new model."""
+    shop.copy(tmp_path, only=("_runs", "_models", "_mlflow"))  # the model and its registry; no events yet
+    landing = tmp_path / "landing"
+    settings = shop_settings(
+        tmp_path, "score.model=models:/interest-decay@champion", f"stream.landing={landing}", "stream.max_files_per_trigger=1"
+    )
+    first, second = _landing_files(shop, users=10)
+    _write(first, landing / "a.parquet")
+    _write(second, landing / "b.parquet")
+
+    # A second registered version: a new MLflow run whose published model is a copy of the shop's.
+    old = shop.trained.outputs["mlflow_run_id"]
+    client = mlflow.tracking.MlflowClient(tracking_uri(settings), registry_uri=tracking_uri(settings))
+    new_run = client.create_run(client.get_run(old).info.experiment_id)
+    client.set_terminated(new_run.info.run_id)
+    storage = Storage.for_settings(settings)
+    shutil.copytree(python_uri(storage.uri(Artifact.MODELS, old)), python_uri(storage.uri(Artifact.MODELS, new_run.info.run_id)))
+    new_version = client.create_model_version("interest-decay", source=f"runs:/{new_run.info.run_id}/model", run_id=new_run.info.run_id)
+    assert client.get_model_version_by_alias("interest-decay", "champion").run_id == old
+
+    reports: list[stream.BatchReport] = []
+
+    def promote_after_the_first(report: stream.BatchReport) -> None:
+        reports.append(report)
+        if len(reports) == 1:
+            client.set_registered_model_alias("interest-decay", "champion", new_version.version)
+
+    summary = stream.run(spark, settings, on_batch=promote_after_the_first)
+    assert summary.counts["batches"] == 2
+    assert [(Path(r.files[0]).name, r.model_version) for r in reports] == [("a.parquet", old), ("b.parquet", new_run.info.run_id)]
+    live = _live(spark, settings)
+    expected = {u: (new_run.info.run_id if u in set(second["user_id"]) else old) for u in set(first["user_id"]) | set(second["user_id"])}
+    assert dict(zip(live["user_id"], live["model_version"], strict=True)) == expected
