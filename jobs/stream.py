@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 # table has already seen is skipped, so a micro-batch replayed after a crash is written once.
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
-DELETION_VECTORS = "delta.enableDeletionVectors"
 
 
 def batch_moment(newest_event: dt.datetime, previous: dt.datetime | None) -> dt.datetime:
@@ -92,12 +91,10 @@ def merge_live(spark: SparkSession, path: str, rows: DataFrame, app_id: str, bat
     """MERGE ``rows`` into ``scores_live`` by user: a newer moment replaces a user's row, an
     older one never does; idempotent for (``app_id``, ``batch_id``).
 
-    The table is created with deletion vectors: a MERGE then marks the replaced rows deleted and
-    writes only the new ones, instead of rewriting every file that holds a touched user (with
-    users spread over all files, that is the whole table each micro-batch)."""
+    No deletion vectors: on this table (one row per user, every file touched by each batch) they
+    made the MERGE slower, 4.9-6.6 s against 2.5-3.3 s per batch of 2,600 users on two cores."""
     if not table_exists(spark, path):
-        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(rows.schema).property(DELETION_VECTORS, "true")
-        retry_on_conflict(builder.execute, f"creating {path}")
+        retry_on_conflict(lambda: DeltaTable.createIfNotExists(spark).location(path).addColumns(rows.schema).execute(), f"creating {path}")
     spark.conf.set(TXN_APP_ID, app_id)
     spark.conf.set(TXN_VERSION, str(batch_id))
     try:
