@@ -9,8 +9,11 @@ into which a replayer writes the shop's later events, in time order, at ``rate``
 second (one Parquet file per ``--file-seconds``). An event's latency is the time from its file
 landing to the commit of the micro-batch that scored its user. The replay starts once a warm-up
 file (the rate's first second of events, not timed) is scored: the first batch starts Python
-workers and loads TensorFlow and the model, which a stream does once, not per batch; its
-seconds are recorded as ``warmup_batch_s``. Per rate: p50/p95/p99 over every
+workers and loads TensorFlow and the model, which a stream does once, not per batch; the sum of
+its ingest, score and merge seconds is recorded as ``warmup_batch_s`` (its model check and first
+read of ``scores_live`` left out). ``batches`` counts the timed batches that scored someone;
+``batch_seconds`` is their mean time in each part (``score`` includes reading the users' events).
+Lines before 2026-12-03 17:00 UTC had no warm-up: their first batch was timed too. Per rate: p50/p95/p99 over every
 event, and whether the job kept up (the median latency of the last third of the files no more than
 twice that of the first third, and every file scored). One JSON line per rate in
 bench/results/stream.jsonl.
@@ -84,7 +87,7 @@ def measure(
     file_seconds: float,
     trigger: str,
     grace: float,
-) -> dict:
+) -> dict[str, object]:
     """Stream ``settings.stream.landing`` while ``later`` is replayed into it at ``rate``, after a
     warm-up file; the latency figures."""
     needed = int(rate * seconds)
@@ -121,6 +124,8 @@ def measure(
 
     stream.run(spark, settings, trigger=trigger, stop_after_seconds=seconds + 2 * grace, on_batch=on_batch, stop_when=all_scored)
     replayer.join()
+    if not warmed.is_set():
+        raise RuntimeError(f"the warm-up file was not scored within --grace {grace:g} s: nothing was replayed, nothing is recorded")
     per_event, per_file, missing = latencies(arrivals, reports)
     third = max(1, len(per_file) // 3)
     kept_up = bool(missing == 0 and per_file and np.median(per_file[-third:]) <= 2 * max(np.median(per_file[:third]), 1.0))

@@ -37,7 +37,7 @@ from interest_decay.jobs.common.models import check_model_fits, local_model, res
 from interest_decay.jobs.common.runs import RunSummary, stage_run
 from interest_decay.jobs.common.scoring import scores_frame
 from interest_decay.jobs.common.storage import Storage
-from interest_decay.jobs.common.tables import require_table, retry_on_conflict, table_exists
+from interest_decay.jobs.common.tables import latest_version, require_table, retry_on_conflict, table_exists
 from interest_decay.jobs.common.views import users_category_interest
 from interest_decay.model.metadata import read_metadata
 
@@ -91,10 +91,14 @@ def merge_live(spark: SparkSession, path: str, rows: DataFrame, app_id: str, bat
     """MERGE ``rows`` into ``scores_live`` by user: a newer moment replaces a user's row, an
     older one never does; idempotent for (``app_id``, ``batch_id``).
 
-    No deletion vectors: on this table (one row per user, every file touched by each batch) they
-    made the MERGE slower, 4.9-6.6 s against 2.5-3.3 s per batch of 2,600 users on two cores."""
+    Deletion vectors are turned off (whatever the session's default): on this table (one row per
+    user, every file touched by each batch) they made the MERGE slower, 4.9-6.6 s against
+    2.5-3.3 s per batch of 2,600 users on two cores."""
     if not table_exists(spark, path):
-        retry_on_conflict(lambda: DeltaTable.createIfNotExists(spark).location(path).addColumns(rows.schema).execute(), f"creating {path}")
+        builder = (
+            DeltaTable.createIfNotExists(spark).location(path).addColumns(rows.schema).property("delta.enableDeletionVectors", "false")
+        )
+        retry_on_conflict(builder.execute, f"creating {path}")
     spark.conf.set(TXN_APP_ID, app_id)
     spark.conf.set(TXN_VERSION, str(batch_id))
     try:
@@ -140,17 +144,27 @@ class LiveScoring:
     on_batch: Callable[[BatchReport], None] | None = None
     reports: dict[int, BatchReport] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
-    _checked_versions: set[str] = field(default_factory=set)
-    _moment: dt.datetime | None = None  # of the last batch scored; read from scores_live once
-    _moment_read: bool = False
+    _checked_versions: set[str] = field(default_factory=set, init=False)
+    # The moment of the last batch this stream scored, and the scores_live version it wrote: the
+    # table's own newest moment is read again only when another writer committed since.
+    _moment: dt.datetime | None = field(default=None, init=False)
+    _written_version: int | None = field(default=None, init=False)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        held: list[DataFrame] = []  # cached for this batch only
+        try:
+            self._score(batch, batch_id, held)
+        finally:
+            for frame in held:
+                frame.unpersist()
+
+    def _score(self, batch: DataFrame, batch_id: int, held: list[DataFrame]) -> None:
         report = BatchReport(batch_id)
         started = time.perf_counter()
         if self.landing:
-            touched = self._ingest(batch, report)
+            touched = self._ingest(batch, report, held)
         else:
-            touched = batch.select("user_id", "event_time").localCheckpoint()
+            touched = _hold(batch.select("user_id", "event_time"), held)
             report.events = touched.count()
             self.totals["read"] = self.totals.get("read", 0) + report.events
         newest = touched.agg(F.max("event_time").alias("t")).first()["t"]
@@ -159,10 +173,7 @@ class LiveScoring:
             self.reports[batch_id] = report
             return
         path = self.settings.table_path(Table.SCORES_LIVE)
-        if not self._moment_read:  # a restart goes on from the table's moment; later batches from memory
-            self._moment = spark_max(self.spark, path, "as_of") if table_exists(self.spark, path) else None
-            self._moment_read = True
-        report.moment = batch_moment(newest, self._moment)
+        report.moment = batch_moment(newest, self._previous_moment(path))
         model_uri, version = resolve_model(self.spark, self.settings, None)  # each batch: a new champion is picked up
         if version not in self._checked_versions:
             check_model_fits(self.settings, read_metadata(local_model(self.settings, model_uri)), version)
@@ -170,23 +181,18 @@ class LiveScoring:
         scoring_started = time.perf_counter()
         users = touched.select("user_id").distinct()
         # All events of the touched users, read once: the view and the categories both use them.
-        events = (
-            self.spark.read.format("delta")
-            .load(self.settings.table_path(Table.EVENTS))
-            .join(F.broadcast(users), "user_id", "left_semi")
-            .localCheckpoint()
+        events = _hold(
+            self.spark.read.format("delta").load(self.settings.table_path(Table.EVENTS)).join(F.broadcast(users), "user_id", "left_semi"),
+            held,
         )
         scored_at = dt.datetime.now(dt.UTC)
-        rows = live_scores(self.spark, self.settings, events, report.moment, (model_uri, version), scored_at).persist()
-        try:
-            report.users = rows.count()
-            merging_started = time.perf_counter()
-            report.seconds["score"] = round(merging_started - scoring_started, 2)
-            merge_live(self.spark, path, rows, self.app_id, batch_id)
-            report.seconds["merge"] = round(time.perf_counter() - merging_started, 2)
-        finally:
-            rows.unpersist()
-        self._moment = report.moment
+        rows = _hold(live_scores(self.spark, self.settings, events, report.moment, (model_uri, version), scored_at), held)
+        report.users = rows.count()
+        merging_started = time.perf_counter()
+        report.seconds["score"] = round(merging_started - scoring_started, 2)
+        merge_live(self.spark, path, rows, self.app_id, batch_id)
+        report.seconds["merge"] = round(time.perf_counter() - merging_started, 2)
+        self._moment, self._written_version = report.moment, latest_version(self.spark, path)
         report.finished_at = time.time()
         report.model_version = version
         report.lag_seconds = round((dt.datetime.now(dt.UTC) - report.moment).total_seconds(), 3)
@@ -195,8 +201,18 @@ class LiveScoring:
         if self.on_batch is not None:
             self.on_batch(report)
 
-    def _ingest(self, files: DataFrame, report: BatchReport) -> DataFrame:
-        """Ingest the batch's new files as batch ingest would; the (user_id, event_time) of their rows in ``events``."""
+    def _previous_moment(self, path: str) -> dt.datetime | None:
+        """The newest moment in ``scores_live``: this stream's last one while nobody else wrote
+        the table since (a restart, or another writer, reads it from the table)."""
+        if not table_exists(self.spark, path):
+            return None
+        if self._written_version is None or latest_version(self.spark, path) != self._written_version:
+            self._moment = spark_max(self.spark, path, "as_of")
+        return self._moment
+
+    def _ingest(self, files: DataFrame, report: BatchReport, held: list[DataFrame]) -> DataFrame:
+        """Ingest the batch's new files as batch ingest would; the (user_id, newest event_time) of
+        each user with rows from them in ``events``."""
         paths = sorted(r["path"] for r in files.select("path").collect())
         report.files = paths
         preset_name, mapping = resolve_mapping(self.settings.ingest, self.preset)
@@ -207,24 +223,32 @@ class LiveScoring:
         now = self.settings.ingest.now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
         for fmt, group in by_format.items():
             events = validated_events(self.spark, self.settings, group, mapping, fmt, now).persist()
+
             # The rows now in `events` from these files (new, or already there from this very file
             # on a replay), as write_events classified them: a copy of an event from another file
-            # touches no one. The last attempt's rows win when a conflict made it classify again.
-            in_table: list[DataFrame] = []
+            # touches no one.
+            def remember(rows: DataFrame) -> None:
+                kept.append(_hold(rows.groupBy("user_id").agg(F.max("event_time").alias("event_time")), held))
 
-            def remember(rows: DataFrame, in_table: list[DataFrame] = in_table) -> None:
-                in_table[:] = [rows.groupBy("user_id").agg(F.max("event_time").alias("event_time")).localCheckpoint()]
-
-            counts = write_events(self.spark, self.settings, events, mapping, self.summary, on_kept=remember)
-            events.unpersist()
+            try:
+                counts = write_events(self.spark, self.settings, events, mapping, self.summary, on_kept=remember)
+            finally:
+                events.unpersist()
             for key, value in counts.items():
                 self.totals[key] = self.totals.get(key, 0) + value
             report.events += counts["read"]
-            kept += in_table
         self.totals["files"] = self.totals.get("files", 0) + len(paths)
         if not kept:
             return self.spark.createDataFrame([], "user_id STRING, event_time TIMESTAMP")
         return reduce(DataFrame.unionByName, kept)
+
+
+def _hold(frame: DataFrame, held: list[DataFrame]) -> DataFrame:
+    """``frame`` computed once and cached until the batch ends (``held`` is unpersisted then)."""
+    frame = frame.persist()
+    frame.count()
+    held.append(frame)
+    return frame
 
 
 def spark_max(spark: SparkSession, path: str, column: str) -> dt.datetime | None:

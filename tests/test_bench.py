@@ -7,12 +7,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from pyspark.sql import SparkSession
+from typer.testing import CliRunner
 
 from shops import TrainedShop
 
@@ -51,11 +54,27 @@ def test_the_stream_bench_measures_latency_at_a_tiny_rate(
     spec.loader.exec_module(bench_stream)
     monkeypatch.setattr(results_file, "RESULTS_DIR", tmp_path)
     recorded = (REPO / "bench" / "results" / "stream.jsonl").read_bytes()
-    args = ["--rates", "30", "--seconds", "4", "--users", "150", "--trigger", "1s", "--grace", "300"]
-    monkeypatch.setattr(sys, "argv", [str(REPO / "bench" / "stream.py"), *args])
-    bench_stream.main(rates=[30.0], seconds=4.0, users=150, trigger="1s", grace=300.0, model=shop.trained.outputs["model"])
+    args = [
+        "--rates",
+        "30",
+        "--seconds",
+        "4",
+        "--users",
+        "150",
+        "--trigger",
+        "1s",
+        "--grace",
+        "300",
+        "--model",
+        shop.trained.outputs["model"],
+    ]
+    monkeypatch.setattr(sys, "argv", [str(REPO / "bench" / "stream.py"), *args])  # the command the line records
+    app = typer.Typer()
+    app.command()(bench_stream.main)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
     [line] = [json.loads(text) for text in (tmp_path / "stream.jsonl").read_text().splitlines()]
     assert (line["rate_events_per_second"], line["files"], line["files_not_scored"]) == (30, 4, 0)
     assert 0 < line["latency_p50_s"] <= line["latency_p95_s"] <= line["latency_p99_s"] < 300
-    assert line["events"] == 120 and line["command"].startswith(".venv/bin/python bench/stream.py --rates 30")
+    assert line["events"] == 120 and line["command"] == shlex.join([".venv/bin/python", "bench/stream.py", *args])
     assert (REPO / "bench" / "results" / "stream.jsonl").read_bytes() == recorded

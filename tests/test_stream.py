@@ -6,6 +6,7 @@ stopped."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 
@@ -203,6 +204,7 @@ def test_a_new_champion_is_used_from_the_next_batch_without_a_restart(spark: Spa
     first, second = _landing_files(shop, users=10)
     _write(first, landing / "a.parquet")
     _write(second, landing / "b.parquet")
+    os.utime(landing / "a.parquet", (1_700_000_000, 1_700_000_000))  # a first: the stream takes the oldest file first
 
     # A second registered version: a new MLflow run whose published model is a copy of the shop's.
     old = shop.trained.outputs["mlflow_run_id"]

@@ -317,9 +317,9 @@ def write_events(
     """Insert the new events into ``events`` and the bad rows into ``events_quarantine``, each
     stamped with the run; the counts by outcome (read = written + already ingested + quarantined).
 
-    ``on_kept``, when given, is called with this input's rows that are in ``events`` once the
-    write is in (new ones, and those already there from this very file), while they are cached:
-    the streaming job rescores their users without reading the table back."""
+    ``on_kept``, when given, is called once, after the attempt whose writes went in, with this
+    input's rows that are in ``events`` (new ones, and those already there from this very file)
+    while they are cached: the streaming job rescores their users without reading the table back."""
     events_path = settings.table_path(Table.EVENTS)
     wanted = id_properties(settings.ingest, mapping)
     check_id_properties(spark, events_path, wanted)
