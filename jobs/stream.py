@@ -151,12 +151,13 @@ class LiveScoring:
     _written_version: int | None = field(default=None, init=False)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        held: list[DataFrame] = []  # cached for this batch only
+        held: list[DataFrame] = []  # computed once for this batch, released when it ends
         try:
             self._score(batch, batch_id, held)
         finally:
             for frame in held:
-                frame.unpersist()
+                frame.unpersist()  # a persisted frame's blocks go now; a checkpoint's with the frame
+            held.clear()
 
     def _score(self, batch: DataFrame, batch_id: int, held: list[DataFrame]) -> None:
         report = BatchReport(batch_id)
@@ -186,7 +187,8 @@ class LiveScoring:
             held,
         )
         scored_at = dt.datetime.now(dt.UTC)
-        rows = _hold(live_scores(self.spark, self.settings, events, report.moment, (model_uri, version), scored_at), held)
+        rows = live_scores(self.spark, self.settings, events, report.moment, (model_uri, version), scored_at).persist()
+        held.append(rows)
         report.users = rows.count()
         merging_started = time.perf_counter()
         report.seconds["score"] = round(merging_started - scoring_started, 2)
@@ -244,9 +246,13 @@ class LiveScoring:
 
 
 def _hold(frame: DataFrame, held: list[DataFrame]) -> DataFrame:
-    """``frame`` computed once and cached until the batch ends (``held`` is unpersisted then)."""
-    frame = frame.persist()
-    frame.count()
+    """``frame`` computed once, for the rest of the batch.
+
+    A local checkpoint, not ``persist()``: with the users' events persisted instead, building and
+    scoring their rows took 26 s instead of 9 s and the MERGE 8 s instead of 3 (a scratch profile
+    of three 15-file batches). Its blocks are dropped when the frame is garbage-collected
+    (Spark's ContextCleaner); ``held`` keeps it alive only until the batch ends."""
+    frame = frame.localCheckpoint()
     held.append(frame)
     return frame
 
