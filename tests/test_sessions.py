@@ -164,7 +164,7 @@ def test_incremental_equals_full_recompute(
     _ingest(spark, settings, tmp_path / "day2.csv", DAY2)
     # The sessions table is behind the events now: evaluate's session starts come from the events
     # (compared below with the table once it has caught up).
-    with caplog.at_level(logging.INFO, logger="jobs.evaluate"):
+    with caplog.at_level(logging.INFO, logger="interest_decay.jobs.evaluate"):
         from_events = read_session_starts(spark, settings).toPandas()
     assert "the sessions table is missing or behind the events" in caplog.text
     second = sessionize_job.run(spark, settings)

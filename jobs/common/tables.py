@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from delta import exceptions as delta_errors  # also makes PySpark raise Delta's conflicts as these classes
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -22,7 +23,14 @@ from pyspark.sql import types as T
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
 
-# What Delta raises when another writer committed to the same table first (optimistic concurrency).
+
+class TableBeingCreated(Exception):
+    """Another writer is creating the same table at this moment: its folder is there, its first
+    commit not yet, and Delta's "create if not exists" reads it as a table that does not exist."""
+
+
+# What Delta raises when another writer committed to the same table first (optimistic
+# concurrency), and a create that met another writer's create half-way: both are retried.
 DELTA_CONFLICTS = (
     delta_errors.DeltaConcurrentModificationException,
     delta_errors.ConcurrentWriteException,
@@ -32,6 +40,7 @@ DELTA_CONFLICTS = (
     delta_errors.ConcurrentDeleteReadException,
     delta_errors.ConcurrentDeleteDeleteException,
     delta_errors.ConcurrentTransactionException,
+    TableBeingCreated,
 )
 
 EVENTS_SCHEMA = T.StructType(
@@ -83,8 +92,17 @@ def ensure_table(
         builder = builder.property("delta.enableChangeDataFeed", "true")
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
+
+    def create() -> DeltaTable:
+        try:
+            return builder.execute()
+        except AnalysisException as exc:
+            if exc.getErrorClass() == "DELTA_TABLE_NOT_FOUND":
+                raise TableBeingCreated(f"{path} is being created by another writer") from exc
+            raise
+
     # Two first runs creating the table at once: the one that loses finds it there on a retry.
-    return retry_on_conflict(builder.execute, f"creating {path}")
+    return retry_on_conflict(create, f"creating {path}")
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
