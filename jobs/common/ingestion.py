@@ -327,39 +327,46 @@ def write_events(
     quarantine_table = ensure_table(spark, settings.table_path(Table.QUARANTINE), QUARANTINE_SCHEMA)
     stamp = [F.lit(summary.run_id).alias("run_id"), F.lit(summary.started_at).cast("timestamp").alias("ingested_at")]
 
-    # The event id hashes the instant, so a copy of an event has its date: only the partitions of
-    # the dates this batch holds are read to find what is already there, and MERGEd into.
-    dates = sorted(r["event_date"] for r in events.where(F.col("event_date").isNotNull()).select("event_date").distinct().collect())
-    quoted = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
-    in_dates = f"t.event_date IN ({quoted})" if dates else "FALSE"
+    # Read and validated once: the dates below and every classifying attempt read it.
+    events = events.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # The event id hashes the instant, so a copy of an event has its date: only the partitions of
+        # the dates this batch holds are read to find what is already there, and MERGEd into.
+        dates = sorted(r["event_date"] for r in events.where(F.col("event_date").isNotNull()).select("event_date").distinct().collect())
+        quoted = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+        in_dates = f"t.event_date IN ({quoted})" if dates else "FALSE"
 
-    def classify_and_insert() -> tuple[dict[str, int], int, int]:
-        # From a fresh read each attempt: a concurrent ingest may have committed in between.
-        version = latest_version(spark, events_path)
-        existing = (
-            spark.read.format("delta")
-            .option("versionAsOf", version)
-            .load(events_path)
-            .where(F.col("event_date").isin(dates))
-            .select("event_id", "source_file")
-        )
-        classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
-            inserted = (
-                insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"], target_filter=in_dates)
-                if by_status.get("new")
-                else 0
+        def classify_and_insert() -> tuple[dict[str, int], int, int]:
+            # From a fresh read each attempt: a concurrent ingest may have committed in between.
+            version = latest_version(spark, events_path)
+            existing = (
+                spark.read.format("delta")
+                .option("versionAsOf", version)
+                .load(events_path)
+                .where(F.col("event_date").isin(dates))
+                .select("event_id", "source_file")
             )
-            quarantined = sum(n for status, n in by_status.items() if status not in ("new", "already_ingested"))
-            added = insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"]) if quarantined else 0
-            if on_kept is not None:
-                on_kept(classified.where(F.col("status").isin("new", "already_ingested")))
-        finally:
-            classified.unpersist()
-        return by_status, inserted, added
+            classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
+                inserted = (
+                    insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"], target_filter=in_dates)
+                    if by_status.get("new")
+                    else 0
+                )
+                quarantined = sum(n for status, n in by_status.items() if status not in ("new", "already_ingested"))
+                added = (
+                    insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"]) if quarantined else 0
+                )
+                if on_kept is not None:
+                    on_kept(classified.where(F.col("status").isin("new", "already_ingested")))
+            finally:
+                classified.unpersist()
+            return by_status, inserted, added
 
-    by_status, written, quarantine_written = retry_on_conflict(classify_and_insert, f"ingesting into {events_path}")
+        by_status, written, quarantine_written = retry_on_conflict(classify_and_insert, f"ingesting into {events_path}")
+    finally:
+        events.unpersist()
     read = sum(by_status.values())
     quarantined = read - by_status.get("new", 0) - by_status.get("already_ingested", 0)
     # A run ingesting the same events at the same moment may have inserted some first: they are
