@@ -1,11 +1,12 @@
 # The two commands of the README:
 #   make demo   sets everything up (first time: ~15 min, then seconds) and runs the pipeline
 #               end to end on generated sample data
-#   make test   sets up if needed, checks lint and format, and runs the test suite
+#   make test   sets up if needed, checks lint and format, and runs the test suite (under 10 min)
+# and the end-to-end tier, which CI runs after it: make test-slow
 SHELL := /bin/bash
 USERS ?= 20000
 
-.PHONY: setup demo identifiable cdnow lint test lock clean
+.PHONY: setup demo identifiable cdnow lint test test-slow lock clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,7 +31,13 @@ lint: setup
 	.venv/bin/ruff format --check .
 
 test: lint
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The end-to-end and fault tier (tests marked slow): training and scoring through spark-submit on
+# a standalone cluster with the lakehouse on S3, a whole pseudonymised run grepped for raw ids,
+# crashes, kills, concurrent writers and resumes, smoke runs of the benchmarks.
+test-slow: setup
+	.venv/bin/python -m pytest -m slow $(PYTEST_ARGS)
 
 lock:
 	bash scripts/lock.sh

@@ -164,6 +164,7 @@ def main(
     users: Annotated[int, typer.Option(help="Generated users (about 45 events each); enough events for the highest rate.")] = 20000,
     model: Annotated[str | None, typer.Option(help="A trained model (conf/local.yaml's view settings); default: train one.")] = None,
     grace: Annotated[float, typer.Option(help="Seconds the stream may run past the replay to score the last files.")] = 60.0,
+    overrides: Annotated[list[str], typer.Option("--set", help="Override a conf key of every run, e.g. spark.conf.<key>=<value>.")] = [],  # noqa: B006
 ) -> None:
     """Replay events at each rate into a landing folder, stream them, and record the latencies."""
     logging.basicConfig(level=logging.WARNING)
@@ -176,6 +177,7 @@ def main(
             "train.epochs=1",
             "train.max_rows_per_as_of=3000",
             "evaluate.folds=0",
+            *overrides,
         ]
         settings = load_settings(CONF, [f"lakehouse={root / 'history'}", *base, "train.until=2026-02-23"])
         with spark_session(settings.spark) as spark:

@@ -10,8 +10,10 @@ import logging
 from pyspark.sql import SparkSession
 
 from interest_decay.contract import Table
+from interest_decay.features.events import pseudonymize_user_ids
 from interest_decay.features.synthetic import synthetic_events, truth_table, user_truth
 from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.ingestion import pseudonym_key
 from interest_decay.jobs.common.runs import RunSummary, stage_run
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,12 @@ def run(spark: SparkSession, settings: Settings) -> RunSummary:
 
         # One partition per output file: the events stream out of each partition without a shuffle.
         users = user_truth(spark.range(params.users, numPartitions=params.output_files), params)
-        truth_table(users, params).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
+        truth = truth_table(users, params)
+        if settings.ingest.pseudonymize_user_ids:
+            # The truth is in the lakehouse, where no raw id may be: it gets the pseudonyms that
+            # ingest will give the events, so that evaluate still matches every user to it.
+            truth = pseudonymize_user_ids(truth, pseudonym_key(settings.ingest))
+        truth.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(truth_path)
         writer = synthetic_events(users, params).write.mode("overwrite")
         if params.format == "csv":
             writer.option("header", True).csv(output)

@@ -32,6 +32,7 @@ def _bench(script: str, *args: str, results: Path) -> list[dict]:
     return [json.loads(line) for line in (results / f"{name}.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_its_loop_on_the_cpu(tmp_path: Path) -> None:
     lines = _bench("gpu_check.py", "--rows", "256", "--epochs", "1", "--batch-size", "64", "--cpu", results=tmp_path)
     assert [(line["device"], line["mixed_precision"], line["rows"]) for line in lines] == [("CPU", False, 256), ("CPU", True, 256)]
@@ -40,6 +41,7 @@ def test_the_gpu_check_runs_its_loop_on_the_cpu(tmp_path: Path) -> None:
     assert not (REPO / "bench" / "results" / "gpu_check.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_the_stream_bench_measures_latency_at_a_tiny_rate(
     spark: SparkSession, shop: TrainedShop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

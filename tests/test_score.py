@@ -174,6 +174,7 @@ def test_a_scores_table_written_by_an_older_version_gains_the_new_columns(spark:
     assert after.count() == after.where(F.col("interest_half_life_days").isNotNull()).count() == summary.counts["scored"]
 
 
+@pytest.mark.slow
 def test_two_score_runs_at_once_for_different_dates_both_land(spark: SparkSession, shop: TrainedShop, tmp_path: Path) -> None:
     """Two score jobs on one lakehouse at the same time (each its own session), before any
     scores table exists: one creates it, the other loses that race, retries and replaces its own
@@ -208,10 +209,16 @@ def test_a_model_that_does_not_fit_the_view_is_refused(spark: SparkSession, shop
 
 
 @pytest.mark.slow
-def test_a_killed_run_leaves_the_table_as_it_was(spark: SparkSession, shop: TrainedShop) -> None:
+def test_a_run_killed_while_writing_its_files_leaves_the_table_as_it_was(spark: SparkSession, shop: TrainedShop) -> None:
+    """SIGKILL to the CLI and its JVM once the first data file of the new slice is on disk (so
+    the kill lands between the writing and the commit, never before anything is written): the
+    table reads as before, the orphaned files are not in it, and the rerun writes the slice once."""
     settings = shop.settings()
     path = settings.table_path(Table.SCORES)
+    folder = Path(path)
+    before_files = set(folder.rglob("*.parquet")) if folder.exists() else set()
     version = latest_version(spark, path) if table_exists(spark, path) else None
+    rows_before = sorted(_scores(spark, settings).collect()) if version is not None else []
     command = [
         str(Path(sys.executable).parent / "interest-decay"),
         "score",
@@ -227,16 +234,20 @@ def test_a_killed_run_leaves_the_table_as_it_was(spark: SparkSession, shop: Trai
         "score.arrow_batch_size=20",
     ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
-    for line in process.stderr:  # wait until it is scoring, then kill it and its JVM
-        if "scoring" in line:
-            break
-    time.sleep(1.0)
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (set(folder.rglob("*.parquet")) - before_files if folder.exists() else None) and process.poll() is None:
+        assert time.monotonic() < deadline, "the score run wrote no data file in 4 minutes"
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert process.wait(timeout=60) == -signal.SIGKILL  # killed, not finished
+    orphans = set(folder.rglob("*.parquet")) - before_files
+    assert orphans  # the kill came after the writing began
     assert (latest_version(spark, path) if table_exists(spark, path) else None) == version
+    assert (sorted(_scores(spark, settings).collect()) if version is not None else []) == rows_before
     finished = score.run(spark, settings)
-    assert _scores(spark, settings).count() == finished.counts["scored"]
+    written = (F.col("as_of_date") == finished.inputs["as_of_date"]) & (F.col("model_version") == finished.inputs["model_version"])
+    assert _scores(spark, settings).where(written).count() == finished.counts["scored"] > 0
 
 
 def test_a_model_folder_with_a_quote_in_its_name_scores_under_its_recorded_version(

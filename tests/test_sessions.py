@@ -188,6 +188,7 @@ def test_rerun_without_new_events_changes_nothing(spark: SparkSession, settings:
     assert latest_version(spark, settings.table_path(Table.SESSIONS)) == version
 
 
+@pytest.mark.slow
 def test_ingest_while_sessionize_runs_loses_and_doubles_nothing(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
     """Two jobs on one lakehouse at once (each its own session on the shared context, as two
     notebooks or two scheduled tasks of a cluster are): sessionize works through day 1 while

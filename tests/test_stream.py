@@ -104,6 +104,7 @@ def _live(spark: SparkSession, settings: Settings) -> pd.DataFrame:
     return spark.read.format("delta").load(settings.table_path(Table.SCORES_LIVE)).toPandas()
 
 
+@pytest.mark.slow
 def test_the_stream_ingests_as_batch_does_and_a_crash_changes_nothing(
     spark: SparkSession, shop: TrainedShop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,7 @@ def test_the_model_learns_the_decay_better_than_recency(shop: TrainedShop) -> No
     assert (Path(summary.outputs["model"]).parent.parent / "_tensorboard").is_dir()
 
 
+@pytest.mark.slow
 def test_training_again_resumes_from_the_last_epoch(spark: SparkSession, shop: TrainedShop, tmp_path: Path) -> None:
     """Validated by a share of the users, with weight averaging carried over the resume, a
     bounded number of training rows per as-of date, and two members, each resuming its own
