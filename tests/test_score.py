@@ -215,8 +215,11 @@ def test_a_run_killed_while_writing_its_files_leaves_the_table_as_it_was(spark: 
     table reads as before, the orphaned files are not in it, and the rerun writes the slice once."""
     settings = shop.settings()
     path = settings.table_path(Table.SCORES)
-    folder = Path(path)
-    before_files = set(folder.rglob("*.parquet")) if folder.exists() else set()
+
+    def data_files() -> set[Path]:  # none while the table folder does not exist yet
+        return set(Path(path).rglob("*.parquet"))
+
+    before_files = data_files()
     version = latest_version(spark, path) if table_exists(spark, path) else None
     rows_before = sorted(_scores(spark, settings).collect()) if version is not None else []
     command = [
@@ -236,13 +239,12 @@ def test_a_run_killed_while_writing_its_files_leaves_the_table_as_it_was(spark: 
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.monotonic() + 240
-    while not (set(folder.rglob("*.parquet")) - before_files if folder.exists() else None) and process.poll() is None:
+    while not data_files() - before_files and process.poll() is None:
         assert time.monotonic() < deadline, "the score run wrote no data file in 4 minutes"
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL  # killed, not finished
-    orphans = set(folder.rglob("*.parquet")) - before_files
-    assert orphans  # the kill came after the writing began
+    assert data_files() - before_files  # orphaned files: the kill came after the writing began
     assert (latest_version(spark, path) if table_exists(spark, path) else None) == version
     assert (sorted(_scores(spark, settings).collect()) if version is not None else []) == rows_before
     finished = score.run(spark, settings)
