@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import mlflow
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from interest_decay.contract import Artifact, Table, view_spec
+from interest_decay.contract import STATIC_FEATURES, Artifact, Table, view_spec
 from interest_decay.features.windows import censor_at, rows_per_as_of, split_by_users
 from interest_decay.jobs.common.config import Settings, TrainSettings
 from interest_decay.jobs.common.runs import RunSummary, stage_run, tracking_uri
@@ -179,9 +180,30 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     return TrainingRows(version, validation, train_df, val_df, n_train, n_val, n_available)
 
 
-def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifacts, mlflow_run_id: str) -> RunPlan:
+def btyd_prior(rows: TrainingRows, settings: Settings) -> dict | None:
+    """The shop's Pareto/NBD prior fitted on a sample of the training rows (model/btyd.py), or
+    None when ``train.btyd_blend`` is off or it does not fit (logged: the network alone)."""
+    conf = settings.train
+    if conf.btyd_blend == "off":
+        return None
+    from interest_decay.model.btyd import fit_prior
+
+    static = _sample(rows.train, conf.btyd_fit_rows, rows.n_train, conf.seed).select("static").toPandas()["static"]
+    try:
+        prior = fit_prior(np.stack(static.to_numpy()) if len(static) else np.zeros((0, len(STATIC_FEATURES))))
+    except (RuntimeError, ValueError) as exc:
+        log.warning("train: no Pareto/NBD part in the scores, it did not fit: %s", exc)
+        return None
+    log.info("train: Pareto/NBD prior on %d training rows: %s", len(static), prior.to_dict())
+    return prior.to_dict()
+
+
+def training_plan(
+    settings: Settings, rows: TrainingRows, artifacts: RunArtifacts, mlflow_run_id: str, prior: dict | None = None
+) -> RunPlan:
     """What every rank needs besides the data: the model's shape and loss, the normalisation
-    fitted on a sample of the training rows, the schedule, and where the artifacts go."""
+    fitted on a sample of the training rows, the schedule, and where the artifacts go;
+    ``prior``, the Pareto/NBD prior the chief weighs against the network."""
     from interest_decay.model.distributed import RunPlan
     from interest_decay.model.network import LossWeights, ModelShape
 
@@ -223,6 +245,7 @@ def training_plan(settings: Settings, rows: TrainingRows, artifacts: RunArtifact
         seed=conf.seed,
         average_from_epoch=conf.average_from_epoch,
         members=conf.members,
+        btyd_prior=prior,
         training_facts={
             # What the model's scores and evaluations are filed under (jobs.common.models.resolve_model).
             "model_version": mlflow_run_id,
@@ -267,7 +290,11 @@ def _log_to_mlflow(settings: Settings, plan: RunPlan, artifacts: RunArtifacts, c
     mlflow.log_dict(plan.feature_spec, "feature_spec.json")
     mlflow.log_dict(plan.normalisation.to_dict(), "normalisation.json")
     mlflow.log_metrics(
-        {**{f"recency_auc_{h}d": v for h, v in recency.items()}, **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()}}
+        {
+            **{f"recency_auc_{h}d": v for h, v in recency.items()},
+            **{f"final_{k}": v for k, v in chief["fit"]["final_metrics"].items()},
+            "btyd_model_weight": float((chief.get("btyd_blend") or {}).get("model_weight", 1.0)),
+        }
     )
     return registered
 
@@ -312,6 +339,12 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         "samples_per_second": round(samples / seconds, 1) if seconds else 0.0,
         "processes": results[0]["size"],
     }
+    blend = results[0].get("btyd_blend") or {}
+    if "model_weight" in blend:
+        summary.metrics["btyd_model_weight"] = round(float(blend["model_weight"]), 4)
+        summary.metrics.update(
+            {f"btyd_val_loglik_w{w.replace('.', '_')}": v for w, v in blend.get("validation_log_likelihood", {}).items()}
+        )
     for i, member in enumerate(fit["member_metrics"]):  # how far apart the averaged members were
         summary.metrics.update(
             {f"member{i}_{k}": round(v, 4) for k, v in member.items() if k.startswith(("val_auc", "val_returners", "val_visits"))}
@@ -335,6 +368,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
         rows = training_rows(spark, settings)
         summary.inputs.update(sequences_version=rows.view_version, validation=rows.validation)
         val_sample = view_arrays(_sample(rows.val, conf.val_sample_rows, rows.n_val, conf.seed).toPandas(), settings)
+        prior = btyd_prior(rows, settings)
         fingerprint = _fingerprint(settings, rows.view_version, rows.validation)
         storage = Storage.for_settings(settings)
         checkpoints = storage.uri(Artifact.CHECKPOINTS, fingerprint)
@@ -345,7 +379,7 @@ def run(spark: SparkSession, settings: Settings, fresh: bool = False, stage: str
         with mlflow.start_run(run_name=f"train-{summary.run_id}") as active:
             run_id = active.info.run_id
             artifacts = RunArtifacts(storage, checkpoints, storage.uri(Artifact.TENSORBOARD, run_id), storage.uri(Artifact.MODELS, run_id))
-            plan = training_plan(settings, rows, artifacts, run_id)
+            plan = training_plan(settings, rows, artifacts, run_id, prior)
             params = {"validated_by": rows.validation, "train_rows": rows.n_train, "val_rows": rows.n_val, "fingerprint": fingerprint}
             mlflow.log_params({**conf.model_dump(mode="json"), **params})
             results = fit_everywhere(spark, settings, rows, artifacts, plan, val_sample)

@@ -49,6 +49,9 @@ class RunPlan:
     training_facts: dict = field(default_factory=dict)
     # Called by the chief after each epoch's checkpoint (epoch, logs): uploads checkpoints and logs.
     on_epoch_end: Callable[[int, dict], None] | None = None
+    # The shop's Pareto/NBD prior (model.btyd.ParetoNBDPrior as a dict): the chief weighs it
+    # against the network on the validation rows and saves the blend (None: the network alone).
+    btyd_prior: dict | None = None
 
 
 def build_model(plan: RunPlan, learning_rate: float, optimizer_wrapper=None):  # noqa: ANN001, ANN201
@@ -119,12 +122,45 @@ def _batch_reader(n_windows: int, n_features: int, n_static: int):  # noqa: ANN2
     return to_model
 
 
+class _Blended:
+    """``model`` with its draws mixed as the saved model serves them: what validation metrics read."""
+
+    def __init__(self, model, mixer) -> None:  # noqa: ANN001
+        self.model, self.mixer, self.shape_spec = model, mixer, model.shape_spec
+
+    def __call__(self, inputs: dict, training: bool = False) -> dict:
+        return {"params": self.mixer(self.model(inputs, training=training)["params"], inputs["static"])}
+
+
+def save_with_blend(model, plan: RunPlan, val_sample: tuple[dict, dict] | None, result) -> dict:  # noqa: ANN001
+    """Weigh the Pareto/NBD prior against the trained ``model`` on the validation rows, save the
+    model with the chosen blend (model/btyd.py), and return what the choice rests on. The
+    ``result``'s validation metrics become the blend's (the network's own are kept in the facts)."""
+    import tensorflow as tf
+
+    from interest_decay.model.btyd import Mixer, blend_on_validation
+    from interest_decay.model.export import save_model
+    from interest_decay.model.training import validation_metrics
+
+    def network(inputs: dict) -> tf.Tensor:
+        return model(inputs, training=False)["params"]
+
+    blend, facts = blend_on_validation(network, val_sample, plan.btyd_prior, list(plan.shape.horizons_days))
+    log.info(
+        "blend with Pareto/NBD: the network's weight %.3f (%s)", facts["model_weight"], facts.get("reason", "chosen on validation rows")
+    )
+    if blend is not None and val_sample is not None:
+        facts["network_metrics"] = {k: round(v, 4) for k, v in result.final_metrics.items()}
+        result.final_metrics = validation_metrics(_Blended(model, Mixer(blend)), val_sample)
+    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, {**plan.training_facts, "btyd_blend": facts}, blend=blend)
+    return facts
+
+
 def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tuple[dict, dict], n_train_rows: int, n_val_rows: int) -> dict:  # noqa: ANN001
     """Horovod rank body: train from petastorm converters; rank 0 saves the model."""
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from interest_decay.model.export import save_model
     from interest_decay.model.training import average_members, fit, steps_for
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -181,16 +217,23 @@ def train_on_rank(plan: RunPlan, train_converter, val_converter, val_sample: tup
     # The learned parameters only: loss trackers are per-rank running means and may differ.
     weights_digest = float(sum(float(np.abs(w.numpy()).sum()) for model in models for w in model.trainable_weights))
     model, result = average_members(models, results, val_sample if chief else None)
+    blend = {}
     if chief:
-        save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
-    return {"rank": hvd.rank(), "size": hvd.size(), "fit": asdict(result), "seconds": seconds, "weights_digest": weights_digest}
+        blend = save_with_blend(model, plan, val_sample, result)
+    return {
+        "rank": hvd.rank(),
+        "size": hvd.size(),
+        "fit": asdict(result),
+        "seconds": seconds,
+        "weights_digest": weights_digest,
+        "btyd_blend": blend,
+    }
 
 
 def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, dict], val_sample: tuple[dict, dict]) -> dict:
     """The single-process path: the same model and loop on in-memory arrays."""
     import tensorflow as tf
 
-    from interest_decay.model.export import save_model
     from interest_decay.model.training import as_dataset, average_members, fit, steps_for
 
     listeners = [fn for fn in (_mlflow_listener(plan), plan.on_epoch_end) if fn]
@@ -221,5 +264,5 @@ def train_in_process(plan: RunPlan, train: tuple[dict, dict], val: tuple[dict, d
         models.append(model)
     seconds = time.perf_counter() - started
     model, result = average_members(models, results, val_sample)
-    save_model(model, plan.model_dir, plan.normalisation, plan.feature_spec, plan.training_facts)
-    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds}
+    blend = save_with_blend(model, plan, val_sample, result)
+    return {"rank": 0, "size": 1, "fit": asdict(result), "seconds": seconds, "btyd_blend": blend}

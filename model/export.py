@@ -14,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from interest_decay.model import decay
+from interest_decay.model.btyd import Blend, Mixer
 from interest_decay.model.metadata import write_metadata
 from interest_decay.model.network import InterestDecayModel, MemberAverage, Normalisation
 
@@ -34,9 +35,11 @@ class _Serving(tf.Module):
     not kept as an attribute, so saving traces these two functions only: not every layer's
     call for Keras's own format, nor the optimizer's slots (which made a save take seconds)."""
 
-    def __init__(self, model: InterestDecayModel | MemberAverage) -> None:
+    def __init__(self, model: InterestDecayModel | MemberAverage, blend: Blend | None = None) -> None:
         super().__init__()
         self.weights_read = list(model.weights)
+        # Saved with the model: the Pareto/NBD part's constants, so the SavedModel serves the mixture.
+        self.mixer = Mixer(blend) if blend is not None else None
         shape = model.shape_spec
         curve_days = decay_curve_days(shape.horizons_days)
         horizons = list(shape.horizons_days)
@@ -47,11 +50,13 @@ class _Serving(tf.Module):
         ]
 
         def serve(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
-            return model.predict_curves({"x": x, "mask": mask, "static": static}, curve_days)
+            return model.predict_curves({"x": x, "mask": mask, "static": static}, curve_days, self.mixer)
 
         def p_active(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
             """P(active within each horizon) alone: what explaining a score asks for, many times over."""
             params = model({"x": x, "mask": mask, "static": static}, training=False)["params"]
+            if self.mixer is not None:
+                params = self.mixer(params, static)
             return {"p_active": tf.reduce_mean(decay.p_active_on(params, horizons), axis=1)}
 
         self.serve = tf.function(serve, input_signature=signature)
@@ -64,11 +69,13 @@ def save_model(
     norm: Normalisation,
     feature_spec: dict,
     training: dict | None = None,
+    blend: Blend | None = None,
 ) -> Path:
     """Write the SavedModel and its metadata to ``path``; returns it. ``training``: facts about
-    how the model was trained (for example ``until``), kept in the metadata."""
+    how the model was trained (for example ``until``), kept in the metadata. ``blend``: the
+    Pareto/NBD part every served score mixes in (model/btyd.py); none, the network alone."""
     path = Path(path)
-    serving = _Serving(model)
+    serving = _Serving(model, blend)
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve, "p_active": serving.p_active})
     write_metadata(
         path,
@@ -79,6 +86,7 @@ def save_model(
             "decay_params_layout": decay.PARAMS_LAYOUT,
             "normalisation": norm.to_dict(),
             "training": dict(training or {}),
+            "btyd_blend": blend.to_dict() if blend is not None else None,
         },
     )
     return path

@@ -28,6 +28,7 @@ constants, so the saved model carries them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -137,19 +138,22 @@ class _Scores:
     """What scoring reads from a model (``shape_spec`` and a call that returns ``params`` [B, D, 6],
     with the VAE ``z_mean``, ``x_hat`` and ``x_norm`` too): every score from the draws' mixture."""
 
-    def predict_curves(self, inputs: dict, days: object) -> dict:
+    def predict_curves(self, inputs: dict, days: object, mixer: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None) -> dict:
         """Every score of a batch of users; ``days`` are the decay curve's (known when the graph
-        is built). Everything is read off one grid of days (model/decay.py: day_grid)."""
+        is built). Everything is read off one grid of days (model/decay.py: day_grid).
+        ``mixer`` (model/btyd.py: Mixer) turns the network's draws into the served mixture's;
+        the interest half-life stays the network's (the other part has no excitation)."""
         out = self(inputs, training=False)
-        params = out["params"]
+        network = out["params"]
+        params = network if mixer is None else mixer(network, inputs["static"])
         horizons = list(self.shape_spec.horizons_days)
         curve_days = np.ravel(np.asarray(days, np.float32))
         curves = decay.silence_curves(params, decay.day_grid(horizons, curve_days))
         grid = curves["grid"]
         p_active = decay.at_days(curves["active_by_draw"], grid, horizons)  # [B, D, H]
         visits = decay.expected_visits(params, tf.constant(horizons, tf.float32))
-        half_life = decay.interest_half_life_days(params)
-        half_life_by_draw = params[..., 3] * float(np.log(2.0))
+        half_life = decay.interest_half_life_days(network)
+        half_life_by_draw = network[..., 3] * float(np.log(2.0))
         silence = decay.silence_half_life_days(curves)
         point = {"p_active": tf.reduce_mean(p_active, axis=1), "expected_visits": tf.reduce_mean(visits, axis=1)}
         p_low, p_high = interval(p_active, point["p_active"])
