@@ -163,8 +163,8 @@ def _gain_row(at_h: pd.DataFrame, h: int, best: str) -> dict:
     }
 
 
-def metric_rows(runs: list[dict], field: str = "metrics", prefix: str = "") -> list[dict]:
-    """Every numeric metric (of ``field``, starting with ``prefix``) of the runs, mean ± sd over the seeds."""
+def metric_rows(runs: list[dict], field: str = "metrics", prefix: str | tuple[str, ...] = "") -> list[dict]:
+    """Every numeric metric (of ``field``, starting with ``prefix``, or one of them) of the runs, mean ± sd over the seeds."""
     keys = dict.fromkeys(
         k
         for run in runs
@@ -190,8 +190,9 @@ def shop_page(shop: str, runs: list[dict]) -> str:
         )
         parts.append("\nROC-AUC of every method, mean ± sd over the seeds:\n\n" + _table(auc_table(frame)))
         parts.append(
-            "\nOn the validation users or date of each training (what settings are chosen on), mean ± sd:\n\n"
-            + _table(metric_rows(members, "train_metrics", "val_"))
+            "\nOn the validation users or date of each training (what settings are chosen on, the network's weight in"
+            " its blend with Pareto/NBD among them), mean ± sd:\n\n"
+            + _table(metric_rows(members, "train_metrics", ("val_", "btyd_model_weight")))
         )
         parts.append("\n<details><summary>Every metric of these runs</summary>\n\n" + _table(metric_rows(members)) + "\n</details>\n")
     history = []

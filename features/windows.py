@@ -256,6 +256,28 @@ def censor_at(view: DataFrame, cutoff: dt.date, horizons_days: list[int], window
     )
 
 
+def complete_labels(view: DataFrame, horizons_days: list[int]) -> DataFrame:
+    """The view with each label ``active_<h>d`` kept only on the as-of dates where it is known
+    for every user, null elsewhere.
+
+    Near the end of what is observed a return is known as soon as it happens, a non-return only
+    once the whole horizon has passed, so there the known labels are the returners': a share of
+    returners, an AUC or a log loss over them would be biased towards coming back (on CDNOW's
+    calibration weeks every known 273-day label is a return). A date is complete for h when no
+    row of it is censored sooner than h days (as :func:`interest_decay.jobs.common.views.validation_date` asks).
+    """
+    if not horizons_days:
+        raise ValueError("horizons_days must name at least one horizon")
+    by_date = Window.partitionBy("as_of_date")
+    columns = {
+        f"active_{h}d": F.when(
+            F.max((F.col("censored") & (F.col("days_to_next") < h)).cast("int")).over(by_date) == 0, F.col(f"active_{h}d")
+        )
+        for h in horizons_days
+    }
+    return view.withColumns(columns)
+
+
 def split_by_users(view: DataFrame, fraction: float, seed: int = 0) -> tuple[DataFrame, DataFrame]:
     """(rows of the other users, rows of a ``fraction`` of the users): every row of a user on one side.
 

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest_decay.contract import STATIC_FEATURES, Artifact, Table, view_spec
-from interest_decay.features.windows import censor_at, rows_per_as_of, split_by_users
+from interest_decay.features.windows import censor_at, complete_labels, rows_per_as_of, split_by_users
 from interest_decay.jobs.common.config import Settings, TrainSettings
 from interest_decay.jobs.common.runs import RunSummary, stage_run, tracking_uri
 from interest_decay.jobs.common.storage import Storage
@@ -85,7 +85,8 @@ def register(run_id: str, name: str) -> str:
 def promote(settings: Settings, summary: RunSummary, force: bool = False) -> str:
     """Move ``train.alias`` (the model ``score --model models:/<name>@<alias>`` serves) to this
     run's model version, once the run is recorded in ``_runs``, and only when it is not worse on
-    its validation rows than the model the alias names now (the AUC at the longest horizon), or
+    its validation rows than the model the alias names now (the AUC at the longest horizon the
+    validation labels measure), or
     when ``force``; what was decided, for the log."""
     conf = settings.train
     registered = summary.outputs.get("registered_model", "")
@@ -93,8 +94,14 @@ def promote(settings: Settings, summary: RunSummary, force: bool = False) -> str
         return "no alias to move"
     name, _, version = registered.rpartition("/")
     client = mlflow.tracking.MlflowClient(tracking_uri(settings), registry_uri=tracking_uri(settings))
-    metric = f"final_val_auc_{max(settings.horizons_days)}d"
-    new = client.get_run(summary.outputs["mlflow_run_id"]).data.metrics.get(metric)
+    measured = client.get_run(summary.outputs["mlflow_run_id"]).data.metrics
+    # The longest horizon this run's validation labels measure (a horizon longer than the
+    # validation rows have complete labels for has no AUC).
+    horizon = next(
+        (h for h in sorted(settings.horizons_days, reverse=True) if f"final_val_auc_{h}d" in measured), max(settings.horizons_days)
+    )
+    metric = f"final_val_auc_{horizon}d"
+    new = measured.get(metric)
     try:
         current = client.get_model_version_by_alias(name, conf.alias)
     except mlflow.exceptions.MlflowException:
@@ -162,6 +169,8 @@ def training_rows(spark: SparkSession, settings: Settings) -> TrainingRows:
     view, version = read_view(spark, settings)
     known = censor_at(view, conf.until, horizons, window_days) if conf.until else view
     training, validating, validation = split(known, conf, horizons, window_days)
+    # Validation metrics, promotion and the Pareto/NBD weight read these labels: only complete ones.
+    validating = complete_labels(validating, horizons)
     # Rows per as-of date: the counts of the run, and what train.max_rows_per_as_of bounds.
     train_per_date, val_per_date = rows_by_date(training), rows_by_date(validating)
     n_available = sum(train_per_date.values())

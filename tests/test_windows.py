@@ -10,7 +10,15 @@ from pyspark.testing import assertDataFrameEqual
 
 from interest_decay.contract import Table
 from interest_decay.features.synthetic import synthetic_events, user_truth
-from interest_decay.features.windows import category_interest, censor_at, rows_per_as_of, sequences, split_by_users, user_windows
+from interest_decay.features.windows import (
+    category_interest,
+    censor_at,
+    complete_labels,
+    rows_per_as_of,
+    sequences,
+    split_by_users,
+    user_windows,
+)
 from interest_decay.jobs import features as features_job
 from interest_decay.jobs import generate, ingest
 from interest_decay.jobs.common.config import GeneratorSettings, Settings
@@ -243,3 +251,30 @@ def test_rows_per_as_of_bounds_each_date(spark: SparkSession) -> None:
     assertDataFrameEqual(rows_per_as_of(view.repartition(5), {busy: 4000, quiet: 100}, limit=500, seed=1), kept)
     with pytest.raises(ValueError, match="limit"):
         rows_per_as_of(view, {busy: 4000}, limit=0)
+
+
+def test_complete_labels_keep_a_horizon_only_on_dates_where_every_user_has_it(spark: SparkSession) -> None:
+    # On 05-18, user c is censored after 10 days: a 14-day non-return is unknown there, so the
+    # 14-day label of the returner a is dropped too (the known ones would all be returns).
+    columns = "as_of_date DATE, user_id STRING, censored BOOLEAN, days_to_next DOUBLE, active_7d INT, active_14d INT"
+    view = spark.createDataFrame(
+        [
+            (dt.date(2026, 5, 11), "a", False, 3.0, 1, 1),
+            (dt.date(2026, 5, 11), "b", True, 20.0, 0, 0),
+            (dt.date(2026, 5, 18), "a", False, 12.0, 0, 1),
+            (dt.date(2026, 5, 18), "c", True, 10.0, 0, None),
+        ],
+        columns,
+    )
+    expected = spark.createDataFrame(
+        [
+            (dt.date(2026, 5, 11), "a", False, 3.0, 1, 1),
+            (dt.date(2026, 5, 11), "b", True, 20.0, 0, 0),
+            (dt.date(2026, 5, 18), "a", False, 12.0, 0, None),
+            (dt.date(2026, 5, 18), "c", True, 10.0, 0, None),
+        ],
+        columns,
+    )
+    assertDataFrameEqual(complete_labels(view, [7, 14]), expected)
+    with pytest.raises(ValueError, match="horizons_days"):
+        complete_labels(view, [])
