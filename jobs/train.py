@@ -349,6 +349,8 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
         "processes": results[0]["size"],
     }
     blend = results[0].get("btyd_blend") or {}
+    if blend:
+        summary.inputs["btyd_blend"] = blend.get("reason", "weight chosen on the validation labels")
     if "model_weight" in blend:
         summary.metrics["btyd_model_weight"] = round(float(blend["model_weight"]), 4)
         summary.metrics.update(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from interest_decay.contract import STATIC_FEATURES
 from interest_decay.model.data import sample_indices
 from interest_decay.model.evaluation import Predictions, decay_check, deciles, permutation_importance, visits_calibration
 from interest_decay.model.metrics import auc_gain_intervals
@@ -328,6 +329,26 @@ def largest_gap(curves: pd.DataFrame, up_to_days: float) -> float:
     return float(within["gap"].max()) if len(within) else float("nan")
 
 
+# Recency groups of the interest check: seen within the last week, silent for two months or more.
+RECENT_DAYS, SILENT_DAYS = 7.0, 60.0
+
+
+def interest_by_recency(interest_now: np.ndarray, recency_days: np.ndarray) -> dict[str, float]:
+    """Mean ``interest_now`` of the users seen in the last RECENT_DAYS and of those silent for
+    SILENT_DAYS or more, and how many of each: interest is a share of the user's own rate that
+    fades in silence, so the silent group must not stand above the recent one. A group with no
+    user is left out."""
+    interest_now, recency_days = np.asarray(interest_now, np.float64), np.asarray(recency_days, np.float64)
+    if interest_now.shape != recency_days.shape:
+        raise ValueError(f"interest_now and recency_days must have one value per user, got {interest_now.shape} and {recency_days.shape}")
+    metrics: dict[str, float] = {}
+    for name, members in (("recent_7d", recency_days <= RECENT_DAYS), ("silent_60d", recency_days >= SILENT_DAYS)):
+        metrics[f"interest_now_users_{name}"] = float(members.sum())
+        if members.any():
+            metrics[f"interest_now_mean_{name}"] = float(interest_now[members].mean())
+    return metrics
+
+
 # How each baseline's expected visits are named in the predictions, and in the metrics.
 VISIT_METHODS = {"pareto_nbd_expected_sessions": "pareto_nbd", "bgnbd_expected_sessions": "bgnbd"}
 
@@ -342,11 +363,16 @@ def future_checks(scorer, evaluated: Evaluated) -> tuple[dict[str, pd.DataFrame]
       overall and by decile of the predicted visits;
     - ``decay_curves``: by decile of the interest half-life, the observed share of users not yet
       back after each day against the mean predicted P(still away); Pareto/NBD's the same by
-      decile of its own expected visits (every decile's size and median score with them).
+      decile of its own expected visits (every decile's size and median score with them);
+    - ``interest_now`` of the users seen in the last week against the users silent two months
+      (:func:`interest_by_recency`).
     """
     params = evaluated.model_outputs["decay_params"]
     tables: dict[str, pd.DataFrame] = {}
     metrics: dict[str, float] = {}
+    if "interest_now" in evaluated.model_outputs:
+        recency = evaluated.inputs["static"][:, STATIC_FEATURES.index("recency_days")]
+        metrics.update(interest_by_recency(evaluated.model_outputs["interest_now"], recency))
     accuracy, coverage = [], []
     for h, observed in sorted(evaluated.visits_observed.items()):
         expected = scorer.expected_visits_from(params, [h])[:, 0]

@@ -21,7 +21,7 @@ from interest_decay.jobs.common.report import SECTIONS, ReportData, write_report
 from interest_decay.jobs.common.runs import RunSummary
 from interest_decay.jobs.common.views import view_arrays
 from interest_decay.model.data import flat_columns
-from interest_decay.model.evaluated import Evaluated, model_outputs_from, visit_checks
+from interest_decay.model.evaluated import Evaluated, interest_by_recency, model_outputs_from, visit_checks
 from interest_decay.model.evaluation import METHODS, Predictions
 from interest_decay.model.scoring import load_scorer
 
@@ -340,3 +340,21 @@ def test_the_report_opens_in_a_real_browser_with_its_headline_first(evaluation: 
     shown = float(re.search(r"ROC-AUC (\d\.\d{3})", headline_text).group(1))
     assert shown == pytest.approx(evaluation.metrics["model_auc_30d"], abs=6e-4) and "95% paired-bootstrap interval" in headline_text
     assert best and compact_visible and not raw_key_visible
+
+
+def test_interest_now_is_compared_between_the_recent_and_the_long_silent() -> None:
+    metrics = interest_by_recency(np.array([0.5, 0.3, 0.1, 0.0, 0.2]), np.array([0.0, 7.0, 60.0, 90.0, 30.0]))
+    assert metrics == pytest.approx(
+        {
+            "interest_now_users_recent_7d": 2,
+            "interest_now_mean_recent_7d": 0.4,
+            "interest_now_users_silent_60d": 2,
+            "interest_now_mean_silent_60d": 0.05,
+        }
+    )
+    assert interest_by_recency(np.array([0.5]), np.array([30.0])) == {
+        "interest_now_users_recent_7d": 0.0,
+        "interest_now_users_silent_60d": 0.0,
+    }
+    with pytest.raises(ValueError, match="one value per user"):
+        interest_by_recency(np.zeros(2), np.zeros(3))
