@@ -100,12 +100,15 @@ def test_the_stream_bench_measures_latency_at_a_tiny_rate(
 
 
 @pytest.mark.slow
-def test_the_ingest_bench_times_a_first_load_and_a_rerun_that_writes_nothing(
+def test_the_ingest_bench_times_a_first_load_a_rerun_and_its_two_references(
     spark: SparkSession, bench_results: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     [line] = _bench_in_process("ingest.py", ["--users", "40"], bench_results, monkeypatch)
     assert line["users"] == 40 and line["events"] > 0 and line["rerun_written"] == 0
     assert line["ingest_events_per_second"] > 0 and "bench/ingest.py --users 40" in line["command"]
+    # The references apply the same rules: they keep what ingest keeps.
+    assert line["plain_pyspark_kept"] == line["duckdb_kept"] == line["ingest_written"]
+    assert line["ingest_over_plain_pyspark"] > 0 and line["ingest_over_duckdb"] > 0
 
 
 @pytest.mark.slow
