@@ -235,6 +235,15 @@ def mark_batch_duplicates(events: DataFrame) -> DataFrame:
     return events.withColumn("reason", F.when(occurrence > 1, "duplicate_event").otherwise(F.col("reason")))
 
 
+def batch_to_classify(events: DataFrame) -> DataFrame:
+    """The columns of a validated batch that classifying, inserting and quarantining read, with
+    ``raw`` only on the rows whose quarantine row shows it: a good row has none, and a duplicate
+    shows the event it repeats (:func:`quarantine_rows`). Ingest persists its batch twice; on 10M
+    generated events the parsing columns and the raw JSON of every row were most of what it held."""
+    shown = F.col("reason").isNotNull() & (F.col("reason") != "duplicate_event")
+    return events.select(*EVENT_COLUMNS, "source_file", "_row", "reason", F.when(shown, F.col("raw")).alias("raw"))
+
+
 def classify_against_table(batch: DataFrame, existing: DataFrame) -> DataFrame:
     """Add ``status``: ``new``, ``already_ingested`` (same file read again) or the row's reason.
 

@@ -27,6 +27,7 @@ from pyspark.sql import types as T
 from interest_decay.contract import REQUIRED_EVENT_COLUMNS, SourceMapping, Table
 from interest_decay.features.events import (
     PRESETS,
+    batch_to_classify,
     classify_against_table,
     mark_batch_duplicates,
     new_events,
@@ -303,7 +304,7 @@ def validated_events(
         events = pseudonymize_user_ids(events, pseudonym_key(conf))
         events = withhold_raw_user_ids(events, mapping.columns["user_id"].split("|"))
     validated = validate_events(events, now=now, future_tolerance_hours=conf.future_tolerance_hours, min_event_time=conf.min_event_time)
-    return mark_batch_duplicates(validated)
+    return batch_to_classify(mark_batch_duplicates(validated))
 
 
 def write_events(
