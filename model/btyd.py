@@ -197,21 +197,36 @@ class Mixer(tf.Module):
         self.blend = blend
         self.posterior = ParetoNBDPosterior(blend.prior, blend.draws)
 
-    def __call__(self, params: tf.Tensor, static: tf.Tensor) -> tf.Tensor:
+    def parts(self, params: tf.Tensor, static: tf.Tensor) -> list[tuple[tf.Tensor, float, int]]:
+        """(draws, weight, copies) of each part of the mixture: its curves are computed once on
+        its own draws and weighed; the copies give the draws of :meth:`__call__` (the same
+        number for both parts, the least common multiple, times the weight's copies)."""
         model_copies, btyd_copies = WEIGHTS[self.blend.model_weight]
         if btyd_copies == 0:
-            return params
+            return [(params, 1.0, 1)]
+        btyd = self.posterior(static)
         if model_copies == 0:
-            return self.posterior(static)
-        # Both parts as the same number of draws (the least common multiple), then as many
-        # copies of each as the weight says.
+            return [(btyd, 1.0, 1)]
         n = params.shape[1]
         if n is None:
             raise ValueError("the network's number of draws must be known when the graph is built")
         common = math.lcm(n, self.blend.draws)
-        model = tf.tile(params, [1, model_copies * common // n, 1])
-        btyd = tf.tile(self.posterior(static), [1, btyd_copies * common // self.blend.draws, 1])
-        return tf.concat([model, btyd], axis=1)
+        weight = self.blend.model_weight
+        return [(params, weight, model_copies * common // n), (btyd, 1.0 - weight, btyd_copies * common // self.blend.draws)]
+
+    def __call__(self, params: tf.Tensor, static: tf.Tensor) -> tf.Tensor:
+        """The mixture's draws [B, D, 6], each part's repeated by its copies: uniform weights
+        per draw, which every reader of ``decay_params`` assumes."""
+        parts = self.parts(params, static)
+        return copies_of([draws for draws, _, _ in parts], [copies for _, _, copies in parts])
+
+
+def copies_of(values: list[tf.Tensor], copies: list[int]) -> tf.Tensor:
+    """Per-draw ``values`` of each part [B, D_i, ...], each repeated ``copies`` times along the
+    draws and put together: [B, sum D_i copies_i, ...]."""
+    if len(values) == 1 and copies == [1]:
+        return values[0]
+    return tf.concat([tf.tile(v, [1, c] + [1] * (len(v.shape) - 2)) for v, c in zip(values, copies, strict=True)], axis=1)
 
 
 def label_log_likelihood(params: tf.Tensor, targets: dict, horizons_days: list[int]) -> np.ndarray:

@@ -326,6 +326,16 @@ def silence_curves(params: tf.Tensor, grid: np.ndarray = SILENCE_DAYS) -> dict[s
     return {"silent": silent, "rate": rate, "there": there_joint / silent, "active_by_draw": p_there * (1.0 - survival), "grid": grid}
 
 
+def weighed_curves(parts: list[dict[str, tf.Tensor]], weights: list[float]) -> dict[str, tf.Tensor]:
+    """The :func:`silence_curves` of a mixture of parts, from each part's own (on one grid) and
+    its weight: P(silent) is the weighed sum; the rate and P(there) given silence are the
+    weighed sums of each part's joint quantity, over the mixture's P(silent)."""
+    silent = tf.add_n([w * part["silent"] for w, part in zip(weights, parts, strict=True)])
+    rate = tf.add_n([w * part["rate"] * part["silent"] for w, part in zip(weights, parts, strict=True)]) / silent
+    there = tf.add_n([w * part["there"] * part["silent"] for w, part in zip(weights, parts, strict=True)]) / silent
+    return {"silent": silent, "rate": rate, "there": there, "grid": parts[0]["grid"]}
+
+
 def excitation_kernel(params: tf.Tensor, days: np.ndarray = SILENCE_DAYS) -> tf.Tensor:
     """What a visit adds to the visit rate d days later, over the draws, [B, G]: the mean of
     p_alive alpha exp(-d / tau), alpha = branching / tau. Its half-life is the interest half-life."""

@@ -55,9 +55,8 @@ class _Serving(tf.Module):
         def p_active(x: tf.Tensor, mask: tf.Tensor, static: tf.Tensor) -> dict:
             """P(active within each horizon) alone: what explaining a score asks for, many times over."""
             params = model({"x": x, "mask": mask, "static": static}, training=False)["params"]
-            if self.mixer is not None:
-                params = self.mixer(params, static)
-            return {"p_active": tf.reduce_mean(decay.p_active_on(params, horizons), axis=1)}
+            parts = [(params, 1.0, 1)] if self.mixer is None else self.mixer.parts(params, static)
+            return {"p_active": tf.add_n([w * tf.reduce_mean(decay.p_active_on(p, horizons), axis=1) for p, w, _ in parts])}
 
         self.serve = tf.function(serve, input_signature=signature)
         self.p_active = tf.function(p_active, input_signature=signature)

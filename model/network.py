@@ -28,7 +28,6 @@ constants, so the saved model carries them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -36,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from interest_decay.model import decay
+from interest_decay.model.btyd import Mixer, copies_of
 
 SESSIONS_FEATURE = 0  # index of "sessions" in the window features: a window is active when > 0
 # Draws of z's noise at scoring: fixed and seeded, so a user scores the same every time.
@@ -138,27 +138,40 @@ class _Scores:
     """What scoring reads from a model (``shape_spec`` and a call that returns ``params`` [B, D, 6],
     with the VAE ``z_mean``, ``x_hat`` and ``x_norm`` too): every score from the draws' mixture."""
 
-    def predict_curves(self, inputs: dict, days: object, mixer: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None) -> dict:
+    def predict_curves(self, inputs: dict, days: object, mixer: Mixer | None = None) -> dict:
         """Every score of a batch of users; ``days`` are the decay curve's (known when the graph
         is built). Everything is read off one grid of days (model/decay.py: day_grid).
-        ``mixer`` (model/btyd.py: Mixer) turns the network's draws into the served mixture's;
-        the interest half-life stays the network's (the other part has no excitation)."""
+        ``mixer`` (model/btyd.py) mixes Pareto/NBD's posterior in: each part's curves are
+        computed on its own draws and weighed; the intervals are over the mixture's draws. The
+        interest half-life stays the network's (the other part has no excitation)."""
         out = self(inputs, training=False)
         network = out["params"]
-        params = network if mixer is None else mixer(network, inputs["static"])
+        parts = [(network, 1.0, 1)] if mixer is None else mixer.parts(network, inputs["static"])
+        weights, copies = [w for _, w, _ in parts], [c for _, _, c in parts]
+
+        def mean(values: list[tf.Tensor]) -> tf.Tensor:
+            """The mixture's mean of per-part values already averaged over each part's draws."""
+            return values[0] if len(values) == 1 else tf.add_n([w * v for w, v in zip(weights, values, strict=True)])
+
         horizons = list(self.shape_spec.horizons_days)
         curve_days = np.ravel(np.asarray(days, np.float32))
-        curves = decay.silence_curves(params, decay.day_grid(horizons, curve_days))
-        grid = curves["grid"]
-        p_active = decay.at_days(curves["active_by_draw"], grid, horizons)  # [B, D, H]
-        visits = decay.expected_visits(params, tf.constant(horizons, tf.float32))
+        grid = decay.day_grid(horizons, curve_days)
+        each = [decay.silence_curves(params, grid) for params, _, _ in parts]
+        curves = each[0] if len(each) == 1 else decay.weighed_curves(each, weights)
+        p_active_parts = [decay.at_days(c["active_by_draw"], grid, horizons) for c in each]  # [B, D_i, H]
+        visits_parts = [decay.expected_visits(params, tf.constant(horizons, tf.float32)) for params, _, _ in parts]
+        p_active, visits = copies_of(p_active_parts, copies), copies_of(visits_parts, copies)
         half_life = decay.interest_half_life_days(network)
         half_life_by_draw = network[..., 3] * float(np.log(2.0))
         silence = decay.silence_half_life_days(curves)
-        point = {"p_active": tf.reduce_mean(p_active, axis=1), "expected_visits": tf.reduce_mean(visits, axis=1)}
+        point = {
+            "p_active": mean([tf.reduce_mean(v, axis=1) for v in p_active_parts]),
+            "expected_visits": mean([tf.reduce_mean(v, axis=1) for v in visits_parts]),
+        }
         p_low, p_high = interval(p_active, point["p_active"])
         v_low, v_high = interval(visits, point["expected_visits"])
         h_low, h_high = interval(half_life_by_draw, half_life)
+        params = copies_of([params for params, _, _ in parts], copies)
         result = {
             "p_active": point["p_active"],
             "p_active_low": p_low,
@@ -167,14 +180,14 @@ class _Scores:
             "expected_visits_low": v_low,
             "expected_visits_high": v_high,
             "decay_curve": decay.at_days(curves["silent"], grid, curve_days),
-            "p_alive": tf.reduce_mean(decay.p_alive(params), axis=1),
+            "p_alive": mean([tf.reduce_mean(decay.p_alive(params), axis=1) for params, _, _ in parts]),
             "interest_half_life_days": half_life,
             "interest_half_life_days_low": h_low,
             "interest_half_life_days_high": h_high,
             "silence_half_life_days": silence,
             "dropout_share": decay.dropout_share(curves, silence),
-            "baseline_visits_per_30d": decay.baseline_visits(params, 30.0),
-            "interest_now": decay.interest_now(params),
+            "baseline_visits_per_30d": mean([decay.baseline_visits(params, 30.0) for params, _, _ in parts]),
+            "interest_now": mean([decay.interest_now(params) for params, _, _ in parts]),
             "return_median_days": decay.return_median_days(curves),
             "decay_params": tf.reshape(params, [tf.shape(params)[0], -1]),
         }
