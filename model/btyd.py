@@ -221,6 +221,11 @@ class Mixer(tf.Module):
         return copies_of([draws for draws, _, _ in parts], [copies for _, _, copies in parts])
 
 
+def weighed_sum(values: list[tf.Tensor], weights: list[float]) -> tf.Tensor:
+    """The mixture's value from each part's (already averaged over that part's draws)."""
+    return values[0] if len(values) == 1 else tf.add_n([w * v for w, v in zip(weights, values, strict=True)])
+
+
 def copies_of(values: list[tf.Tensor], copies: list[int]) -> tf.Tensor:
     """Per-draw ``values`` of each part [B, D_i, ...], each repeated ``copies`` times along the
     draws and put together: [B, sum D_i copies_i, ...]."""
@@ -273,10 +278,10 @@ def blend_on_validation(
     :class:`ParetoNBDPrior` as a dict (None: Pareto/NBD did not fit, or the blend is off)."""
     if prior is None:
         return None, {"model_weight": 1.0, "reason": "no Pareto/NBD prior (train.btyd_blend off, or it did not fit)"}
-    inputs, targets = val_sample if val_sample is not None else ({}, {"censored": np.zeros(0)})
-    rows = len(targets["censored"])
+    rows = 0 if val_sample is None else len(val_sample[1]["censored"])
     if rows < MIN_VALIDATION_ROWS:
         return None, {"model_weight": 1.0, "reason": f"{rows} validation rows, fewer than {MIN_VALIDATION_ROWS}"}
+    inputs, targets = val_sample
     btyd_prior = ParetoNBDPrior(**prior)
     posterior = ParetoNBDPosterior(btyd_prior)
     log_model, log_btyd = [], []

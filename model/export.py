@@ -14,7 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from interest_decay.model import decay
-from interest_decay.model.btyd import Blend, Mixer
+from interest_decay.model.btyd import Blend, Mixer, weighed_sum
 from interest_decay.model.metadata import write_metadata
 from interest_decay.model.network import InterestDecayModel, MemberAverage, Normalisation
 
@@ -56,7 +56,11 @@ class _Serving(tf.Module):
             """P(active within each horizon) alone: what explaining a score asks for, many times over."""
             params = model({"x": x, "mask": mask, "static": static}, training=False)["params"]
             parts = [(params, 1.0, 1)] if self.mixer is None else self.mixer.parts(params, static)
-            return {"p_active": tf.add_n([w * tf.reduce_mean(decay.p_active_on(p, horizons), axis=1) for p, w, _ in parts])}
+            return {
+                "p_active": weighed_sum(
+                    [tf.reduce_mean(decay.p_active_on(draws, horizons), axis=1) for draws, _, _ in parts], [w for _, w, _ in parts]
+                )
+            }
 
         self.serve = tf.function(serve, input_signature=signature)
         self.p_active = tf.function(p_active, input_signature=signature)

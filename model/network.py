@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from interest_decay.model import decay
-from interest_decay.model.btyd import Mixer, copies_of
+from interest_decay.model.btyd import Mixer, copies_of, weighed_sum
 
 SESSIONS_FEATURE = 0  # index of "sessions" in the window features: a window is active when > 0
 # Draws of z's noise at scoring: fixed and seeded, so a user scores the same every time.
@@ -150,16 +150,15 @@ class _Scores:
         weights, copies = [w for _, w, _ in parts], [c for _, _, c in parts]
 
         def mean(values: list[tf.Tensor]) -> tf.Tensor:
-            """The mixture's mean of per-part values already averaged over each part's draws."""
-            return values[0] if len(values) == 1 else tf.add_n([w * v for w, v in zip(weights, values, strict=True)])
+            return weighed_sum(values, weights)
 
         horizons = list(self.shape_spec.horizons_days)
         curve_days = np.ravel(np.asarray(days, np.float32))
         grid = decay.day_grid(horizons, curve_days)
-        each = [decay.silence_curves(params, grid) for params, _, _ in parts]
+        each = [decay.silence_curves(draws, grid) for draws, _, _ in parts]
         curves = each[0] if len(each) == 1 else decay.weighed_curves(each, weights)
         p_active_parts = [decay.at_days(c["active_by_draw"], grid, horizons) for c in each]  # [B, D_i, H]
-        visits_parts = [decay.expected_visits(params, tf.constant(horizons, tf.float32)) for params, _, _ in parts]
+        visits_parts = [decay.expected_visits(draws, tf.constant(horizons, tf.float32)) for draws, _, _ in parts]
         p_active, visits = copies_of(p_active_parts, copies), copies_of(visits_parts, copies)
         half_life = decay.interest_half_life_days(network)
         half_life_by_draw = network[..., 3] * float(np.log(2.0))
@@ -171,7 +170,7 @@ class _Scores:
         p_low, p_high = interval(p_active, point["p_active"])
         v_low, v_high = interval(visits, point["expected_visits"])
         h_low, h_high = interval(half_life_by_draw, half_life)
-        params = copies_of([params for params, _, _ in parts], copies)
+        params = copies_of([draws for draws, _, _ in parts], copies)
         result = {
             "p_active": point["p_active"],
             "p_active_low": p_low,
@@ -180,14 +179,14 @@ class _Scores:
             "expected_visits_low": v_low,
             "expected_visits_high": v_high,
             "decay_curve": decay.at_days(curves["silent"], grid, curve_days),
-            "p_alive": mean([tf.reduce_mean(decay.p_alive(params), axis=1) for params, _, _ in parts]),
+            "p_alive": mean([tf.reduce_mean(decay.p_alive(draws), axis=1) for draws, _, _ in parts]),
             "interest_half_life_days": half_life,
             "interest_half_life_days_low": h_low,
             "interest_half_life_days_high": h_high,
             "silence_half_life_days": silence,
             "dropout_share": decay.dropout_share(curves, silence),
-            "baseline_visits_per_30d": mean([decay.baseline_visits(params, 30.0) for params, _, _ in parts]),
-            "interest_now": mean([decay.interest_now(params) for params, _, _ in parts]),
+            "baseline_visits_per_30d": mean([decay.baseline_visits(draws, 30.0) for draws, _, _ in parts]),
+            "interest_now": mean([decay.interest_now(draws) for draws, _, _ in parts]),
             "return_median_days": decay.return_median_days(curves),
             "decay_params": tf.reshape(params, [tf.shape(params)[0], -1]),
         }

@@ -169,7 +169,8 @@ class TrainSettings(_Strict):
     val_sample_rows: int = Field(50_000, gt=0)
     # Pareto/NBD in every user's scores: "validation" fits it on the training rows and mixes it
     # with the network at the weight (1, 2/3, 1/2, 1/3 or 0 for the network) that gives the
-    # validation rows' futures the highest likelihood (model/btyd.py); "off": the network alone.
+    # validation rows' labels "active within h days" the highest likelihood (model/btyd.py);
+    # "off": the network alone.
     btyd_blend: Literal["validation", "off"] = "validation"
     btyd_fit_rows: int = Field(20_000, gt=0)
     mixed_precision: bool = False
