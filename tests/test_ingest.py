@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -462,3 +462,29 @@ def test_two_ingests_at_once_into_a_new_lakehouse_both_land_every_row_once(spark
     ids = [r["user_id"] for r in _events(spark, settings).collect()]
     assert len(ids) == len(set(ids)) == len(expected) == 80
     assert [c["written"] for c in counts] == [40, 40]
+
+
+@pytest.mark.slow
+def test_the_same_file_ingested_twice_at_once_into_a_new_lakehouse_lands_once(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    """A scheduled run and a manual one load the same file at the same moment into an empty
+    table: both take the first-load path (nothing to compare with), the MERGE of whichever
+    commits second conflicts and runs again against what the first wrote, so every row is in
+    the table once and the two runs' counts add up to one file's rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lines = [f"e{u},u{u},2026-05-{1 + u % 28:02d}T10:00:00Z,view,p{u},books,1.0" for u in range(60)]
+    source = _write(tmp_path / "same" / "events.csv", [HEADER, *lines, "e0,u0,2026-05-01T10:00:00Z,view,p0,books,-1.0"])
+    _fixed_now(settings)
+
+    def one(_: int) -> dict[str, int]:
+        return ingest.run(spark.newSession(), settings, input_path=source, preset="generator").counts
+
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(one, range(2)))
+    ids = sorted(r["user_id"] for r in _events(spark, settings).collect())
+    assert ids == sorted(f"u{u}" for u in range(60))
+    assert sorted(c["written"] for c in counts) == [0, 60]
+    assert [(c["read"], c["written"] + c["already_ingested"], c["quarantined.negative_price"]) for c in counts] == [(61, 60, 1)] * 2
+    assert _quarantine(spark, settings).select("reason").collect() == [Row(reason="negative_price")]

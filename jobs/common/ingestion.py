@@ -19,7 +19,6 @@ from collections.abc import Callable
 from functools import reduce
 from pathlib import PurePosixPath
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -40,6 +39,7 @@ from interest_decay.features.events import (
 )
 from interest_decay.jobs.common.config import IngestSettings, Settings
 from interest_decay.jobs.common.runs import RunSummary
+from interest_decay.jobs.common.spark import persisted
 from interest_decay.jobs.common.storage import first_line, input_file_uris, list_input_files
 from interest_decay.jobs.common.tables import (
     EVENTS_SCHEMA,
@@ -304,7 +304,7 @@ def validated_events(
         events = pseudonymize_user_ids(events, pseudonym_key(conf))
         events = withhold_raw_user_ids(events, mapping.columns["user_id"].split("|"))
     validated = validate_events(events, now=now, future_tolerance_hours=conf.future_tolerance_hours, min_event_time=conf.min_event_time)
-    return batch_to_classify(mark_batch_duplicates(validated))
+    return mark_batch_duplicates(batch_to_classify(validated))
 
 
 def write_events(
@@ -329,8 +329,7 @@ def write_events(
     stamp = [F.lit(summary.run_id).alias("run_id"), F.lit(summary.started_at).cast("timestamp").alias("ingested_at")]
 
     # Read and validated once: the dates below and every classifying attempt read it.
-    events = events.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
+    with persisted(events) as events:
         # The event id hashes the instant, so a copy of an event has its date: only the partitions of
         # the dates this batch holds are read to find what is already there, and MERGEd into.
         dates = sorted(r["event_date"] for r in events.where(F.col("event_date").isNotNull()).select("event_date").distinct().collect())
@@ -347,27 +346,31 @@ def write_events(
                 .where(F.col("event_date").isin(dates))
                 .select("event_id", "source_file")
             )
-            classified = classify_against_table(events, existing).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
-                inserted = (
-                    insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"], target_filter=in_dates)
-                    if by_status.get("new")
-                    else 0
-                )
-                quarantined = sum(n for status, n in by_status.items() if status not in ("new", "already_ingested"))
-                added = (
-                    insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"]) if quarantined else 0
-                )
-                if on_kept is not None:
-                    on_kept(classified.where(F.col("status").isin("new", "already_ingested")))
-            finally:
-                classified.unpersist()
+            # A first load (or one of new dates only) has nothing to join with: its statuses are the
+            # batch's own, read from the persisted batch without a second copy. The MERGE below still
+            # compares with the table as it is then, and a concurrent insert on these dates makes it
+            # conflict and run again from here.
+            first_load = existing.isEmpty()
+            classified = classify_against_table(events, None if first_load else existing)
+            if first_load:
+                return insert(classified)
+            with persisted(classified) as held:  # the join's result is read three times
+                return insert(held)
+
+        def insert(classified: DataFrame) -> tuple[dict[str, int], int, int]:
+            by_status = {row["status"]: row["count"] for row in classified.groupBy("status").count().collect()}
+            inserted = (
+                insert_new(events_table, new_events(classified).select("*", *stamp), ["event_date", "event_id"], target_filter=in_dates)
+                if by_status.get("new")
+                else 0
+            )
+            quarantined = sum(n for status, n in by_status.items() if status not in ("new", "already_ingested"))
+            added = insert_new(quarantine_table, quarantine_rows(classified).select("*", *stamp), ["quarantine_id"]) if quarantined else 0
+            if on_kept is not None:
+                on_kept(classified.where(F.col("status").isin("new", "already_ingested")))
             return by_status, inserted, added
 
         by_status, written, quarantine_written = retry_on_conflict(classify_and_insert, f"ingesting into {events_path}")
-    finally:
-        events.unpersist()
     read = sum(by_status.values())
     quarantined = read - by_status.get("new", 0) - by_status.get("already_ingested", 0)
     # A run ingesting the same events at the same moment may have inserted some first: they are
