@@ -42,10 +42,11 @@ def is_boundary(day: dt.date, origin: dt.date, window_days: int) -> bool:
     return (day - origin).days % window_days == 0
 
 
-def _entropy(counts: Column) -> Column:
-    total = F.aggregate(counts, F.lit(0.0), lambda acc, n: acc + n)
-    plogp = F.aggregate(counts, F.lit(0.0), lambda acc, n: acc + (n / total) * F.log(n / total))
-    return F.when(total > 0, F.greatest(-plogp, F.lit(0.0))).otherwise(0.0)  # greatest: no -0.0
+def _entropy(total: Column, sum_n_log_n: Column) -> Column:
+    """Shannon entropy (nats) of category counts n_i from their ``total`` N and sum of n_i ln n_i:
+    -sum (n_i / N) ln(n_i / N) = ln N - sum(n_i ln n_i) / N, so no list of counts is collected."""
+    entropy = F.log(total) - sum_n_log_n / total
+    return F.when(total > 0, F.greatest(entropy, F.lit(0.0))).otherwise(0.0)  # greatest: no -0.0 or rounding below 0
 
 
 def user_windows(
@@ -66,6 +67,25 @@ def user_windows(
     numbered = number_sessions(events.where(F.col("event_time") < F.lit(until)), gap_minutes).withColumn(
         "widx", window_index(F.col("event_time"), origin, window_days)
     )
+    # A session started in a window is timed to its last event inside that window: the event
+    # whose next one (in number_sessions' order, so no second sort) belongs to another session or
+    # window. Summed per window with the per-category counts, so the events are grouped once.
+    # Likewise a window's active days are its events that open a day (the first event, or one on
+    # another day or in another window than the event before it): counted, never collected.
+    in_order = Window.partitionBy("user_id").orderBy("event_time", "event_id")
+    next_time = F.lead("event_time").over(in_order)
+    previous_time = F.lag("event_time").over(in_order)
+    continues = (F.unix_micros(next_time) - F.unix_micros("event_time") <= int(gap_minutes * 60 * 1_000_000)) & (
+        window_index(next_time, origin, window_days) == F.col("widx")
+    )
+    timed_here = ~F.coalesce(continues, F.lit(False)) & (F.col("widx") == window_index(F.col("session_start"), origin, window_days))
+    same_day = (F.to_date(previous_time) == F.to_date("event_time")) & (window_index(previous_time, origin, window_days) == F.col("widx"))
+    numbered = numbered.withColumns(
+        {
+            "session_minutes": F.when(timed_here, (F.unix_seconds("event_time") - F.unix_seconds("session_start")) / 60),
+            "opens_day": ~F.coalesce(same_day, F.lit(False)),
+        }
+    )
 
     def count_of(event_type: str) -> Column:
         return F.count(F.when(F.col("event_type") == event_type, 1))
@@ -77,29 +97,24 @@ def user_windows(
         count_of("purchase").alias("purchases"),
         F.sum(F.when(F.col("event_type") == "purchase", F.col("price"))).alias("revenue"),
         F.sum(F.col("starts_session").cast("int")).alias("sessions"),
-        F.collect_set(F.to_date("event_time")).alias("days"),
+        F.sum(F.col("opens_day").cast("int")).alias("active_days"),
         F.min("event_time").alias("first_event_time"),
         F.max("event_time").alias("last_event_time"),
         F.min(F.when(F.col("starts_session"), F.col("event_time"))).alias("first_session_start"),
+        F.sum("session_minutes").alias("session_minutes"),
+        F.count("session_minutes").alias("timed_sessions"),
     )
     named = F.col("category").isNotNull()
     per_window = per_category.groupBy("user_id", "widx").agg(
         *[F.sum(c).cast("int").alias(c) for c in ("sessions", "views", "carts", "purchases")],
         F.coalesce(F.sum("revenue"), F.lit(0.0)).alias("revenue"),
-        F.size(F.array_distinct(F.flatten(F.collect_list("days")))).alias("active_days"),
-        _entropy(F.collect_list(F.when(named, F.col("n").cast("double")))).alias("category_entropy"),
+        F.sum("active_days").cast("int").alias("active_days"),
+        _entropy(F.sum(F.when(named, F.col("n"))), F.sum(F.when(named, F.col("n") * F.log(F.col("n"))))).alias("category_entropy"),
         (F.max(F.when(named, F.col("n"))) / F.sum(F.when(named, F.col("n")))).alias("top_category_share"),
         F.min("first_event_time").alias("first_event_time"),
         F.max("last_event_time").alias("last_event_time"),
         F.min("first_session_start").alias("first_session_start"),
-    )
-    # Sessions started in a window, timed up to their last event inside that window.
-    session_minutes = (
-        numbered.where(F.col("widx") == window_index(F.col("session_start"), origin, window_days))
-        .groupBy("user_id", "widx", "session_no")
-        .agg(((F.unix_seconds(F.max("event_time")) - F.unix_seconds(F.min("session_start"))) / 60).alias("minutes"))
-        .groupBy("user_id", "widx")
-        .agg(F.avg("minutes").alias("mean_session_minutes"))
+        F.when(F.sum("timed_sessions") > 0, F.sum("session_minutes") / F.sum("timed_sessions")).alias("mean_session_minutes"),
     )
     last_index = window_index(F.lit(until) - F.expr("INTERVAL 1 MICROSECOND"), origin, window_days)
     dense = (
@@ -107,7 +122,6 @@ def user_windows(
         .agg(F.min("widx").alias("first_widx"))
         .select("user_id", F.explode(F.sequence("first_widx", last_index)).alias("widx"))
         .join(per_window, ["user_id", "widx"], "left")
-        .join(session_minutes, ["user_id", "widx"], "left")
     )
     so_far = Window.partitionBy("user_id").orderBy("widx").rowsBetween(Window.unboundedPreceding, 0)
     window_end = window_bound(F.col("widx") + 1, origin, window_days)
@@ -171,10 +185,13 @@ def sequences(
         raise ValueError(f"future_windows must be positive, got {future_windows}")
     by_user = Window.partitionBy("user_id").orderBy("widx")
     vector = F.array(*[F.col(c).cast("float") for c in WINDOW_FEATURES])
-    recent = F.collect_list(vector).over(by_user.rowsBetween(-(n_windows - 1), 0))
+    # The last n_windows windows and the next future_windows as offsets (lag/lead), not lists
+    # collected over a sliding frame, which Spark rebuilds for every row. user_windows is dense
+    # from a user's first window to the one holding observed_until, so an offset is null exactly
+    # before the first window or after the last.
+    recent = F.array(*[F.lag(vector, k).over(by_user) for k in range(n_windows - 1, 0, -1)], vector)
     next_start = F.min("first_session_start").over(by_user.rowsBetween(1, Window.unboundedFollowing))
-    # user_windows is dense up to the window holding observed_until, so the next rows are the next windows.
-    following = F.collect_list(F.col("sessions").cast("int")).over(by_user.rowsBetween(1, future_windows))
+    following = F.array(*[F.lead(F.col("sessions").cast("int"), k).over(by_user) for k in range(1, future_windows + 1)])
     framed = windows.select(
         "user_id",
         F.col("window_end").alias("as_of_date"),
@@ -188,7 +205,6 @@ def sequences(
         framed = framed.where(F.col("as_of_date").isin(list(as_of_dates)))
     as_of = F.col("as_of_date").cast("timestamp")
     seen = F.col("next_session_start") < F.lit(observed_until)
-    padding = n_windows - F.size("recent")
     zeros = F.array(*[F.lit(0.0).cast("float")] * len(WINDOW_FEATURES))
     observed_days = (F.lit(observed_until).cast("long") - as_of.cast("long")) / _DAY_S
     days_to_next = F.when(seen, (F.unix_seconds("next_session_start") - F.unix_seconds(as_of)) / _DAY_S).otherwise(observed_days)
@@ -200,8 +216,8 @@ def sequences(
     return framed.where(as_of <= F.lit(observed_until)).select(
         "user_id",
         "as_of_date",
-        F.concat(F.array_repeat(zeros, padding), F.col("recent")).alias("x"),
-        F.concat(F.array_repeat(F.lit(0), padding), F.array_repeat(F.lit(1), F.size("recent"))).alias("mask"),
+        F.transform("recent", lambda window: F.coalesce(window, zeros)).alias("x"),
+        F.transform("recent", lambda window: F.when(window.isNull(), 0).otherwise(1)).alias("mask"),
         "static",
         *labels,
         days_to_next.cast("double").alias("days_to_next"),
@@ -214,7 +230,7 @@ def _future_sessions(following: Column, observed_days: Column, window_days: Colu
     """The next ``future_windows`` session counts, -1 where the window ends after what is observed."""
     return F.transform(
         F.sequence(F.lit(1), F.lit(future_windows)),
-        lambda i: F.when((i * window_days <= observed_days) & (i <= F.size(following)), following[i - 1]).otherwise(-1),
+        lambda i: F.when((i * window_days <= observed_days) & following[i - 1].isNotNull(), following[i - 1]).otherwise(-1),
     )
 
 

@@ -67,6 +67,28 @@ def test_window_features_by_hand(spark: SparkSession) -> None:
     assertDataFrameEqual(actual, spark.createDataFrame(expected, schema), rtol=1e-6)
 
 
+def test_a_session_across_a_window_boundary_is_timed_in_the_window_it_started(spark: SparkSession) -> None:
+    """Window 05-04 holds a session from 23:30 to 23:50 on 05-10 that goes on after midnight:
+    it is timed to its last event before the boundary (20 minutes). Window 05-11 times only the
+    session that starts in it (10:00 to 10:05 on 05-12), not the end of the one carried over."""
+    d, t = dt.date, dt.datetime
+    events = [
+        ("c1", "c", t(2026, 5, 10, 23, 30), "view", "books", 1.0),
+        ("c2", "c", t(2026, 5, 10, 23, 50), "view", "books", 1.0),
+        ("c3", "c", t(2026, 5, 11, 0, 10), "view", "books", 1.0),
+        ("c4", "c", t(2026, 5, 11, 0, 20), "view", "books", 1.0),
+        ("c5", "c", t(2026, 5, 12, 10, 0), "view", "toys", 1.0),
+        ("c6", "c", t(2026, 5, 12, 10, 5), "cart", "toys", 1.0),
+    ]
+    windows = user_windows(spark.createDataFrame(events, EVENTS), origin=ORIGIN, window_days=7, until=t(2026, 5, 13))
+    actual = windows.select("window_start", "sessions", "views", "mean_session_minutes")
+    expected = spark.createDataFrame(
+        [(d(2026, 5, 4), 1, 2, 20.0), (d(2026, 5, 11), 1, 3, 5.0)],
+        "window_start DATE, sessions INT, views INT, mean_session_minutes DOUBLE",
+    )
+    assertDataFrameEqual(actual, expected)
+
+
 def test_sequences_and_labels_by_hand(spark: SparkSession) -> None:
     view = sequences(_hand_made_windows(spark), n_windows=3, horizons_days=[7, 14, 30], observed_until=UNTIL)
     rows = {(r["user_id"], r["as_of_date"]): r for r in view.collect()}
