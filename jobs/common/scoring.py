@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from interest_decay.contract import STATIC_FEATURES, Table
 from interest_decay.jobs.common.config import Settings
+from interest_decay.jobs.common.spark import cache_now
 from interest_decay.jobs.common.storage import Storage
 from interest_decay.jobs.common.tables import table_exists
 from interest_decay.jobs.common.udf import score_udf
@@ -89,7 +90,7 @@ def scores_frame(
         .select("user_id", "static", "s.*")
     )
     if settings.score.tiers == "quantile":
-        model_scores = model_scores.persist()  # the quantiles and the write both read it: the model runs once
+        model_scores = cache_now(model_scores)  # the quantiles and the write both read it: the model runs once
     interest = interest if interest is not None else _category_interest(spark, settings, as_of)
     scored = model_scores.join(interest.select("user_id", "top_categories"), "user_id", "left").withColumn(
         "top_decaying_categories", decaying_categories(F.col("top_categories"), settings.score.decaying_share_drop)
