@@ -7,7 +7,15 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from interest_decay.jobs.common.config import SparkSettings
-from interest_decay.jobs.common.spark import DELTA_CATALOG, DELTA_EXTENSION, build_spark_session, local_delta_jars, spark_session
+from interest_decay.jobs.common.spark import (
+    CACHE_COMPRESSION,
+    DELTA_CATALOG,
+    DELTA_EXTENSION,
+    build_spark_session,
+    local_delta_jars,
+    persisted,
+    spark_session,
+)
 
 
 def test_session_has_delta_and_the_defaults(spark: SparkSession) -> None:
@@ -49,3 +57,17 @@ def test_setup_fetched_both_jars() -> None:
 def test_settings_type_is_checked() -> None:
     with pytest.raises(TypeError, match="settings must be SparkSettings"):
         build_spark_session({"master": "local[1]"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("before", [None, "true"])
+def test_persisted_holds_the_rows_and_leaves_the_cache_setting_as_it_was(spark: SparkSession, before: str | None) -> None:
+    session = spark.newSession()  # its own SQL conf: the suite's session is left as it is
+    if before is not None:
+        session.conf.set(CACHE_COMPRESSION, before)
+    frame = session.range(5).selectExpr("id", "id * 2 AS twice")
+    with persisted(frame) as held:
+        assert held.is_cached
+        assert session.conf.get(CACHE_COMPRESSION, None) == before
+        assertDataFrameEqual(held, session.createDataFrame([(i, 2 * i) for i in range(5)], "id BIGINT, twice BIGINT"))
+    assert not held.is_cached
+    assert session.conf.get(CACHE_COMPRESSION, None) == before
