@@ -11,7 +11,10 @@ Each size runs in its own SparkSession (cold Python workers) and is timed four w
 - ``udf_job``: the scoring query alone (Delta read -> pandas UDF -> no-op sink), workers warm;
 - ``one_process_job``: the same rows read from Delta into this process with Arrow, then scored
   by the same model in batches, as a job without the UDF would;
-- ``model_only``: the model called on the rows already in memory (the ceiling).
+- ``model_only``: the bare model call: the same scores, drivers included, computed on the rows
+  already in memory (``model.scoring.score_arrays``), batch after batch in this process;
+- ``serving_only``: the serving signature alone on the same arrays (no drivers, no frame): how
+  much of scoring the drivers' one pass per feature group takes.
 
 Ratios compare figures measured in the same run; everything is appended to bench/results/score.jsonl.
 """
@@ -38,7 +41,7 @@ from interest_decay.jobs.common.storage import Storage
 from interest_decay.jobs.common.udf import score_udf
 from interest_decay.jobs.common.views import view_arrays
 from interest_decay.model.data import flat_columns
-from interest_decay.model.scoring import load_scorer
+from interest_decay.model.scoring import load_scorer, score_arrays
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
@@ -91,15 +94,20 @@ def bench_size(users: int, base: Settings, model: str, scratch: str) -> dict:
         started = time.perf_counter()
         frame = rows.toPandas()
         inputs, _ = view_arrays(frame, target)
+        del frame
         loaded = time.perf_counter()
         for start in range(0, n_rows, batch):
-            scorer({k: v[start : start + batch] for k, v in inputs.items()})
+            score_arrays(scorer, {k: v[start : start + batch] for k, v in inputs.items()}, horizons)
         finished = time.perf_counter()
+        for start in range(0, n_rows, batch):
+            scorer({k: v[start : start + batch] for k, v in inputs.items()})
+        serving = time.perf_counter() - finished
     rate = {
         "stage": n_rows / staged.seconds,
         "udf_job": n_rows / udf_job,
         "one_process_job": n_rows / (finished - started),
         "model_only": n_rows / (finished - loaded),
+        "serving_only": n_rows / serving,
     }
     return {
         "bench": "score",
@@ -111,6 +119,8 @@ def bench_size(users: int, base: Settings, model: str, scratch: str) -> dict:
         "ratio_udf_job_to_one_process_job": round(rate["udf_job"] / rate["one_process_job"], 3),
         "ratio_stage_to_one_process_job": round(rate["stage"] / rate["one_process_job"], 3),
         "ratio_udf_job_to_model_only": round(rate["udf_job"] / rate["model_only"], 3),
+        "ratio_stage_to_model_only": round(rate["stage"] / rate["model_only"], 3),
+        "drivers_share_of_model_only": round(1 - rate["model_only"] / rate["serving_only"], 3),
     }
 
 

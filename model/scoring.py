@@ -25,6 +25,22 @@ def load_scorer(path: str) -> Scorer:
     return Scorer(path)
 
 
+def limit_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools in this process to ``threads`` cores. Spark runs one Python
+    worker per task slot, and TensorFlow would otherwise give each of them every core of the host,
+    so the workers take turns on the cores. Only before TensorFlow has run in the process (a reused
+    worker keeps the pools it was given)."""
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already initialised its runtime here: its pools are fixed
+        pass
+
+
 def feature_mismatch(model_spec: dict, view_spec: dict) -> list[str]:
     """How the model's feature spec differs from the view's (empty when they match)."""
     problems = []
@@ -128,23 +144,20 @@ def drivers(
     return names_out, effects_out
 
 
-def score_frame(
-    scorer: Scorer,
-    x_flat: pd.Series,
-    mask: pd.Series,
-    static: pd.Series,
-    horizons: list[int],
-    explain: bool = True,
-    with_params: bool = False,
-) -> pd.DataFrame:
-    """Scores for one batch of view rows (flat arrays, as Arrow hands them over); ``explain``
-    adds each user's drivers (empty lists without), ``with_params`` the decay parameters."""
-    spec = scorer.feature_spec
-    inputs = {
-        "x": np.stack(x_flat.to_numpy()).astype(np.float32).reshape(-1, spec["n_windows"], len(spec["window_features"])),
+def view_inputs(x_flat: pd.Series, mask: pd.Series, static: pd.Series, feature_spec: dict) -> dict[str, np.ndarray]:
+    """The model's inputs from one batch of view rows as Arrow hands them over (flat arrays)."""
+    return {
+        "x": np.stack(x_flat.to_numpy()).astype(np.float32).reshape(-1, feature_spec["n_windows"], len(feature_spec["window_features"])),
         "mask": np.stack(mask.to_numpy()).astype(np.float32),
         "static": np.stack(static.to_numpy()).astype(np.float32),
     }
+
+
+def score_arrays(scorer: Scorer, inputs: dict, horizons: list[int], explain: bool = True, with_params: bool = False) -> pd.DataFrame:
+    """Every score of a batch of users (the model's inputs as arrays), one row per user:
+    :func:`score_columns`. ``explain`` adds each user's drivers (empty lists without),
+    ``with_params`` the decay parameters."""
+    spec = scorer.feature_spec
     out = scorer(inputs)
     model_horizons = list(spec["horizons_days"])
     columns = {}
@@ -173,14 +186,31 @@ def score_frame(
     return frame[[name for name, _ in score_columns(horizons, with_params)]]
 
 
+def score_frame(
+    scorer: Scorer,
+    x_flat: pd.Series,
+    mask: pd.Series,
+    static: pd.Series,
+    horizons: list[int],
+    explain: bool = True,
+    with_params: bool = False,
+) -> pd.DataFrame:
+    """Scores for one batch of view rows (flat arrays, as Arrow hands them over): :func:`score_arrays`."""
+    return score_arrays(scorer, view_inputs(x_flat, mask, static, scorer.feature_spec), horizons, explain, with_params)
+
+
 def score_batches(
     model_path: str,
     horizons: list[int],
     batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]],
     explain: bool = True,
     with_params: bool = False,
+    threads: int | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """The body of the iterator pandas UDF: load once, then score batch after batch."""
+    """The body of the iterator pandas UDF: load once, then score batch after batch. ``threads``:
+    the cores this worker may use (:func:`limit_threads`); None, TensorFlow's default (all)."""
+    if threads is not None:
+        limit_threads(threads)
     scorer = load_scorer(model_path)
     for x_flat, mask, static in batches:
         yield score_frame(scorer, x_flat, mask, static, horizons, explain, with_params)

@@ -127,7 +127,9 @@ def test_the_score_bench_times_the_stage_beside_the_bare_model(
 ) -> None:
     [line] = _bench_in_process("score.py", ["--users", "1200", "--base-users", "600"], bench_results, monkeypatch)
     assert line["users"] >= 1000  # the base view copied under renamed users
-    assert all(line[f"{way}_users_per_second"] > 0 for way in ("stage", "udf_job", "one_process_job", "model_only"))
+    assert all(line[f"{way}_users_per_second"] > 0 for way in ("stage", "udf_job", "one_process_job", "model_only", "serving_only"))
+    # The bare call computes the drivers too, so it can only be slower than the serving signature alone.
+    assert 0 < line["drivers_share_of_model_only"] < 1
     assert line["ratio_udf_job_to_model_only"] == pytest.approx(
         line["udf_job_users_per_second"] / line["model_only_users_per_second"], rel=0.01
     )

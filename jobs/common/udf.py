@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pandas as pd
+from pyspark import TaskContext
 from pyspark.sql import functions as F
 
 from interest_decay.jobs.common.storage import Storage
@@ -19,6 +20,8 @@ def score_udf(storage: Storage, model_uri: str, horizons: list[int], explain: bo
 
     @F.pandas_udf(", ".join(f"{name} {kind}" for name, kind in score_columns(horizons, with_params)))
     def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(str(storage.fetch(model_uri)), horizons, batches, explain, with_params)
+        task = TaskContext.get()
+        threads = task.cpus() if task is not None else None  # the task's share of the executor's cores
+        yield from score_batches(str(storage.fetch(model_uri)), horizons, batches, explain, with_params, threads)
 
     return score
