@@ -136,6 +136,22 @@ def test_the_score_bench_times_the_stage_beside_the_bare_model(
 
 
 @pytest.mark.slow
+def test_the_learning_curve_trains_once_per_size_on_one_shop(
+    spark: SparkSession, bench_results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = _bench_in_process(
+        "learning_curve.py", ["--users", "400", "--rows", "300", "--rows", "100", "--epochs", "1"], bench_results, monkeypatch
+    )
+    assert [line["rows_aimed"] for line in lines] == [100, 300]  # smallest first
+    assert len({line["batch"] for line in lines}) == 1 and len({line["available_rows"] for line in lines}) == 1
+    # The bound per date times the dates is at least the rows aimed at; the rows kept never exceed what there is.
+    assert all(line["max_rows_per_as_of"] * line["as_of_dates"] >= line["rows_aimed"] for line in lines)
+    assert all(0 < line["train_rows"] <= line["available_rows"] for line in lines)
+    assert lines[0]["train_rows"] <= lines[1]["train_rows"]
+    assert all(0 <= line["val_auc_30d"] <= 1 for line in lines)
+
+
+@pytest.mark.slow
 def test_the_train_bench_compares_two_horovod_ranks_with_one_process(bench_results: Path) -> None:
     # Its own process: Horovod forks a probe that crashes in a process whose TensorFlow has run.
     [line] = _bench("train.py", "--users", "600", "--epochs", "1", "--num-proc", "2", results=bench_results)
