@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from results_file import record
 
@@ -37,7 +38,7 @@ METRICS = ("val_auc_7d", "val_auc_14d", "val_auc_30d", "val_decay_nll", "val_sur
 log = logging.getLogger("bench.learning_curve")
 
 
-def training_dates(spark, settings: Settings) -> int:  # noqa: ANN001
+def training_dates(spark: SparkSession, settings: Settings) -> int:
     """The as-of dates of the view up to ``train.until``: how many dates a per-date bound multiplies."""
     view = spark.read.format("delta").load(settings.table_path(Table.SEQUENCES))
     return view.where(F.col("as_of_date") <= F.lit(settings.train.until)).select("as_of_date").distinct().count()
