@@ -241,6 +241,45 @@ def visit_accuracy(predicted: dict[str, np.ndarray], observed: np.ndarray, horiz
     return pd.DataFrame(rows)
 
 
+# Groups of users by the visits they made up to the date: one-time visitors apart, whose
+# futures are mostly nothing, then growing histories.
+HISTORY_GROUPS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 7, "5-7"), (8, 12, "8-12"), (13, None, "13+"))
+
+
+def visit_accuracy_by_history(
+    predicted: dict[str, np.ndarray], observed: np.ndarray, past_visits: np.ndarray, horizon: int
+) -> pd.DataFrame:
+    """:func:`visit_accuracy` by group of the visits each user made up to the date
+    (HISTORY_GROUPS): the users, their mean observed visits, and each method's mean prediction,
+    mean absolute error and share of the whole error. An expectation is the mean of a skewed
+    count, so where most users come back never (one-time buyers) an error measured in absolute
+    terms rewards predicting less than the mean; this table shows where a difference in the
+    overall error comes from."""
+    observed, past_visits = np.asarray(observed, np.float64), np.asarray(past_visits, np.float64)
+    if observed.shape != past_visits.shape:
+        raise ValueError(f"observed and past_visits must have one value per user, got {observed.shape} and {past_visits.shape}")
+    rows = []
+    for method, values in predicted.items():
+        error = np.abs(np.asarray(values, np.float64) - observed)
+        for low, high, label in HISTORY_GROUPS:
+            members = (past_visits >= low) & ((past_visits <= high) if high is not None else True)
+            if not members.any():
+                continue
+            rows.append(
+                {
+                    "method": method,
+                    "horizon_days": horizon,
+                    "past_visits": label,
+                    "users": int(members.sum()),
+                    "observed_mean": float(observed[members].mean()),
+                    "predicted_mean": float(np.asarray(values, np.float64)[members].mean()),
+                    "mae": float(error[members].mean()),
+                    "share_of_error": float(error[members].sum() / max(error.sum(), 1e-12)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def count_interval(p_alive: np.ndarray, visits_there: np.ndarray, mass: float = 0.8, max_count: int | None = None) -> np.ndarray:
     """Each user's interval of the number of visits within a horizon that holds ``mass`` of
     the probability: (low, high, its probability) per user, [B, 3].
@@ -359,6 +398,8 @@ def future_checks(scorer, evaluated: Evaluated) -> tuple[dict[str, pd.DataFrame]
     - ``visit_accuracy``: per-user visits within each observed horizon, the model's expectation
       against Pareto/NBD's and BG/NBD's conditional expectations (mean absolute error,
       correlation, totals);
+    - ``visit_accuracy_by_history``: the same by the visits each user made before the date,
+      with each group's share of the error (:func:`visit_accuracy_by_history`);
     - ``interval_coverage``: how often each user's visits fall inside their 80% interval,
       overall and by decile of the predicted visits;
     - ``decay_curves``: by decile of the interest half-life, the observed share of users not yet
@@ -373,13 +414,20 @@ def future_checks(scorer, evaluated: Evaluated) -> tuple[dict[str, pd.DataFrame]
     if "interest_now" in evaluated.model_outputs:
         recency = evaluated.inputs["static"][:, STATIC_FEATURES.index("recency_days")]
         metrics.update(interest_by_recency(evaluated.model_outputs["interest_now"], recency))
-    accuracy, coverage = [], []
+    accuracy, coverage, by_history = [], [], []
+    past_visits = evaluated.inputs["static"][:, STATIC_FEATURES.index("total_sessions")]
     for h, observed in sorted(evaluated.visits_observed.items()):
         expected = scorer.expected_visits_from(params, [h])[:, 0]
         predicted = {"model": expected}
         predicted.update({m: evaluated.predictions.at(m, h) for m in VISIT_METHODS if m in evaluated.predictions.by_method})
         table = visit_accuracy(predicted, observed, h)
         accuracy.append(table)
+        groups = visit_accuracy_by_history(predicted, observed, past_visits, h)
+        by_history.append(groups)
+        for row in groups[groups["past_visits"] == "1"].itertuples():
+            name = VISIT_METHODS.get(row.method, row.method)
+            metrics[f"{name}_visits_mae_{h}d_one_past_visit"] = row.mae
+            metrics[f"{name}_visits_mean_over_observed_{h}d_one_past_visit"] = row.predicted_mean / max(row.observed_mean, 1e-12)
         for row in table.itertuples():
             name = VISIT_METHODS.get(row.method, row.method)
             metrics.update(
@@ -400,6 +448,7 @@ def future_checks(scorer, evaluated: Evaluated) -> tuple[dict[str, pd.DataFrame]
             pd.concat(accuracy, ignore_index=True),
             pd.concat(coverage, ignore_index=True),
         )
+        tables["visit_accuracy_by_history"] = pd.concat(by_history, ignore_index=True)
     days = evaluated.curve_days
     if len(days):
         half_life = evaluated.model_outputs["interest_half_life_days"]

@@ -21,7 +21,7 @@ from interest_decay.jobs.common.report import SECTIONS, ReportData, write_report
 from interest_decay.jobs.common.runs import RunSummary
 from interest_decay.jobs.common.views import view_arrays
 from interest_decay.model.data import flat_columns
-from interest_decay.model.evaluated import Evaluated, interest_by_recency, model_outputs_from, visit_checks
+from interest_decay.model.evaluated import Evaluated, interest_by_recency, model_outputs_from, visit_accuracy_by_history, visit_checks
 from interest_decay.model.evaluation import METHODS, Predictions
 from interest_decay.model.scoring import load_scorer
 
@@ -194,6 +194,13 @@ def test_evaluate_out_of_time_with_baselines_folds_and_report(spark: SparkSessio
     accuracy = pd.read_csv(index.parent / "visit_accuracy.csv").set_index(["method", "horizon_days"])
     assert accuracy.loc[("model", 30), "users"] == summary.counts["users"]
     assert accuracy.loc[("model", 30), "mae"] < accuracy.loc[("pareto_nbd_expected_sessions", 30), "mae"]  # (measured: 1.48 against 2.05)
+    by_history = pd.read_csv(index.parent / "visit_accuracy_by_history.csv", dtype={"past_visits": str})
+    model_groups = by_history[(by_history["method"] == "model") & (by_history["horizon_days"] == 30)]
+    assert model_groups["users"].sum() == summary.counts["users"]  # every user evaluated has visited at least once
+    assert model_groups["share_of_error"].sum() == pytest.approx(1.0)
+    assert (model_groups["users"] * model_groups["mae"]).sum() / model_groups["users"].sum() == pytest.approx(
+        accuracy.loc[("model", 30), "mae"]
+    )
     coverage = pd.read_csv(index.parent / "interval_coverage.csv")
     overall = coverage[(coverage["decile"] == "all") & (coverage["horizon_days"] == 30)].iloc[0]
     assert overall["coverage"] == pytest.approx(overall["promised"], abs=0.05) and 0.75 < overall["promised"] < 0.9
@@ -358,3 +365,24 @@ def test_interest_now_is_compared_between_the_recent_and_the_long_silent() -> No
     }
     with pytest.raises(ValueError, match="one value per user"):
         interest_by_recency(np.zeros(2), np.zeros(3))
+
+
+def test_visit_accuracy_is_broken_down_by_the_visits_before_the_date() -> None:
+    observed = np.array([0.0, 0.0, 1.0, 2.0, 4.0, 20.0])
+    past = np.array([1.0, 1.0, 1.0, 3.0, 4.0, 30.0])
+    table = visit_accuracy_by_history({"mean_like": np.array([0.3, 0.3, 0.3, 2.0, 3.0, 10.0])}, observed, past, 273)
+    expected = pd.DataFrame(
+        {
+            "method": ["mean_like"] * 3,
+            "horizon_days": [273] * 3,
+            "past_visits": ["1", "3-4", "13+"],
+            "users": [3, 2, 1],
+            "observed_mean": [1 / 3, 3.0, 20.0],
+            "predicted_mean": [0.3, 2.5, 10.0],
+            "mae": [(0.3 + 0.3 + 0.7) / 3, 0.5, 10.0],
+            "share_of_error": [1.3 / 12.3, 1.0 / 12.3, 10.0 / 12.3],
+        }
+    )
+    pd.testing.assert_frame_equal(table, expected)
+    with pytest.raises(ValueError, match="one value per user"):
+        visit_accuracy_by_history({"m": np.zeros(2)}, np.zeros(2), np.zeros(3), 7)

@@ -76,6 +76,8 @@ class ReportData:
     truth_by_sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Per-user visits against the model's and the BTYD baselines' expectations (model.evaluated.visit_accuracy).
     visit_accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The same by the visits each user made before the date (model.evaluated.visit_accuracy_by_history).
+    visit_accuracy_by_history: pd.DataFrame = field(default_factory=pd.DataFrame)
     # How often the observed visits fall in each user's 80% interval (model.evaluated.interval_coverage).
     interval_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Observed against predicted share still away, by decile (model.evaluated.curves_by_decile).
@@ -415,6 +417,10 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
             + "<p>Each user's visits within each horizon that the data cover, against each method's expectation: mean "
             "absolute error, Pearson correlation, and the totals. Pareto/NBD's and BG/NBD's are their conditional "
             "expected visits given each user's own history.</p>"
+            + _optional_table(data.visit_accuracy_by_history, 3)
+            + "<p>The same by the visits each user made before the date, with each group's share of the error. An "
+            "expectation is the mean of a skewed count: where most users never come back (one-time buyers) the absolute "
+            "error rewards predicting less than the mean, so compare the predicted and observed means there too.</p>"
             if len(data.visit_accuracy)
             else "<p>No horizon is covered by the data after the evaluation date.</p>",
         ),
@@ -502,6 +508,7 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
         ("decay_check", data.decay_check),
         ("half_life_vs_truth", data.truth_by_sessions),
         ("visit_accuracy", data.visit_accuracy),
+        ("visit_accuracy_by_history", data.visit_accuracy_by_history),
         ("interval_coverage", data.interval_coverage),
         ("decay_curves_by_decile", data.decay_curves),
     ):
