@@ -14,6 +14,7 @@ from interest_decay.jobs.common.spark import (
     build_spark_session,
     local_delta_jars,
     persisted,
+    session_conf,
     spark_session,
 )
 
@@ -71,3 +72,15 @@ def test_persisted_holds_the_rows_and_leaves_the_cache_setting_as_it_was(spark: 
         assertDataFrameEqual(held, session.createDataFrame([(i, 2 * i) for i in range(5)], "id BIGINT, twice BIGINT"))
     assert not held.is_cached
     assert session.conf.get(CACHE_COMPRESSION, None) == before
+
+
+def test_session_conf_holds_for_the_block_and_is_put_back(spark: SparkSession) -> None:
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")  # the shared session's, left as it is
+    with session_conf(spark, {"spark.sql.shuffle.partitions": "5", "parquet.enable.dictionary": "false"}):
+        assert (spark.conf.get("spark.sql.shuffle.partitions"), spark.conf.get("parquet.enable.dictionary")) == ("5", "false")
+    assert (spark.conf.get("spark.sql.shuffle.partitions"), spark.conf.get("parquet.enable.dictionary", None)) == (partitions, None)
+    with pytest.raises(RuntimeError, match="inside"), session_conf(spark, {"parquet.enable.dictionary": "false"}):
+        raise RuntimeError("inside")
+    assert spark.conf.get("parquet.enable.dictionary", None) is None
+    with pytest.raises(TypeError, match="settings must map strings to strings"), session_conf(spark, {"spark.sql.shuffle.partitions": 5}):
+        pass

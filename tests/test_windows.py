@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
@@ -178,6 +179,18 @@ def test_category_interest_shows_what_is_fading(spark: SparkSession) -> None:
     ]
 
 
+def _dictionary_encoded(table_path: str) -> set[bool]:
+    """For every Parquet file of a table: whether any of its column chunks has a dictionary page."""
+    import pyarrow.parquet as pq
+
+    found = set()
+    for path in Path(table_path).rglob("*.parquet"):
+        metadata = pq.ParquetFile(path).metadata
+        chunks = [metadata.row_group(g).column(c) for g in range(metadata.num_row_groups) for c in range(metadata.num_columns)]
+        found.add(any(chunk.has_dictionary_page for chunk in chunks))
+    return found
+
+
 def test_features_job_on_generated_data(spark: SparkSession, settings: Settings) -> None:
     settings.generator.users = 100
     settings.generator.days = 60
@@ -190,6 +203,11 @@ def test_features_job_on_generated_data(spark: SparkSession, settings: Settings)
     assert view.select(F.size("x").alias("t")).distinct().collect()[0]["t"] == settings.features.n_windows
     assert view.where(F.size(F.col("x")[0]) != 12).count() == 0
     assert first.counts["labelled_7d"] > first.counts["labelled_30d"] > 0
+    # The view is written without dictionary pages (jobs.features.VIEW_WRITE_CONF), the other
+    # tables as Spark writes them, and the session is left as it was.
+    assert _dictionary_encoded(settings.table_path(Table.SEQUENCES)) == {False}
+    assert _dictionary_encoded(settings.table_path(Table.USER_WINDOWS)) == {True}
+    assert spark.conf.get("parquet.enable.dictionary", None) is None
 
     again = features_job.run(spark, settings)  # same input: the same rows, none added
     assert again.counts == first.counts

@@ -186,6 +186,28 @@ def spark_session(settings: SparkSettings) -> Iterator[SparkSession]:
 CACHE_COMPRESSION = "spark.sql.inMemoryColumnarStorage.compressed"
 
 
+@contextmanager
+def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """``settings`` on the session for the block, then as they were (unset where they were unset).
+
+    A key Spark does not know (``parquet.enable.dictionary``) reaches the Hadoop configuration of
+    the writes started in the block. The settings are the session's: a job running in another
+    thread of the same session meanwhile sees them too."""
+    if not isinstance(settings, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
+        raise TypeError(f"settings must map strings to strings, got {settings!r}")
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
 def cache_now(frame: DataFrame, compressed: bool = False) -> DataFrame:
     """``frame`` persisted in memory (spilling to disk) and built now; the caller unpersists it.
 
