@@ -73,9 +73,10 @@ def as_of_dates_for(span: Row, settings: Settings, as_of: dt.date | None) -> lis
 
 
 def _write_view(
-    spark: SparkSession, settings: Settings, windows: DataFrame, as_of_dates: list[dt.date], observed_until: dt.datetime
+    spark: SparkSession, settings: Settings, windows: DataFrame, as_of_dates: list[dt.date], observed_until: dt.datetime, rebuild: bool
 ) -> tuple[str, str]:
-    """Replace the view's rows of ``as_of_dates``; (the view's path, the predicate of those rows)."""
+    """Replace the view's rows of ``as_of_dates``, or the whole view when ``rebuild`` (it was built
+    with other settings); (the view's path, the predicate of those rows)."""
     conf = settings.features
     view = sequences(
         windows,
@@ -87,7 +88,6 @@ def _write_view(
     )
     view_path = settings.table_path(Table.SEQUENCES)
     replaced = f"as_of_date IN ({', '.join(repr(str(d)) for d in as_of_dates)})"
-    rebuild = table_exists(spark, view_path) and table_property(spark, view_path, VIEW_SETTINGS_PROPERTY) != view_settings(settings)
     with session_conf(spark, VIEW_WRITE_CONF):
         _replace_view(spark, view, view_path, replaced, rebuild)
     set_table_properties(spark, view_path, {VIEW_SETTINGS_PROPERTY: view_settings(settings)})
@@ -136,7 +136,8 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         as_of_dates = as_of_dates_for(span, settings, as_of)
         view_path = settings.table_path(Table.SEQUENCES)
         built = table_property(spark, view_path, VIEW_SETTINGS_PROPERTY)
-        if table_exists(spark, view_path) and built != view_settings(settings):
+        rebuild = table_exists(spark, view_path) and built != view_settings(settings)
+        if rebuild:
             log.warning(
                 "the view at %s was built with other settings (%s): rebuilding every as-of date", view_path, built or "not recorded"
             )
@@ -151,7 +152,7 @@ def run(spark: SparkSession, settings: Settings, as_of: dt.date | None = None) -
         )
         windows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(windows_path)
         windows = spark.read.format("delta").load(windows_path)
-        view_path, replaced = _write_view(spark, settings, windows, as_of_dates, observed_until)
+        view_path, replaced = _write_view(spark, settings, windows, as_of_dates, observed_until, rebuild)
         latest = as_of_dates[-1]
         interest_path = _write_category_interest(spark, settings, events, latest)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from interest_decay.contract import STATIC_FEATURES
 from interest_decay.model.data import sample_indices
-from interest_decay.model.evaluation import Predictions, decay_check, deciles, permutation_importance, visits_calibration
+from interest_decay.model.evaluation import Predictions, decay_check, deciles, permutation_importance, session_buckets, visits_calibration
 from interest_decay.model.metrics import auc_gain_intervals
 from interest_decay.model.reference import generator_expected_visits
 from interest_decay.model.scoring import drivers, typical_user
@@ -241,42 +241,36 @@ def visit_accuracy(predicted: dict[str, np.ndarray], observed: np.ndarray, horiz
     return pd.DataFrame(rows)
 
 
-# Groups of users by the visits they made up to the date: one-time visitors apart, whose
-# futures are mostly nothing, then growing histories.
-HISTORY_GROUPS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 7, "5-7"), (8, 12, "8-12"), (13, None, "13+"))
-
-
 def visit_accuracy_by_history(
     predicted: dict[str, np.ndarray], observed: np.ndarray, past_visits: np.ndarray, horizon: int
 ) -> pd.DataFrame:
     """:func:`visit_accuracy` by group of the visits each user made up to the date
-    (HISTORY_GROUPS): the users, their mean observed visits, and each method's mean prediction,
-    mean absolute error and share of the whole error. An expectation is the mean of a skewed
-    count, so where most users come back never (one-time buyers) an error measured in absolute
-    terms rewards predicting less than the mean; this table shows where a difference in the
-    overall error comes from."""
+    (model.evaluation.SESSION_BUCKETS): the users, their mean observed visits, and each method's
+    mean prediction, mean absolute error and share of the whole error. An expectation is the mean
+    of a skewed count, so where most users come back never (one-time buyers) an error measured in
+    absolute terms rewards predicting less than the mean; this table shows where a difference in
+    the overall error comes from."""
     observed, past_visits = np.asarray(observed, np.float64), np.asarray(past_visits, np.float64)
     if observed.shape != past_visits.shape:
         raise ValueError(f"observed and past_visits must have one value per user, got {observed.shape} and {past_visits.shape}")
+    groups = [(label, members) for label, members in session_buckets(past_visits) if members.any()]
     rows = []
     for method, values in predicted.items():
-        error = np.abs(np.asarray(values, np.float64) - observed)
-        for low, high, label in HISTORY_GROUPS:
-            members = (past_visits >= low) & ((past_visits <= high) if high is not None else True)
-            if not members.any():
-                continue
-            rows.append(
-                {
-                    "method": method,
-                    "horizon_days": horizon,
-                    "past_visits": label,
-                    "users": int(members.sum()),
-                    "observed_mean": float(observed[members].mean()),
-                    "predicted_mean": float(np.asarray(values, np.float64)[members].mean()),
-                    "mae": float(error[members].mean()),
-                    "share_of_error": float(error[members].sum() / max(error.sum(), 1e-12)),
-                }
-            )
+        values = np.asarray(values, np.float64)
+        error = np.abs(values - observed)
+        rows.extend(
+            {
+                "method": method,
+                "horizon_days": horizon,
+                "past_visits": label,
+                "users": int(members.sum()),
+                "observed_mean": float(observed[members].mean()),
+                "predicted_mean": float(values[members].mean()),
+                "mae": float(error[members].mean()),
+                "share_of_error": float(error[members].sum() / max(error.sum(), 1e-12)),
+            }
+            for label, members in groups
+        )
     return pd.DataFrame(rows)
 
 

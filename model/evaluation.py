@@ -278,16 +278,22 @@ def decay_check(
 SESSION_BUCKETS = ((1, 1), (2, 4), (5, 9), (10, 19), (20, None))
 
 
+def session_buckets(past_sessions: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(label, members) for each of SESSION_BUCKETS: the users by the sessions they had before
+    the as-of date ("1", "2-4", ..., "20+")."""
+    return [
+        (f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}"), (past_sessions >= lo) & (past_sessions <= (hi or np.inf)))
+        for lo, hi in SESSION_BUCKETS
+    ]
+
+
 def spearman_by_sessions(predicted: dict[str, np.ndarray], truth: np.ndarray, past_sessions: np.ndarray) -> pd.DataFrame:
     """Spearman correlation of each predicted half-life with the true one, over every user and
     by the number of sessions the user had before the as-of date."""
     from scipy.stats import spearmanr
 
     rows = []
-    buckets = [("all", np.ones(len(truth), bool))] + [
-        (f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}"), (past_sessions >= lo) & (past_sessions <= (hi or np.inf)))
-        for lo, hi in SESSION_BUCKETS
-    ]
+    buckets = [("all", np.ones(len(truth), bool)), *session_buckets(past_sessions)]
     for name, members in buckets:
         row = {"past_sessions": name, "users": int(members.sum())}
         for method, values in predicted.items():

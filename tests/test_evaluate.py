@@ -375,7 +375,7 @@ def test_visit_accuracy_is_broken_down_by_the_visits_before_the_date() -> None:
         {
             "method": ["mean_like"] * 3,
             "horizon_days": [273] * 3,
-            "past_visits": ["1", "3-4", "13+"],
+            "past_visits": ["1", "2-4", "20+"],
             "users": [3, 2, 1],
             "observed_mean": [1 / 3, 3.0, 20.0],
             "predicted_mean": [0.3, 2.5, 10.0],

@@ -218,18 +218,12 @@ def cache_now(frame: DataFrame, compressed: bool = False) -> DataFrame:
     memory spills to disk either way."""
     spark = frame.sparkSession
     cached = frame.persist(StorageLevel.MEMORY_AND_DISK)
-    before = spark.conf.get(CACHE_COMPRESSION, None)
-    spark.conf.set(CACHE_COMPRESSION, str(compressed).lower())
     try:
-        cached.count()
+        with session_conf(spark, {CACHE_COMPRESSION: str(compressed).lower()}):
+            cached.count()
     except BaseException:
         cached.unpersist()
         raise
-    finally:
-        if before is None:
-            spark.conf.unset(CACHE_COMPRESSION)
-        else:
-            spark.conf.set(CACHE_COMPRESSION, before)
     return cached
 
 
