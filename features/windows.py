@@ -190,7 +190,10 @@ def sequences(
     # from a user's first window to the one holding observed_until, so an offset is null exactly
     # before the first window or after the last.
     recent = F.array(*[F.lag(vector, k).over(by_user) for k in range(n_windows - 1, 0, -1)], vector)
-    next_start = F.min("first_session_start").over(by_user.rowsBetween(1, Window.unboundedFollowing))
+    # The next session start after a window is the first one of a later window (they only grow
+    # with the window), so a lead that skips windows without one: a min over every following
+    # window is recomputed for each row, quadratic in a user's windows.
+    next_start = F.expr("lead(first_session_start) IGNORE NULLS").over(by_user)
     following = F.array(*[F.lead(F.col("sessions").cast("int"), k).over(by_user) for k in range(1, future_windows + 1)])
     framed = windows.select(
         "user_id",
