@@ -192,7 +192,7 @@ def shop_page(shop: str, runs: list[dict]) -> str:
         parts.append(
             "\nOn the validation users or date of each training (what settings are chosen on, the network's weight in"
             " its blend with Pareto/NBD among them), mean ± sd:\n\n"
-            + _table(metric_rows(members, "train_metrics", ("val_", "btyd_model_weight")))
+            + _table(metric_rows(members, "train_metrics", ("val_", "btyd_model_weight", "frailty_shape")))
         )
         parts.append("\n<details><summary>Every metric of these runs</summary>\n\n" + _table(metric_rows(members)) + "\n</details>\n")
     history = []

@@ -226,6 +226,7 @@ def training_plan(
             hidden_units=conf.hidden_units,
             latent_dim=conf.latent_dim,
             use_vae=conf.use_vae,
+            frailty=conf.frailty,
             draws=conf.posterior_draws,
             future_windows=settings.features.future_windows,
         ),
@@ -341,6 +342,7 @@ def _summarise(summary: RunSummary, rows: TrainingRows, results: list[dict], rec
                     "loss",
                     "kl",
                     "count_dispersion",
+                    "frailty_shape",
                 )
             )
         },

@@ -102,6 +102,23 @@ def summary_of(static: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return x, t_x, age
 
 
+class _GammaBins(tf.Module):
+    """log of a standard gamma's mean inside each of ``n`` equally likely bins (in order), at
+    any shape: tabulated on ``_SHAPES`` once and interpolated in log shape."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self._table = tf.constant(_log_bin_means(_SHAPES, np.arange(n), n), tf.float64)  # [S, n]
+
+    def __call__(self, shape: tf.Tensor) -> tf.Tensor:
+        """[B, n] at each user's ``shape`` [B] (float64)."""
+        step = (math.log(_SHAPES[-1]) - math.log(_SHAPES[0])) / (len(_SHAPES) - 1)
+        position = tf.clip_by_value((tf.math.log(shape) - math.log(_SHAPES[0])) / step, 0.0, len(_SHAPES) - 1.0)
+        low = tf.minimum(tf.cast(tf.floor(position), tf.int32), len(_SHAPES) - 2)
+        share = (position - tf.cast(low, tf.float64))[:, None]
+        return tf.gather(self._table, low) * (1.0 - share) + tf.gather(self._table, low + 1) * share
+
+
 class ParetoNBDPosterior(tf.Module):
     """Each user's Pareto/NBD posterior as ``DRAWS`` draws of the decay head's parameters."""
 
@@ -110,17 +127,9 @@ class ParetoNBDPosterior(tf.Module):
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
         self.prior, self.draws = prior, draws
-        rate_bins, dropout_bins = _bins(draws)
-        self._rate_table = tf.constant(_log_bin_means(_SHAPES, rate_bins, draws), tf.float64)  # [S, K]
+        _, dropout_bins = _bins(draws)
+        self._log_rate_draws = _GammaBins(draws)
         self._log_dropout = tf.constant(_log_bin_means(np.array([prior.s]), dropout_bins, draws)[0], tf.float64)  # [K]
-
-    def _log_rate_draws(self, shape: tf.Tensor) -> tf.Tensor:
-        """log standard gamma bin means [B, K] at each user's ``shape`` [B], interpolated in log shape."""
-        step = (math.log(_SHAPES[-1]) - math.log(_SHAPES[0])) / (len(_SHAPES) - 1)
-        position = tf.clip_by_value((tf.math.log(shape) - math.log(_SHAPES[0])) / step, 0.0, len(_SHAPES) - 1.0)
-        low = tf.minimum(tf.cast(tf.floor(position), tf.int32), len(_SHAPES) - 2)
-        share = (position - tf.cast(low, tf.float64))[:, None]
-        return tf.gather(self._rate_table, low) * (1.0 - share) + tf.gather(self._rate_table, low + 1) * share
 
     def logit_alive(self, static: tf.Tensor) -> tf.Tensor:
         """logit P(still there at the as-of date | x, t_x, T) per user [B], float64."""
@@ -149,7 +158,7 @@ class ParetoNBDPosterior(tf.Module):
         return tf.where(v_high - v_low > 1e-12, -log_dead_over_alive, tf.constant(30.0, tf.float64))
 
     def __call__(self, static: tf.Tensor) -> tf.Tensor:
-        """params [B, DRAWS, 6] (float32) of each user's posterior, from the raw static features."""
+        """params [B, DRAWS, 7] (float32) of each user's posterior, from the raw static features."""
         x, _, age = summary_of(static)
         logit = tf.clip_by_value(self.logit_alive(static), -30.0, 30.0)
         log_rate = self._log_rate_draws(self.prior.r + x) - tf.math.log(self.prior.alpha + age)[:, None]
@@ -163,6 +172,7 @@ class ParetoNBDPosterior(tf.Module):
                 decay.MIN_TAU_DAYS * ones,  # read only through the excitation, which is none
                 0.0 * ones,  # no branching
                 tf.clip_by_value(log_dropout, math.log(decay.MIN_DROPOUT), math.log(decay.MAX_DROPOUT)),
+                decay.NO_FRAILTY_LOG_SHAPE * ones,  # the gamma's spread is in the draws already
             ],
             axis=-1,
         )
@@ -190,7 +200,7 @@ class Blend:
 
 
 class Mixer(tf.Module):
-    """Network draws [B, N, 6] + static features -> the blend's draws, copies making the weights."""
+    """Network draws [B, N, 7] + static features -> the blend's draws, copies making the weights."""
 
     def __init__(self, blend: Blend) -> None:
         super().__init__()
@@ -215,7 +225,7 @@ class Mixer(tf.Module):
         return [(params, weight, model_copies * common // n), (btyd, 1.0 - weight, btyd_copies * common // self.blend.draws)]
 
     def __call__(self, params: tf.Tensor, static: tf.Tensor) -> tf.Tensor:
-        """The mixture's draws [B, D, 6], each part's repeated by its copies: uniform weights
+        """The mixture's draws [B, D, 7], each part's repeated by its copies: uniform weights
         per draw, which every reader of ``decay_params`` assumes."""
         parts = self.parts(params, static)
         return copies_of([draws for draws, _, _ in parts], [copies for _, _, copies in parts])
@@ -235,7 +245,7 @@ def copies_of(values: list[tf.Tensor], copies: list[int]) -> tf.Tensor:
 
 
 def label_log_likelihood(params: tf.Tensor, targets: dict, horizons_days: list[int]) -> np.ndarray:
-    """log P(each known label "active within h days" | the mixture of ``params`` [B, D, 6]),
+    """log P(each known label "active within h days" | the mixture of ``params`` [B, D, 7]),
     one entry per row and horizon whose label is known (-1 is not), flattened."""
     p_active = np.clip(tf.reduce_mean(decay.p_active_on(params, [float(h) for h in horizons_days]), axis=1).numpy(), 1e-6, 1 - 1e-6)
     labels = np.stack([np.asarray(targets[f"active_{h}d"], np.float64) for h in horizons_days], axis=1)

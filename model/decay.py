@@ -36,18 +36,41 @@ The interest measures a team reads (docs/model.md):
   the second;
 - interest now: the share of today's rate that is excitation, times P(still there), in [0, 1].
 
-``params`` [..., 6] = (logit p_alive, log baseline, log excitation, tau in days, branching, log dropout).
+A draw can carry a frailty: the user's visit rate (baseline and excitation together) is the
+draw's times G ~ Gamma(k, k), mean 1, for what the history leaves unknown (:func:`with_frailty`,
+k learned for the shop in model/network.py). G keeps M(d), and averaging over it is closed
+form, so a frailty costs nothing:
+
+    P(no visit within d | there)    E[exp(-G R(d))] = (1 + R(d) / k)^-k
+    first visit at d                lambda(d) (1 + R(d) / k)^-(k + 1)
+    rate after d days of silence    lambda(d) k / (k + R(d))      (E[G | no visit yet])
+    visits in the next windows      negative binomial, one G for all of them
+
+k = e^NO_FRAILTY_LOG_SHAPE is no frailty (G = 1 to float precision). The intervals of a draw
+with a frailty are its values at G's 10th and 90th percentiles (:func:`at_frailty_quantile`).
+
+``params`` [..., 7] = (logit p_alive, log baseline, log excitation, tau in days, branching,
+log dropout, log frailty shape k).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import tensorflow as tf
 
-PARAMS_LAYOUT = "logit_alive,log_baseline,log_excitation,tau_days,branching,log_dropout/v3"
-N_PARAMS = 6
+PARAMS_LAYOUT = "logit_alive,log_baseline,log_excitation,tau_days,branching,log_dropout,log_frailty_shape/v4"
+N_PARAMS = 7
+N_RAW = 6  # the network's head outputs all but the frailty, which is the shop's (model/btyd.py)
+# log k of a draw without frailty: k = 1e13, so G ~ Gamma(k, k) is 1 to float precision.
+NO_FRAILTY_LOG_SHAPE = 30.0
+# Above this shape the frailty is taken as none where a formula would lose its digits.
+_NO_FRAILTY_SHAPE = 1e8
+# Bounds of the shop's frailty shape (before a user's repeat sessions are added): from rates
+# that differ a hundredfold among users alike to next to none.
+MIN_FRAILTY_SHAPE, MAX_FRAILTY_SHAPE = 0.05, 1000.0
 MIN_TAU_DAYS, MAX_TAU_DAYS = 0.5, 365.0
 MAX_BRANCHING = 0.9
 # Soft upper bound on log rates (visits per day): e^7 ~ 1,100 visits a day is already a bot.
@@ -94,7 +117,7 @@ def past_excitation(sessions: tf.Tensor, ages_days: tf.Tensor, tau: tf.Tensor) -
 
 
 def params_from_raw(raw: tf.Tensor, sessions: tf.Tensor, ages_days: tf.Tensor) -> tf.Tensor:
-    """Raw head outputs [B, D, 6] -> params [B, D, 6].
+    """Raw head outputs [B, D, 6] -> params [B, D, 7] (no frailty).
 
     raw = (logit p_alive, log baseline, log excitation the past visits do not explain, tau,
     branching, dropout): the excitation now is alpha x :func:`past_excitation` + the network's
@@ -110,6 +133,7 @@ def params_from_raw(raw: tf.Tensor, sessions: tf.Tensor, ages_days: tf.Tensor) -
             tau,
             branching,
             tf.math.log(_log_bounded(raw[..., 5], MIN_DROPOUT, MAX_DROPOUT)),
+            tf.fill(tf.shape(tau), NO_FRAILTY_LOG_SHAPE),
         ],
         axis=-1,
     )
@@ -125,6 +149,29 @@ def split(params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor
         params[..., 4],
         tf.exp(params[..., 5]),
     )
+
+
+def frailty_shape(params: tf.Tensor) -> tf.Tensor:
+    """k of each draw's frailty G ~ Gamma(k, k), params' shape without its last axis."""
+    return tf.exp(params[..., 6])
+
+
+def frailty_shape_from_raw(raw: tf.Tensor) -> tf.Tensor:
+    """A raw variable -> the shop's frailty shape, in [MIN_FRAILTY_SHAPE, MAX_FRAILTY_SHAPE] log-uniformly."""
+    return _log_bounded(raw, MIN_FRAILTY_SHAPE, MAX_FRAILTY_SHAPE)
+
+
+def with_frailty(params: tf.Tensor, shape: tf.Tensor, total_sessions: tf.Tensor) -> tf.Tensor:
+    """params [B, D, 7] with the frailty k = ``shape`` + the user's repeat sessions (``total_sessions``
+    [B] - 1): Gamma-Poisson's posterior shape, so the more visits, the less spread."""
+    repeat = tf.maximum(tf.cast(total_sessions, params.dtype) - 1.0, 0.0)
+    log_k = tf.math.log(tf.cast(shape, params.dtype) + repeat)[:, None, None] * tf.ones_like(params[..., :1])
+    return tf.concat([params[..., :6], log_k], axis=-1)
+
+
+def _no_visit(expected_before: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """E[exp(-G R)] = (1 + R / k)^-k for R = ``expected_before``: exp(-R) without frailty."""
+    return tf.exp(-shape * tf.math.log1p(expected_before / shape))
 
 
 def _segments(values: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
@@ -148,7 +195,7 @@ def _e(c: tf.Tensor, d: tf.Tensor) -> tf.Tensor:
 
 
 def _expand(params: tf.Tensor, days: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """params [..., 6] and ``days`` [H] or [..., H] -> (params [..., 1, 6], days [..., H])."""
+    """params [..., 7] and ``days`` [H] or [..., H] -> (params [..., 1, 7], days [..., H])."""
     days = tf.convert_to_tensor(days, params.dtype)
     return params[..., None, :], days
 
@@ -170,10 +217,10 @@ def rate_before_next_visit(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
 def survival_there(params: tf.Tensor, days: tf.Tensor) -> tf.Tensor:
     """S_there(d) = P(no visit within d days | still there at the as-of date): [..., H]."""
     p, d = _expand(params, days)
-    dropout = split(p)[5]
+    dropout, shape = split(p)[5][..., None], frailty_shape(p)[..., None]
     grid = d[..., None] * tf.constant(_SHARES)  # [..., H, G]
-    inside = tf.exp(-dropout[..., None] * grid - before_next_visit(params[..., None, :], grid))
-    integral = tf.reduce_sum(_segments(dropout[..., None] * inside, grid), axis=-1)
+    inside = tf.exp(-dropout * grid) * _no_visit(before_next_visit(params[..., None, :], grid), shape)
+    integral = tf.reduce_sum(_segments(dropout * inside, grid), axis=-1)
     return inside[..., -1] + integral
 
 
@@ -211,16 +258,18 @@ def window_visits_there(params: tf.Tensor, n_windows: int | tf.Tensor, window_da
 
 
 def survival_nll(params: tf.Tensor, days_to_next: tf.Tensor, censored: tf.Tensor) -> tf.Tensor:
-    """-log likelihood [B] of each user's time to the next visit, right-censored; params [B, 6].
+    """-log likelihood [B] of each user's time to the next visit, right-censored; params [B, 7].
 
-    Back after d days: -log(p_alive exp(-dropout d - R(d)) lambda(d)) (the user was there, did
-    not leave, and came). Not back by d as far as we know: -log(1 - p_alive + p_alive S_there(d)).
+    Back after d days: -log(p_alive exp(-dropout d) lambda(d) (1 + R(d) / k)^-(k + 1)) (the user
+    was there, did not leave, and came; exp(-R(d)) without frailty). Not back by d as far as we
+    know: -log(1 - p_alive + p_alive S_there(d)).
     """
     d = tf.maximum(tf.cast(days_to_next, params.dtype), 1e-3)[:, None]
     observed = 1.0 - tf.cast(censored, params.dtype)
     log_alive, log_gone = tf.math.log_sigmoid(params[:, 0]), tf.math.log_sigmoid(-params[:, 0])
-    dropout = tf.exp(params[:, 5])
-    back = log_alive - dropout * d[:, 0] - before_next_visit(params, d)[:, 0] + tf.math.log(rate_before_next_visit(params, d)[:, 0] + 1e-12)
+    dropout, shape = tf.exp(params[:, 5]), frailty_shape(params)
+    log_first = -(shape + 1.0) * tf.math.log1p(before_next_visit(params, d)[:, 0] / shape)
+    back = log_alive - dropout * d[:, 0] + log_first + tf.math.log(rate_before_next_visit(params, d)[:, 0] + 1e-12)
     away = tf.reduce_logsumexp(tf.stack([log_gone, log_alive + tf.math.log(survival_there(params, d)[:, 0] + 1e-12)], axis=-1), axis=-1)
     return -(observed * back + (1.0 - observed) * away)
 
@@ -237,22 +286,42 @@ def _log_counts_there(expected: tf.Tensor, counts: tf.Tensor, dispersion: tf.Ten
 
 
 def window_count_nll(params: tf.Tensor, future_sessions: tf.Tensor, window_days: float, dispersion: tf.Tensor | None = None) -> tf.Tensor:
-    """-log likelihood [B] of the visits in each of the next windows, params [B, 6].
+    """-log likelihood [B] of the visits in each of the next windows, params [B, 7].
 
     A user who has left shows no visit in any window; a user still there shows Poisson (or,
     with ``dispersion``, negative binomial) counts with :func:`window_visits_there` as means.
     So the chance of having left is one for all of a user's windows, as it is in the world. A
-    count below 0 marks a window not over when the data end, left out. log n! is left out (it
-    does not depend on the model)."""
+    draw with a frailty (and no ``dispersion``) makes them negative binomial jointly, one G for
+    all the windows. A count below 0 marks a window not over when the data end, left out. log n!
+    is left out (it does not depend on the model)."""
     counts = tf.cast(future_sessions, params.dtype)
     known = counts >= 0
     seen = tf.maximum(counts, 0.0)
     expected = window_visits_there(params, tf.shape(counts)[1], window_days)
     log_there = tf.reduce_sum(tf.where(known, _log_counts_there(expected, seen, dispersion), 0.0), axis=-1)
+    if dispersion is None:
+        log_there = _log_counts_with_frailty(log_there, tf.where(known, expected, 0.0), tf.where(known, seen, 0.0), frailty_shape(params))
     silent = tf.reduce_all(tf.logical_or(~known, seen == 0), axis=-1)
     log_alive, log_gone = tf.math.log_sigmoid(params[:, 0]), tf.math.log_sigmoid(-params[:, 0])
     gone = tf.where(silent, log_gone, tf.fill(tf.shape(log_gone), tf.constant(-1e9, params.dtype)))
     return -tf.reduce_logsumexp(tf.stack([gone, log_alive + log_there], axis=-1), axis=-1)
+
+
+def _log_counts_with_frailty(log_poisson: tf.Tensor, expected: tf.Tensor, counts: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """log P(counts | there) [B] over windows sharing one G ~ Gamma(k, k), from the Poisson
+    log likelihood given G = 1, ``log_poisson`` = sum n log mu - M (windows not over have mu = n = 0):
+
+        lgamma(k + N) - lgamma(k) - N log k + sum n log mu - (k + N) log1p(M / k)
+
+    with N, M the visits and expected visits over the windows (in float64); the Poisson one
+    where k is past ``_NO_FRAILTY_SHAPE``."""
+    n, m = tf.cast(tf.reduce_sum(counts, axis=-1), tf.float64), tf.cast(tf.reduce_sum(expected, axis=-1), tf.float64)
+    k = tf.cast(shape, tf.float64)
+    none = k > _NO_FRAILTY_SHAPE
+    k = tf.where(none, tf.ones_like(k), k)
+    sum_n_log_mu = tf.cast(log_poisson, tf.float64) + m
+    log_p = tf.math.lgamma(k + n) - tf.math.lgamma(k) - n * tf.math.log(k) + sum_n_log_mu - (k + n) * tf.math.log1p(m / k)
+    return tf.where(none, log_poisson, tf.cast(log_p, log_poisson.dtype))
 
 
 def dispersion_from_raw(raw: tf.Tensor) -> tf.Tensor:
@@ -293,11 +362,43 @@ def survival_there_on(params: tf.Tensor, grid: np.ndarray) -> tuple[tf.Tensor, t
     0) at once: the dropout integral is one cumulative sum over the grid, where :func:`survival_there`
     takes a quadrature per day."""
     days = tf.constant(grid)
-    dropout = split(params)[5][..., None]
-    undropped = tf.exp(-dropout * days - before_next_visit(params, days))
+    dropout, shape = split(params)[5][..., None], frailty_shape(params)[..., None]
+    undropped = tf.exp(-dropout * days) * _no_visit(before_next_visit(params, days), shape)
     steps = _segments(dropout * undropped, days)
     left_silent = tf.concat([tf.zeros_like(steps[..., :1]), tf.cumsum(steps, axis=-1)], axis=-1)
     return undropped + left_silent, undropped
+
+
+INTERVAL = (0.1, 0.9)  # the 80% interval every score comes with
+# The shapes G's quantiles are tabulated on (log-spaced), interpolated in log k between them.
+_QUANTILE_SHAPES = np.geomspace(1e-2, _NO_FRAILTY_SHAPE, 241)
+_LOG_FLOOR = -60.0  # log of a quantile too small for float (a shape near 0, a low quantile)
+
+
+@functools.lru_cache(maxsize=8)
+def _log_frailty_quantiles(q: float) -> np.ndarray:
+    """log of the ``q`` quantile of G ~ Gamma(k, k) at every k of ``_QUANTILE_SHAPES``."""
+    from scipy.stats import gamma  # here: a SavedModel holds the table, scoring never calls it
+
+    with np.errstate(divide="ignore"):
+        logged = np.log(gamma.ppf(q, _QUANTILE_SHAPES) / _QUANTILE_SHAPES)
+    return np.maximum(np.nan_to_num(logged, nan=_LOG_FLOOR, neginf=_LOG_FLOOR), _LOG_FLOOR).astype(np.float32)
+
+
+def at_frailty_quantile(params: tf.Tensor, q: float) -> tf.Tensor:
+    """params [..., 7] with each draw's frailty G fixed at its ``q`` quantile: the visit rate
+    times it, no frailty left. P(active) and expected visits rise with G, so a draw's interval
+    is its values at G's INTERVAL quantiles; a draw without frailty stays as it is."""
+    table = tf.constant(_log_frailty_quantiles(float(q)))
+    log_k = params[..., 6]
+    first, last = math.log(_QUANTILE_SHAPES[0]), math.log(_QUANTILE_SHAPES[-1])
+    position = tf.clip_by_value((log_k - first) / ((last - first) / (len(_QUANTILE_SHAPES) - 1)), 0.0, len(_QUANTILE_SHAPES) - 1.0)
+    low = tf.minimum(tf.cast(tf.floor(position), tf.int32), len(_QUANTILE_SHAPES) - 2)
+    share = position - tf.cast(low, position.dtype)
+    log_g = tf.gather(table, low) * (1.0 - share) + tf.gather(table, low + 1) * share
+    log_g = tf.where(log_k >= last, tf.zeros_like(log_g), log_g)[..., None]
+    rates = tf.minimum(params[..., 1:3] + log_g, MAX_LOG_RATE)
+    return tf.concat([params[..., :1], rates, params[..., 3:6], tf.fill(tf.shape(log_k[..., None]), NO_FRAILTY_LOG_SHAPE)], axis=-1)
 
 
 def p_active_on(params: tf.Tensor, days: object) -> tf.Tensor:
@@ -309,7 +410,7 @@ def p_active_on(params: tf.Tensor, days: object) -> tf.Tensor:
 
 
 def silence_curves(params: tf.Tensor, grid: np.ndarray = SILENCE_DAYS) -> dict[str, tf.Tensor]:
-    """For params [B, D, 6] (D draws of each user's state), on ``grid`` [G] from 0, if the user
+    """For params [B, D, 7] (D draws of each user's state), on ``grid`` [G] from 0, if the user
     stays silent that long:
 
     - ``silent``: P(no visit within d) over the draws, [B, G] (the decay curve);
@@ -322,7 +423,10 @@ def silence_curves(params: tf.Tensor, grid: np.ndarray = SILENCE_DAYS) -> dict[s
     survival, undropped = survival_there_on(params, grid)  # [B, D, G]
     silent = tf.reduce_mean(1.0 - p_there + p_there * survival, axis=1)
     there_joint = tf.reduce_mean(p_there * undropped, axis=1)
-    rate = tf.reduce_mean(p_there * undropped * (baseline + excitation * tf.exp(-tf.constant(grid) / tau)), axis=1) / silent
+    # E[G | no visit yet] = k / (k + R(d)): a silent user is likelier a slow one.
+    shape = frailty_shape(params)[..., None]
+    slower = 1.0 / (1.0 + before_next_visit(params, tf.constant(grid)) / shape)
+    rate = tf.reduce_mean(p_there * undropped * slower * (baseline + excitation * tf.exp(-tf.constant(grid) / tau)), axis=1) / silent
     return {"silent": silent, "rate": rate, "there": there_joint / silent, "active_by_draw": p_there * (1.0 - survival), "grid": grid}
 
 

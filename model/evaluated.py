@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 IMPORTANCE_USERS = 20_000
 # Expected visits are checked over the next 2 and 4 future windows; the decay check splits the longer.
 VISIT_CHECK_WINDOWS = (2, 4)
-# Every interval is an 80% one: from the 10th to the 90th percentile.
-INTERVAL = (0.1, 0.9)
 # The decay curves by decile are compared with what was observed up to these days (and the longest horizon).
 CURVE_CHECK_DAYS = (91,)
 
@@ -152,8 +150,7 @@ def visit_checks(  # noqa: ANN001
             metrics[f"visits_calibration_max_error_vs_truth_{k * window_days}d"] = float(errors.max())
             # The 80% interval of each user's expected visits (over the draws of their state)
             # against what the truth expects of them.
-            by_draw = scorer.expected_visits_by_draw(params[known], [k * window_days])[..., 0]
-            low, high = np.quantile(by_draw, INTERVAL, axis=1)
+            low, high = (bound[:, 0] for bound in scorer.expected_visits_interval_from(params[known], [k * window_days]))
             inside = (low <= truth_expected) & (truth_expected <= high)
             metrics[f"truth_visits_interval_coverage_{k * window_days}d"] = float(inside.mean())
         metrics[f"visits_predicted_over_observed_{k * window_days}d"] = float(expected.sum() / max(table["observed_visits"].sum(), 1))
@@ -274,25 +271,42 @@ def visit_accuracy_by_history(
     return pd.DataFrame(rows)
 
 
-def count_interval(p_alive: np.ndarray, visits_there: np.ndarray, mass: float = 0.8, max_count: int | None = None) -> np.ndarray:
+def count_interval(
+    p_alive: np.ndarray, visits_there: np.ndarray, mass: float = 0.8, max_count: int | None = None, frailty_shape: np.ndarray | None = None
+) -> np.ndarray:
     """Each user's interval of the number of visits within a horizon that holds ``mass`` of
     the probability: (low, high, its probability) per user, [B, 3].
 
     The visits are the model's mixture over the user's draws: none when gone (1 - p_alive), else
-    Poisson with the draw's expected visits (``visits_there`` [B, D], ``p_alive`` [B, D]). Counts
+    Poisson with the draw's expected visits (``visits_there`` [B, D], ``p_alive`` [B, D]), or
+    with a frailty of shape k (``frailty_shape`` [B, D]) negative binomial (a Poisson whose mean
+    is spread by G ~ Gamma(k, k)); a shape past 1e8 is none. Counts
     are whole numbers, so no interval holds exactly ``mass``: it starts at the 10th percentile
     and ends where its probability comes closest to ``mass``; the probability it does hold is
     returned, so coverage is judged against what was promised."""
-    from scipy.stats import poisson
+    from scipy.stats import nbinom, poisson
 
     p_alive, visits_there = np.asarray(p_alive, np.float64), np.asarray(visits_there, np.float64)
+    shape = np.full_like(visits_there, np.inf) if frailty_shape is None else np.asarray(frailty_shape, np.float64)
+    shape = np.where(shape > 1e8, np.inf, shape)
     tail = (1.0 - mass) / 2.0
-    top = max_count or int(np.ceil(poisson.ppf(0.9999, max(float(visits_there.max()), 1e-9)))) + 1
+    highest, widest = max(float(visits_there.max()), 1e-9), float(shape.min())  # the longest tail
+    if max_count:
+        top = max_count
+    elif np.isfinite(widest):
+        top = int(nbinom.ppf(0.9999, widest, widest / (widest + highest))) + 1
+    else:
+        top = int(np.ceil(poisson.ppf(0.9999, highest))) + 1
     counts = np.arange(top + 1)
     result = np.zeros((len(p_alive), 3))
-    for start in range(0, len(p_alive), 2_000):
-        alive, mean = p_alive[start : start + 2_000], visits_there[start : start + 2_000]
-        pmf = (alive[..., None] * poisson.pmf(counts, np.maximum(mean, 1e-12)[..., None])).mean(axis=1)  # [b, K]
+    rows = max(1, 4_000_000 // (visits_there.shape[1] * len(counts)))  # users per step: about 32 MB a step
+    for start in range(0, len(p_alive), rows):
+        alive, mean, k = p_alive[start : start + rows], visits_there[start : start + rows], shape[start : start + rows]
+        mean = np.maximum(mean, 1e-12)[..., None]
+        finite = np.isfinite(k)[..., None]
+        safe_k = np.where(finite, k[..., None], 1.0)
+        by_count = np.where(finite, nbinom.pmf(counts, safe_k, safe_k / (safe_k + mean)), poisson.pmf(counts, mean))
+        pmf = (alive[..., None] * by_count).mean(axis=1)  # [b, K]
         pmf[:, 0] += (1.0 - alive).mean(axis=1)
         cdf = np.cumsum(pmf, axis=1)
         low = np.argmax(cdf >= tail - 1e-12, axis=1)
@@ -300,7 +314,7 @@ def count_interval(p_alive: np.ndarray, visits_there: np.ndarray, mass: float = 
         held = cdf - below[:, None]  # the probability of [low, k] for every k
         held = np.where(counts[None, :] >= low[:, None], held, -np.inf)
         high = np.argmin(np.abs(held - mass), axis=1)
-        result[start : start + 2_000] = np.column_stack([low, high, np.take_along_axis(held, high[:, None], axis=1)[:, 0]])
+        result[start : start + rows] = np.column_stack([low, high, np.take_along_axis(held, high[:, None], axis=1)[:, 0]])
     return result
 
 
@@ -431,8 +445,8 @@ def future_checks(scorer, evaluated: Evaluated) -> tuple[dict[str, pd.DataFrame]
                     f"{name}_visits_total_ratio_{h}d": row.total_ratio,
                 }
             )
-        p_alive, there = scorer.by_draw(params, [h])
-        interval = count_interval(p_alive, there[..., 0])
+        p_alive, there, frailty = scorer.by_draw(params, [h])
+        interval = count_interval(p_alive, there[..., 0], frailty_shape=frailty)
         by_decile = interval_coverage(interval, observed, expected).assign(horizon_days=h)
         coverage.append(by_decile)
         metrics[f"visits_interval_coverage_{h}d"] = float(by_decile.loc[by_decile["decile"] == "all", "coverage"].iloc[0])

@@ -34,10 +34,12 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
+from interest_decay.contract import STATIC_FEATURES
 from interest_decay.model import decay
 from interest_decay.model.btyd import Mixer, copies_of, weighed_sum
 
 SESSIONS_FEATURE = 0  # index of "sessions" in the window features: a window is active when > 0
+TOTAL_SESSIONS = STATIC_FEATURES.index("total_sessions")  # in the static features: the frailty's evidence
 # Draws of z's noise at scoring: fixed and seeded, so a user scores the same every time.
 DRAWS_SEED = 20261203
 # Draws of z each training row's likelihood averages over (random; scoring's are fixed).
@@ -56,6 +58,9 @@ class ModelShape:
     hidden_units: int = 32
     latent_dim: int = 8
     use_vae: bool = True
+    # Each user's visit rate times G ~ Gamma(k, k), k = a shape learned for the shop + the user's
+    # repeat sessions (model/decay.py): the spread the history leaves, without the VAE too.
+    frailty: bool = False
     # Draws of z a score averages over (with the VAE; one without).
     draws: int = 32
     # Windows after the as-of date whose visits label the view.
@@ -124,19 +129,32 @@ def draw_quantile(values: tf.Tensor, q: float) -> tf.Tensor:
     return ordered[:, low] * (1.0 - share) + ordered[:, high] * share
 
 
-INTERVAL = (0.1, 0.9)  # the 80% interval every score comes with
+INTERVAL = decay.INTERVAL
 
 
-def interval(by_draw: tf.Tensor, point: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def interval(by_draw: tf.Tensor, point: tf.Tensor, by_draw_high: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """(low, high): the 10th and 90th percentiles over the draws (axis 1) of ``by_draw``, widened
     to hold ``point``, the mixture's own value, which can lie outside its draws' spread (a mean
-    pulled by a long tail; a half-life of a mixture of fadings)."""
-    return tf.minimum(draw_quantile(by_draw, INTERVAL[0]), point), tf.maximum(draw_quantile(by_draw, INTERVAL[1]), point)
+    pulled by a long tail; a half-life of a mixture of fadings). With a frailty, ``by_draw`` holds
+    each draw at G's 10th percentile and ``by_draw_high`` at its 90th (decay.at_frailty_quantile)."""
+    high = by_draw if by_draw_high is None else by_draw_high
+    return tf.minimum(draw_quantile(by_draw, INTERVAL[0]), point), tf.maximum(draw_quantile(high, INTERVAL[1]), point)
 
 
 class _Scores:
-    """What scoring reads from a model (``shape_spec`` and a call that returns ``params`` [B, D, 6],
+    """What scoring reads from a model (``shape_spec`` and a call that returns ``params`` [B, D, 7],
     with the VAE ``z_mean``, ``x_hat`` and ``x_norm`` too): every score from the draws' mixture."""
+
+    @staticmethod
+    def _at_frailty_quantile(parts: list[tuple[tf.Tensor, float, int]], horizons: list[int], q: float) -> tuple[tf.Tensor, tf.Tensor]:
+        """(P(active) [B, D, H], expected visits [B, D, H]) of every draw of the mixture's
+        ``parts`` with its frailty at its ``q`` quantile."""
+        fixed = [decay.at_frailty_quantile(draws, q) for draws, _, _ in parts]
+        copies = [c for _, _, c in parts]
+        return (
+            copies_of([decay.p_active_on(draws, horizons) for draws in fixed], copies),
+            copies_of([decay.expected_visits(draws, tf.constant(horizons, tf.float32)) for draws in fixed], copies),
+        )
 
     def predict_curves(self, inputs: dict, days: object, mixer: Mixer | None = None) -> dict:
         """Every score of a batch of users; ``days`` are the decay curve's (known when the graph
@@ -167,8 +185,12 @@ class _Scores:
             "p_active": mean([tf.reduce_mean(v, axis=1) for v in p_active_parts]),
             "expected_visits": mean([tf.reduce_mean(v, axis=1) for v in visits_parts]),
         }
-        p_low, p_high = interval(p_active, point["p_active"])
-        v_low, v_high = interval(visits, point["expected_visits"])
+        at_low, at_high = (p_active, visits), None
+        if self.shape_spec.frailty:
+            # Each draw at its frailty's 10th and 90th percentiles (the drivers' signature does not pay for it).
+            at_low, at_high = (self._at_frailty_quantile(parts, horizons, q) for q in INTERVAL)
+        p_low, p_high = interval(at_low[0], point["p_active"], None if at_high is None else at_high[0])
+        v_low, v_high = interval(at_low[1], point["expected_visits"], None if at_high is None else at_high[1])
         h_low, h_high = interval(half_life_by_draw, half_life)
         params = copies_of([draws for draws, _, _ in parts], copies)
         result = {
@@ -227,11 +249,17 @@ class InterestDecayModel(_Scores, tf.keras.Model):
             decay.raw_for_log_bounded(1.0 / 1000.0, decay.MIN_DROPOUT, decay.MAX_DROPOUT),
         ]
         self.head_out = tf.keras.layers.Dense(
-            decay.N_PARAMS, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
+            decay.N_RAW, bias_initializer=tf.keras.initializers.Constant(bias), kernel_initializer="zeros"
         )
         # Each input window's middle, in days before the as-of date: the age of its visits.
         self.window_ages = tf.constant((np.arange(shape.n_windows)[::-1] + 0.5) * shape.window_days, tf.float32)
         self.kl_weight = tf.Variable(0.0, trainable=False, name="kl_weight")
+        self.frailty_raw = None
+        if shape.frailty:
+            start = decay.raw_for_log_bounded(2.0, decay.MIN_FRAILTY_SHAPE, decay.MAX_FRAILTY_SHAPE)
+            self.frailty_raw = self.add_weight(
+                name="frailty_shape_raw", shape=(), initializer=tf.keras.initializers.Constant(start), trainable=True
+            )
         self.dispersion_raw = None
         if self.loss_weights_spec.count_likelihood == "negative_binomial":
             # 0 is a dispersion of 0.1, the geometric middle of its bounds.
@@ -256,7 +284,7 @@ class InterestDecayModel(_Scores, tf.keras.Model):
         return {"encoded": encoded, "step_logits": step_logits, "x_norm": xn}
 
     def head(self, encoded: tf.Tensor, z: tf.Tensor | None, sessions: tf.Tensor) -> tf.Tensor:
-        """params [B, D, 6] for ``z`` [B, D, latent] (D draws; None without the VAE: one)."""
+        """params [B, D, 7] for ``z`` [B, D, latent] (D draws; None without the VAE: one)."""
         encoded = tf.cast(encoded, tf.float32)
         if z is None:
             head_input = encoded[:, None, :]
@@ -267,7 +295,7 @@ class InterestDecayModel(_Scores, tf.keras.Model):
         return decay.params_from_raw(raw, sessions, self.window_ages)
 
     def call(self, inputs: dict, training: bool = False) -> dict:
-        """params [B, D, 6]: in training ``TRAINING_DRAWS`` random draws of z from the user's
+        """params [B, D, 7]: in training ``TRAINING_DRAWS`` random draws of z from the user's
         posterior; otherwise its ``shape.draws`` fixed draws (one draw without the VAE)."""
         history = self.encode(inputs, training)
         encoded = history["encoded"]
@@ -288,7 +316,13 @@ class InterestDecayModel(_Scores, tf.keras.Model):
         # decay maths stay in float32.
         out = {k: tf.cast(v, tf.float32) for k, v in out.items()}
         out["params"] = self.head(encoded, z, sessions)
+        if self.frailty_raw is not None:
+            out["params"] = decay.with_frailty(out["params"], self.frailty_shape(), inputs["static"][:, TOTAL_SESSIONS])
         return out
+
+    def frailty_shape(self) -> tf.Tensor | None:
+        """The shop's frailty shape, before each user's repeat sessions are added (None: no frailty)."""
+        return None if self.frailty_raw is None else decay.frailty_shape_from_raw(self.frailty_raw)
 
     def build_with_zeros(self) -> None:
         """Create every weight now, by a call on one all-zero user (the input shapes are known)."""
@@ -301,7 +335,7 @@ class InterestDecayModel(_Scores, tf.keras.Model):
         self(inputs, training=False)
 
     def decay_nll(self, params: tf.Tensor, inputs: dict, targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
-        """(survival NLL [B], count NLL [B] weighted per row) of params [B, 6]."""
+        """(survival NLL [B], count NLL [B] weighted per row) of params [B, 7]."""
         w = self.loss_weights_spec
         survival = decay.survival_nll(params, targets["days_to_next"], targets["censored"])
         counts = tf.zeros_like(survival)
@@ -316,7 +350,7 @@ class InterestDecayModel(_Scores, tf.keras.Model):
         return survival, counts
 
     def mixture_nll(self, params: tf.Tensor, inputs: dict, targets: dict) -> dict:
-        """The future's likelihood under the mixture of the draws params [B, D, 6]:
+        """The future's likelihood under the mixture of the draws params [B, D, 7]:
         ``decay_nll`` [B] = -log of the mean over the draws of each draw's likelihood (survival
         and counts together), and each part's own mixture NLL (``survival_nll``, ``count_nll``)."""
         draws = tf.shape(params)[1]

@@ -65,7 +65,7 @@ class Scorer:
         return np.concatenate(parts) if parts else np.zeros((0, len(days)), np.float32)
 
     def draws_of(self, decay_params: np.ndarray) -> np.ndarray:
-        """``decay_params`` as a call returns them, [B, D x 6], as [B, D, 6]: each user's draws."""
+        """``decay_params`` as a call returns them, [B, D x 7], as [B, D, 7]: each user's draws."""
         params = np.asarray(decay_params, np.float32)
         return params.reshape(len(params), -1, decay.N_PARAMS)
 
@@ -87,13 +87,20 @@ class Scorer:
         params = tf.constant(self.draws_of(decay_params))
         return tf.reduce_mean(decay.expected_visits(params, tf.constant(list(days), tf.float32)), axis=1).numpy()
 
-    def expected_visits_by_draw(self, decay_params: np.ndarray, days: list[float]) -> np.ndarray:
-        """Expected visits within each of ``days`` for each draw, users x draws x days."""
+    def expected_visits_interval_from(self, decay_params: np.ndarray, days: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the 80% interval of the expected visits within each of ``days``, users
+        x days, as the scores' ``expected_visits_<h>d_low`` / ``_high`` are made: the draws'
+        spread, each draw at its frailty's 10th and 90th percentiles, widened to hold the mean."""
         params = tf.constant(self.draws_of(decay_params))
-        return decay.expected_visits(params, tf.constant(list(days), tf.float32)).numpy()
+        d = tf.constant(list(days), tf.float32)
+        mean = tf.reduce_mean(decay.expected_visits(params, d), axis=1).numpy()
+        low, high = (decay.expected_visits(decay.at_frailty_quantile(params, q), d).numpy() for q in decay.INTERVAL)
+        return np.minimum(np.quantile(low, decay.INTERVAL[0], axis=1), mean), np.maximum(np.quantile(high, decay.INTERVAL[1], axis=1), mean)
 
-    def by_draw(self, decay_params: np.ndarray, days: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    def by_draw(self, decay_params: np.ndarray, days: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(P(still there) [B, D], the visits within each of ``days`` of a user still there
-        [B, D, H]) for each of the user's draws: the parts of the mixture a count interval needs."""
+        [B, D, H], the frailty's shape k [B, D]) for each of the user's draws: the parts of the
+        mixture a count interval needs."""
         params = tf.constant(self.draws_of(decay_params))
-        return decay.p_alive(params).numpy(), decay.expected_visits_there(params, tf.constant(list(days), tf.float32)).numpy()
+        there = decay.expected_visits_there(params, tf.constant(list(days), tf.float32)).numpy()
+        return decay.p_alive(params).numpy(), there, decay.frailty_shape(params).numpy()

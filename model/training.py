@@ -249,9 +249,9 @@ def _finish(model: InterestDecayModel, result: FitResult, averager: WeightAverag
         log.info("final weights: the mean of %d epochs from epoch %d", result.averaged_epochs, averager.first_epoch)
     if val_sample is not None:
         result.final_metrics = validation_metrics(model, val_sample)
-    dispersion = model.count_dispersion()
-    if dispersion is not None:
-        result.final_metrics["count_dispersion"] = float(dispersion.numpy())
+    for name, value in (("count_dispersion", model.count_dispersion()), ("frailty_shape", model.frailty_shape())):
+        if value is not None:
+            result.final_metrics[name] = float(value.numpy())
     return result
 
 
@@ -273,9 +273,10 @@ def average_members(
     )
     if val_sample is not None:
         result.final_metrics = validation_metrics(average, val_sample)
-    dispersions = [r.final_metrics["count_dispersion"] for r in results if "count_dispersion" in r.final_metrics]
-    if dispersions:
-        result.final_metrics["count_dispersion"] = float(np.mean(dispersions))
+    for name in ("count_dispersion", "frailty_shape"):
+        values = [r.final_metrics[name] for r in results if name in r.final_metrics]
+        if values:
+            result.final_metrics[name] = float(np.mean(values))
     log.info(
         "the saved model is the mixture of %d members' draws; validation AUCs of the members: %s, of the mixture: %s",
         len(models),

@@ -90,9 +90,8 @@ def test_the_mixer_weighs_the_two_parts_by_copies_of_their_draws(weight: float, 
     frequency, recency, age = (v[:50] for v in _cdnow_users())
     static = tf.constant(_static(frequency, recency, age))
     rng = np.random.default_rng(draws)
-    network = tf.constant(
-        np.stack([[0.5, -3.0, -2.0, 5.0, 0.3, -4.0]] * draws, axis=0)[None] + rng.normal(0, 0.3, (50, draws, 6)), tf.float32
-    )
+    state = np.stack([[0.5, -3.0, -2.0, 5.0, 0.3, -4.0]] * draws, axis=0)[None] + rng.normal(0, 0.3, (50, draws, 6))
+    network = tf.constant(np.concatenate([state, np.full((50, draws, 1), decay.NO_FRAILTY_LOG_SHAPE)], axis=-1), tf.float32)
     mixed = btyd.Mixer(btyd.Blend(PRIOR, weight))(network, static)
 
     def p_active(params: tf.Tensor) -> np.ndarray:
@@ -136,7 +135,7 @@ def test_validation_picks_pareto_nbd_on_its_own_shop_and_the_network_when_it_is_
     val_sample = _pareto_nbd_shop(600, PRIOR, window_days=7, windows=4, seed=0)
     posterior = btyd.ParetoNBDPosterior(PRIOR)
     # A network that says the same of everyone: there, one visit a fortnight, no dropout.
-    same_for_all = tf.constant([[[3.0, np.log(1 / 14), -20.0, 1.0, 0.0, np.log(1e-5)]]], tf.float32)
+    same_for_all = tf.constant([[[3.0, np.log(1 / 14), -20.0, 1.0, 0.0, np.log(1e-5), decay.NO_FRAILTY_LOG_SHAPE]]], tf.float32)
 
     def constant(inputs: dict) -> tf.Tensor:
         return tf.tile(same_for_all, [tf.shape(inputs["static"])[0], 1, 1])

@@ -264,3 +264,29 @@ def test_spearman_by_past_sessions() -> None:
     assert table.loc["all", "good"] == pytest.approx(1.0) and table.loc["all", "reversed"] == pytest.approx(-1.0)
     assert table.loc["2-4", "users"] == 4 and table.loc["20+", "good"] == pytest.approx(1.0)
     assert np.isnan(table.loc["5-9", "good"])  # nobody there
+
+
+def test_count_intervals_hold_what_they_promise_poisson_or_negative_binomial() -> None:
+    """Users drawn from the mixture the interval is made from (gone, else Poisson or negative
+    binomial): the share inside is the probability promised, and a frailty widens the interval."""
+    from interest_decay.model.evaluated import count_interval
+
+    rng = np.random.default_rng(0)
+    n, p, mean, shape = 20_000, 0.7, 3.0, 1.5
+    p_alive, there = np.full((n, 1), p), np.full((n, 1), mean)
+    alive = rng.random(n) < p
+    for k in (None, shape):
+        rates = np.full(n, mean) if k is None else rng.gamma(k, mean / k, n)
+        observed = np.where(alive, rng.poisson(rates), 0)
+        interval = count_interval(p_alive, there, frailty_shape=None if k is None else np.full((n, 1), k))
+        inside = (interval[:, 0] <= observed) & (observed <= interval[:, 1])
+        assert inside.mean() == pytest.approx(interval[0, 2], abs=0.015), k
+        assert abs(interval[0, 2] - 0.8) < 0.1
+    busy, ten = np.ones((1, 1)), np.full((1, 1), 10.0)  # there for sure, ten visits expected
+    poisson_low, poisson_high, _ = count_interval(busy, ten)[0]
+    low, high, _ = count_interval(busy, ten, frailty_shape=np.full((1, 1), shape))[0]
+    assert low < poisson_low and high > poisson_high
+    # A shape past 1e8 is no frailty.
+    np.testing.assert_array_equal(
+        count_interval(p_alive[:5], there[:5], frailty_shape=np.full((5, 1), 1e13)), count_interval(p_alive[:5], there[:5])
+    )

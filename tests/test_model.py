@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy.stats import nbinom, poisson
+from scipy.stats import gamma, multinomial, nbinom, poisson
 
 from interest_decay.model import decay
 from interest_decay.model.distributed import RunPlan, build_model, member_checkpoints, train_in_process
-from interest_decay.model.export import decay_curve_days
+from interest_decay.model.export import decay_curve_days, save_model
 from interest_decay.model.network import InterestDecayModel, LossWeights, ModelShape, fit_normalisation
 from interest_decay.model.scorer import Scorer
 from interest_decay.model.training import as_dataset, fit, steps_for, validation_visits
@@ -19,10 +20,14 @@ SHAPE = ModelShape(
 )
 
 
-def _params(p_alive: float, baseline: float, excitation: float, tau: float, branching: float, dropout: float) -> tf.Tensor:
-    """One user's (one draw's) parameter vector, [1, 6], from the quantities it stands for."""
+def _params(
+    p_alive: float, baseline: float, excitation: float, tau: float, branching: float, dropout: float, frailty_shape: float | None = None
+) -> tf.Tensor:
+    """One user's (one draw's) parameter vector, [1, 7], from the quantities it stands for
+    (``frailty_shape`` None: no frailty)."""
+    log_shape = decay.NO_FRAILTY_LOG_SHAPE if frailty_shape is None else np.log(frailty_shape)
     return tf.constant(
-        [[np.log(p_alive / (1 - p_alive)), np.log(baseline), np.log(excitation), tau, branching, np.log(dropout)]], tf.float32
+        [[np.log(p_alive / (1 - p_alive)), np.log(baseline), np.log(excitation), tau, branching, np.log(dropout), log_shape]], tf.float32
     )
 
 
@@ -45,17 +50,17 @@ def _toy(n: int, seed: int = 0) -> tuple[dict, dict]:
     return {"x": x, "mask": mask, "static": static}, targets
 
 
-def _model(inputs: dict, use_vae: bool = True) -> InterestDecayModel:
-    shape = ModelShape(**{**SHAPE.to_dict(), "use_vae": use_vae, "horizons_days": SHAPE.horizons_days})
+def _model(inputs: dict, use_vae: bool = True, frailty: bool = False) -> InterestDecayModel:
+    shape = ModelShape(**{**SHAPE.to_dict(), "use_vae": use_vae, "frailty": frailty, "horizons_days": SHAPE.horizons_days})
     model = InterestDecayModel(shape, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]))
     model.compile(optimizer=tf.keras.optimizers.legacy.Adam(5e-3))
     return model
 
 
-@pytest.mark.parametrize("use_vae", [True, False])
-def test_every_score_has_its_shape_and_its_interval_holds_it(use_vae: bool) -> None:
+@pytest.mark.parametrize(("use_vae", "frailty"), [(True, False), (False, False), (False, True)])
+def test_every_score_has_its_shape_and_its_interval_holds_it(use_vae: bool, frailty: bool) -> None:
     inputs, _ = _toy(40)
-    model = _model(inputs, use_vae)
+    model = _model(inputs, use_vae, frailty)
     model.build_with_zeros()
     out = model.predict_curves(inputs, [1.0, 7.0, 90.0])
     draws = SHAPE.draws if use_vae else 1
@@ -65,8 +70,11 @@ def test_every_score_has_its_shape_and_its_interval_holds_it(use_vae: bool) -> N
         assert (out[f"{name}_low"] <= out[name]).numpy().all() and (out[name] <= out[f"{name}_high"]).numpy().all()
     low, point, high = (out[f"interest_half_life_days{b}"].numpy() for b in ("_low", "", "_high"))
     assert (low <= point).all() and (point <= high).all()
-    if not use_vae:  # one draw: nothing to be unsure about
+    if not use_vae and not frailty:  # one draw: nothing to be unsure about
         np.testing.assert_array_equal(out["p_active_low"], out["p_active_high"])
+    if frailty:  # one draw, but an uncertain rate: the interval is the frailty's
+        assert (out["expected_visits_high"] > out["expected_visits_low"]).numpy().all()
+        np.testing.assert_allclose(low, high, rtol=1e-3)  # G scales the whole rate: the half-life does not depend on it
     assert ("z" in out) == use_vae
     for name in ("p_alive", "interest_now", "dropout_share"):
         assert ((0 <= out[name]) & (out[name] <= 1)).numpy().all()
@@ -217,6 +225,88 @@ def test_scoring_draws_the_same_every_time_and_training_draws_anew() -> None:
         np.testing.assert_array_equal(first[name].numpy(), again[name].numpy())
     one, two = model(inputs, training=True)["params"], model(inputs, training=True)["params"]
     assert one.shape == (64, 8, decay.N_PARAMS) and not np.allclose(one.numpy(), two.numpy())
+
+
+def test_the_frailty_keeps_expected_visits_and_gives_gamma_poisson_in_closed_form() -> None:
+    """A hand-set user (there with p, a Poisson rate lambda, no excitation): with the rate times
+    G ~ Gamma(k, k), k = shape + repeat sessions, P(no visit within d | there) is
+    (1 + lambda d / k)^-k, the expected visits stay p lambda d, the interval is the value at G's
+    10th and 90th percentiles (fewer past visits, a wider one), and the visits in the next
+    windows are negative binomial jointly."""
+    p, rate, shape = 0.8, 0.1, 1.5
+    sessions = np.array([1.0, 3.0, 51.0], np.float32)  # repeat sessions 0, 2, 50: k = 1.5, 3.5, 51.5
+    k = shape + sessions - 1
+    plain = tf.concat([_params(p, rate, 1e-12, 1.0, 1e-6, 1e-5)] * 3, axis=0)[:, None, :]
+    with_frailty = decay.with_frailty(plain, tf.constant(shape), tf.constant(sessions))
+    np.testing.assert_allclose(decay.frailty_shape(with_frailty).numpy()[:, 0], k, rtol=1e-5)
+    days = np.array([7.0, 30.0, 91.0], np.float32)
+    visits = decay.expected_visits(with_frailty, tf.constant(days)).numpy()[:, 0]
+    np.testing.assert_allclose(visits, decay.expected_visits(plain, tf.constant(days)).numpy()[:, 0], rtol=1e-6)
+    closed_form = p * (1.0 - (1.0 + rate * days[None, :] / k[:, None]) ** -k[:, None])
+    # Within what the dropout of 1e-5 a day (the least there is) takes from 91 days.
+    np.testing.assert_allclose(decay.p_active_on(with_frailty, list(days)).numpy()[:, 0], closed_form, atol=5e-4)
+    bounds = [decay.expected_visits(decay.at_frailty_quantile(with_frailty, q), tf.constant(days)).numpy()[:, 0] for q in decay.INTERVAL]
+    for bound, q in zip(bounds, decay.INTERVAL, strict=True):
+        np.testing.assert_allclose(bound, visits * (gamma.ppf(q, k) / k)[:, None], rtol=2e-3)
+    width = (bounds[1] - bounds[0])[:, 1] / visits[:, 1]
+    assert width[0] > width[1] > width[2] > 0  # the less history, the wider
+    np.testing.assert_allclose(decay.at_frailty_quantile(plain, 0.1), plain)  # no frailty, no spread
+    # Two weekly windows sharing one G: the total is negative binomial, split as a multinomial.
+    counts = np.array([[0.0, 0.0], [3.0, 1.0], [2.0, -1.0]], np.float32)
+    log_p = -decay.window_count_nll(with_frailty[:, 0], tf.constant(counts), 7.0).numpy()
+    for i, row in enumerate(counts):
+        n = row[row >= 0]
+        mean = np.full(len(n), rate * 7.0)
+        there = nbinom.pmf(n.sum(), k[i], k[i] / (k[i] + mean.sum())) * multinomial.pmf(n, n.sum(), mean / mean.sum())
+        likelihood = p * there + (1 - p) * (n.sum() == 0)
+        # The likelihood leaves log n! out.
+        assert log_p[i] - sum(math.lgamma(c + 1) for c in n) == pytest.approx(np.log(likelihood), abs=1e-3)
+
+
+def test_a_saved_model_with_a_frailty_serves_its_intervals_to_every_reader(tmp_path: Path) -> None:
+    """Through the SavedModel: the light P(active) signature and the decay parameters give back
+    the scores, and the scorer's interval of expected visits is the scores' own."""
+    inputs, _ = _toy(64)
+    norm = fit_normalisation(inputs["x"], inputs["mask"], inputs["static"])
+    model = InterestDecayModel(ModelShape(**{**SHAPE.to_dict(), "use_vae": False, "frailty": True}), norm)
+    model.build_with_zeros()
+    save_model(model, tmp_path / "model", norm, {"horizons_days": list(SHAPE.horizons_days)})
+    scorer = Scorer(tmp_path / "model")
+    assert scorer.metadata["model_shape"]["frailty"] is True
+    scores = scorer(inputs)
+    horizons = list(SHAPE.horizons_days)
+    np.testing.assert_allclose(scorer.p_active(inputs), scores["p_active"], rtol=1e-5)
+    np.testing.assert_allclose(scorer.p_active_from(scores["decay_params"], horizons), scores["p_active"], rtol=1e-4)
+    low, high = scorer.expected_visits_interval_from(scores["decay_params"], horizons)
+    np.testing.assert_allclose(low, scores["expected_visits_low"], rtol=1e-4)
+    np.testing.assert_allclose(high, scores["expected_visits_high"], rtol=1e-4)
+    assert (high > low).all() and (scores["p_active_high"] > scores["p_active_low"]).all()
+
+
+@pytest.mark.parametrize("true_shape", [0.5, 2.0, 8.0])
+def test_the_count_likelihood_is_highest_at_the_users_true_spread(true_shape: float) -> None:
+    """Users whose rates are Gamma(true_shape) around one mean, and a draw that knows only the
+    mean: of the shapes tried, the true one makes their weekly visits the most likely; a draw
+    that knows each user's own rate needs no frailty."""
+    rng = np.random.default_rng(3)
+    n, mean = 4000, 0.2
+    rates = rng.gamma(true_shape, mean / true_shape, n)
+    counts = tf.constant(rng.poisson(rates[:, None] * 7.0, (n, 4)), tf.float32)
+    one_visit = tf.ones(n)  # no repeat sessions: k is the shape itself
+    only_the_mean = tf.concat([_params(0.999999, mean, 1e-12, 1.0, 1e-6, 1e-5)] * n, axis=0)[:, None, :]
+
+    def log_likelihood(params: tf.Tensor, shape: float | None) -> float:
+        with_shape = params if shape is None else decay.with_frailty(params, tf.constant(shape), one_visit)
+        return -float(tf.reduce_mean(decay.window_count_nll(with_shape[:, 0], counts, 7.0)))
+
+    shapes = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    scores = {shape: log_likelihood(only_the_mean, shape) for shape in shapes}
+    assert max(scores, key=scores.get) == true_shape, scores
+    assert scores[true_shape] > log_likelihood(only_the_mean, None)
+    own_rate = tf.concat(
+        [only_the_mean[..., :1], tf.math.log(tf.constant(rates, tf.float32))[:, None, None], only_the_mean[..., 2:]], axis=-1
+    )
+    assert log_likelihood(own_rate, None) > log_likelihood(own_rate, 4.0) > log_likelihood(own_rate, 0.5)
 
 
 def test_loss_falls_and_the_model_learns(tmp_path: Path) -> None:

@@ -118,9 +118,12 @@ class TrainSettings(_Strict):
     # The latent state z, drawn from each user's posterior given their history: a score is the
     # mean over `posterior_draws` draws, its 80% interval their spread (model/network.py).
     # false (the default, chosen on validation users: docs/results): no z, one draw, the scores'
-    # intervals of zero width (the count intervals the evaluation checks still come from the
-    # mixture of being there or not).
+    # intervals from the frailty alone (train.frailty).
     use_vae: bool = False
+    # Each user's visit rate times a frailty G ~ Gamma(k, k), k = a shape the network learns for
+    # the shop + the user's repeat sessions: how much users with the same history still differ,
+    # and the scores' 80% intervals without the VAE (docs/model.md).
+    frailty: bool = True
     posterior_draws: int = Field(32, ge=2)
     # Weight of KL(posterior || N(0, I)): an anchor for the latent's scale; the likelihood of the
     # future sets how wide each user's posterior is.
