@@ -44,7 +44,14 @@ def synthetic_view(rows: int, n_windows: int = 12, n_features: int = 12, seed: i
 def run_once(inputs: dict, targets: dict, epochs: int, batch_size: int, mixed_precision: bool, use_vae: bool = True) -> dict:
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
     shape = ModelShape(
-        n_windows=12, n_window_features=12, n_static=5, window_days=7, horizons_days=(7, 14, 30), hidden_units=64, use_vae=use_vae
+        n_windows=12,
+        n_window_features=12,
+        n_static=5,
+        window_days=7,
+        horizons_days=(7, 14, 30),
+        hidden_units=64,
+        use_vae=use_vae,
+        frailty=True,  # as train.frailty's default
     )
     model = InterestDecayModel(shape, fit_normalisation(inputs["x"], inputs["mask"], inputs["static"]))
     model.compile(optimizer=tf.keras.optimizers.legacy.Adam(2e-3))

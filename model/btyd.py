@@ -284,7 +284,7 @@ def blend_on_validation(
     highest likelihood, over every horizon of the model, or None for the network alone; what the
     choice rests on, for the model's metadata and the run).
 
-    ``network(inputs)`` gives the network's draws [B, N, 6]; ``prior`` is a
+    ``network(inputs)`` gives the network's draws [B, N, 7]; ``prior`` is a
     :class:`ParetoNBDPrior` as a dict (None: Pareto/NBD did not fit, or the blend is off)."""
     if prior is None:
         return None, {"model_weight": 1.0, "reason": "no Pareto/NBD prior (train.btyd_blend off, or it did not fit)"}

@@ -63,7 +63,7 @@ import tensorflow as tf
 
 PARAMS_LAYOUT = "logit_alive,log_baseline,log_excitation,tau_days,branching,log_dropout,log_frailty_shape/v4"
 N_PARAMS = 7
-N_RAW = 6  # the network's head outputs all but the frailty, which is the shop's (model/btyd.py)
+N_RAW = 6  # the network's head outputs all but the frailty, which is the shop's (model/network.py)
 # log k of a draw without frailty: k = 1e13, so G ~ Gamma(k, k) is 1 to float precision.
 NO_FRAILTY_LOG_SHAPE = 30.0
 # Above this shape the frailty is taken as none where a formula would lose its digits.
@@ -397,7 +397,9 @@ def at_frailty_quantile(params: tf.Tensor, q: float) -> tf.Tensor:
     share = position - tf.cast(low, position.dtype)
     log_g = tf.gather(table, low) * (1.0 - share) + tf.gather(table, low + 1) * share
     log_g = tf.where(log_k >= last, tf.zeros_like(log_g), log_g)[..., None]
-    rates = tf.minimum(params[..., 1:3] + log_g, MAX_LOG_RATE)
+    # Not clipped at MAX_LOG_RATE: the excitation is not bounded by it, and G's 90th percentile
+    # is under 3 for any shape, so a clip would only pull a busy user's high bound below the point.
+    rates = params[..., 1:3] + log_g
     return tf.concat([params[..., :1], rates, params[..., 3:6], tf.fill(tf.shape(log_k[..., None]), NO_FRAILTY_LOG_SHAPE)], axis=-1)
 
 

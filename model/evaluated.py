@@ -271,6 +271,22 @@ def visit_accuracy_by_history(
     return pd.DataFrame(rows)
 
 
+def _count_tops(visits_there: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """Per user [B], the count below which their visits fall with probability 0.9999 at the
+    least, over their draws (Poisson where ``shape`` is inf, negative binomial where it is not):
+    the top of the counts' grid each user needs."""
+    from scipy.stats import nbinom, poisson
+
+    finite = np.isfinite(shape)
+    safe_k = np.where(finite, shape, 1.0)
+    tops = np.where(finite, nbinom.ppf(0.9999, safe_k, safe_k / (safe_k + visits_there)), poisson.ppf(0.9999, visits_there))
+    return np.ceil(np.nan_to_num(tops, nan=0.0).max(axis=1)).astype(np.int64) + 1
+
+
+# The values one step of count_interval holds (users x draws x counts): about 32 MB of float64.
+_COUNT_STEP_VALUES = 4_000_000
+
+
 def count_interval(
     p_alive: np.ndarray, visits_there: np.ndarray, mass: float = 0.8, max_count: int | None = None, frailty_shape: np.ndarray | None = None
 ) -> np.ndarray:
@@ -286,26 +302,33 @@ def count_interval(
     returned, so coverage is judged against what was promised."""
     from scipy.stats import nbinom, poisson
 
-    p_alive, visits_there = np.asarray(p_alive, np.float64), np.asarray(visits_there, np.float64)
+    p_alive, visits_there = np.asarray(p_alive, np.float64), np.maximum(np.asarray(visits_there, np.float64), 1e-12)
     shape = np.full_like(visits_there, np.inf) if frailty_shape is None else np.asarray(frailty_shape, np.float64)
     shape = np.where(shape > 1e8, np.inf, shape)
     tail = (1.0 - mass) / 2.0
-    highest, widest = max(float(visits_there.max()), 1e-9), float(shape.min())  # the longest tail
-    if max_count:
-        top = max_count
-    elif np.isfinite(widest):
-        top = int(nbinom.ppf(0.9999, widest, widest / (widest + highest))) + 1
-    else:
-        top = int(np.ceil(poisson.ppf(0.9999, highest))) + 1
-    counts = np.arange(top + 1)
     result = np.zeros((len(p_alive), 3))
-    rows = max(1, 4_000_000 // (visits_there.shape[1] * len(counts)))  # users per step: about 32 MB a step
-    for start in range(0, len(p_alive), rows):
-        alive, mean, k = p_alive[start : start + rows], visits_there[start : start + rows], shape[start : start + rows]
-        mean = np.maximum(mean, 1e-12)[..., None]
+    draws = visits_there.shape[1]
+    # Users in the order of how far their counts reach, so that one heavy user with a wide
+    # frailty lengthens the grid of the few users beside them, not of everyone.
+    tops = np.full(len(p_alive), max_count + 1) if max_count else _count_tops(visits_there, shape)
+    order = np.argsort(tops, kind="stable")
+    start = 0
+    while start < len(order):
+        rows = max(1, _COUNT_STEP_VALUES // (draws * int(tops[order[start]]) + 1))
+        while rows > 1 and rows * draws * int(tops[order[min(start + rows, len(order)) - 1]]) > _COUNT_STEP_VALUES:
+            rows //= 2
+        users = order[start : start + rows]
+        start += rows
+        counts = np.arange(int(tops[users].max()) + 1)
+        alive, mean, k = p_alive[users], visits_there[users][..., None], shape[users]
         finite = np.isfinite(k)[..., None]
         safe_k = np.where(finite, k[..., None], 1.0)
-        by_count = np.where(finite, nbinom.pmf(counts, safe_k, safe_k / (safe_k + mean)), poisson.pmf(counts, mean))
+        if finite.all():
+            by_count = nbinom.pmf(counts, safe_k, safe_k / (safe_k + mean))
+        elif not finite.any():
+            by_count = poisson.pmf(counts, mean)
+        else:
+            by_count = np.where(finite, nbinom.pmf(counts, safe_k, safe_k / (safe_k + mean)), poisson.pmf(counts, mean))
         pmf = (alive[..., None] * by_count).mean(axis=1)  # [b, K]
         pmf[:, 0] += (1.0 - alive).mean(axis=1)
         cdf = np.cumsum(pmf, axis=1)
@@ -314,7 +337,7 @@ def count_interval(
         held = cdf - below[:, None]  # the probability of [low, k] for every k
         held = np.where(counts[None, :] >= low[:, None], held, -np.inf)
         high = np.argmin(np.abs(held - mass), axis=1)
-        result[start : start + rows] = np.column_stack([low, high, np.take_along_axis(held, high[:, None], axis=1)[:, 0]])
+        result[users] = np.column_stack([low, high, np.take_along_axis(held, high[:, None], axis=1)[:, 0]])
     return result
 
 

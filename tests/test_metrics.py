@@ -286,6 +286,12 @@ def test_count_intervals_hold_what_they_promise_poisson_or_negative_binomial() -
     poisson_low, poisson_high, _ = count_interval(busy, ten)[0]
     low, high, _ = count_interval(busy, ten, frailty_shape=np.full((1, 1), shape))[0]
     assert low < poisson_low and high > poisson_high
+    # A heavy user with a wide frailty beside light ones: the light users' intervals are theirs alone.
+    alive, means, shapes = np.full((50, 1), 0.9), np.full((50, 1), 2.0), np.full((50, 1), 3.0)
+    means[0], shapes[0] = 500.0, 0.05
+    together = count_interval(alive, means, frailty_shape=shapes)
+    np.testing.assert_array_equal(together[1:], count_interval(alive[1:], means[1:], frailty_shape=shapes[1:]))
+    assert together[0, 1] > together[1, 1] and abs(together[0, 2] - 0.8) < 0.05  # its grid reached far enough
     # A shape past 1e8 is no frailty.
     np.testing.assert_array_equal(
         count_interval(p_alive[:5], there[:5], frailty_shape=np.full((5, 1), 1e13)), count_interval(p_alive[:5], there[:5])
