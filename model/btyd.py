@@ -102,23 +102,6 @@ def summary_of(static: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return x, t_x, age
 
 
-class _GammaBins(tf.Module):
-    """log of a standard gamma's mean inside each of ``n`` equally likely bins (in order), at
-    any shape: tabulated on ``_SHAPES`` once and interpolated in log shape."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self._table = tf.constant(_log_bin_means(_SHAPES, np.arange(n), n), tf.float64)  # [S, n]
-
-    def __call__(self, shape: tf.Tensor) -> tf.Tensor:
-        """[B, n] at each user's ``shape`` [B] (float64)."""
-        step = (math.log(_SHAPES[-1]) - math.log(_SHAPES[0])) / (len(_SHAPES) - 1)
-        position = tf.clip_by_value((tf.math.log(shape) - math.log(_SHAPES[0])) / step, 0.0, len(_SHAPES) - 1.0)
-        low = tf.minimum(tf.cast(tf.floor(position), tf.int32), len(_SHAPES) - 2)
-        share = (position - tf.cast(low, tf.float64))[:, None]
-        return tf.gather(self._table, low) * (1.0 - share) + tf.gather(self._table, low + 1) * share
-
-
 class ParetoNBDPosterior(tf.Module):
     """Each user's Pareto/NBD posterior as ``DRAWS`` draws of the decay head's parameters."""
 
@@ -127,9 +110,17 @@ class ParetoNBDPosterior(tf.Module):
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
         self.prior, self.draws = prior, draws
-        _, dropout_bins = _bins(draws)
-        self._log_rate_draws = _GammaBins(draws)
+        rate_bins, dropout_bins = _bins(draws)
+        self._rate_table = tf.constant(_log_bin_means(_SHAPES, rate_bins, draws), tf.float64)  # [S, K]
         self._log_dropout = tf.constant(_log_bin_means(np.array([prior.s]), dropout_bins, draws)[0], tf.float64)  # [K]
+
+    def _log_rate_draws(self, shape: tf.Tensor) -> tf.Tensor:
+        """log standard gamma bin means [B, K] at each user's ``shape`` [B], interpolated in log shape."""
+        step = (math.log(_SHAPES[-1]) - math.log(_SHAPES[0])) / (len(_SHAPES) - 1)
+        position = tf.clip_by_value((tf.math.log(shape) - math.log(_SHAPES[0])) / step, 0.0, len(_SHAPES) - 1.0)
+        low = tf.minimum(tf.cast(tf.floor(position), tf.int32), len(_SHAPES) - 2)
+        share = (position - tf.cast(low, tf.float64))[:, None]
+        return tf.gather(self._rate_table, low) * (1.0 - share) + tf.gather(self._rate_table, low + 1) * share
 
     def logit_alive(self, static: tf.Tensor) -> tf.Tensor:
         """logit P(still there at the as-of date | x, t_x, T) per user [B], float64."""

@@ -361,12 +361,19 @@ def survival_there_on(params: tf.Tensor, grid: np.ndarray) -> tuple[tf.Tensor, t
     """(S_there, still there with no visit yet), each [..., G], on every day of ``grid`` (from
     0) at once: the dropout integral is one cumulative sum over the grid, where :func:`survival_there`
     takes a quadrature per day."""
+    survival, undropped, _ = _survival_on(params, grid)
+    return survival, undropped
+
+
+def _survival_on(params: tf.Tensor, grid: np.ndarray) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """:func:`survival_there_on`'s two curves and R(d) on ``grid``, which they are made from."""
     days = tf.constant(grid)
     dropout, shape = split(params)[5][..., None], frailty_shape(params)[..., None]
-    undropped = tf.exp(-dropout * days) * _no_visit(before_next_visit(params, days), shape)
+    expected_before = before_next_visit(params, days)
+    undropped = tf.exp(-dropout * days) * _no_visit(expected_before, shape)
     steps = _segments(dropout * undropped, days)
     left_silent = tf.concat([tf.zeros_like(steps[..., :1]), tf.cumsum(steps, axis=-1)], axis=-1)
-    return undropped + left_silent, undropped
+    return undropped + left_silent, undropped, expected_before
 
 
 INTERVAL = (0.1, 0.9)  # the 80% interval every score comes with
@@ -422,12 +429,11 @@ def silence_curves(params: tf.Tensor, grid: np.ndarray = SILENCE_DAYS) -> dict[s
     """
     p_there = p_alive(params)[..., None]  # [B, D, 1]
     _, baseline, excitation, tau, _, _ = (v[..., None] for v in split(params))
-    survival, undropped = survival_there_on(params, grid)  # [B, D, G]
+    survival, undropped, expected_before = _survival_on(params, grid)  # [B, D, G]
     silent = tf.reduce_mean(1.0 - p_there + p_there * survival, axis=1)
     there_joint = tf.reduce_mean(p_there * undropped, axis=1)
     # E[G | no visit yet] = k / (k + R(d)): a silent user is likelier a slow one.
-    shape = frailty_shape(params)[..., None]
-    slower = 1.0 / (1.0 + before_next_visit(params, tf.constant(grid)) / shape)
+    slower = 1.0 / (1.0 + expected_before / frailty_shape(params)[..., None])
     rate = tf.reduce_mean(p_there * undropped * slower * (baseline + excitation * tf.exp(-tf.constant(grid) / tau)), axis=1) / silent
     return {"silent": silent, "rate": rate, "there": there_joint / silent, "active_by_draw": p_there * (1.0 - survival), "grid": grid}
 

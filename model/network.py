@@ -185,12 +185,12 @@ class _Scores:
             "p_active": mean([tf.reduce_mean(v, axis=1) for v in p_active_parts]),
             "expected_visits": mean([tf.reduce_mean(v, axis=1) for v in visits_parts]),
         }
-        at_low, at_high = (p_active, visits), None
+        at_low = at_high = (p_active, visits)
         if self.shape_spec.frailty:
             # Each draw at its frailty's 10th and 90th percentiles (the drivers' signature does not pay for it).
             at_low, at_high = (self._at_frailty_quantile(parts, horizons, q) for q in INTERVAL)
-        p_low, p_high = interval(at_low[0], point["p_active"], None if at_high is None else at_high[0])
-        v_low, v_high = interval(at_low[1], point["expected_visits"], None if at_high is None else at_high[1])
+        p_low, p_high = interval(at_low[0], point["p_active"], at_high[0])
+        v_low, v_high = interval(at_low[1], point["expected_visits"], at_high[1])
         h_low, h_high = interval(half_life_by_draw, half_life)
         params = copies_of([draws for draws, _, _ in parts], copies)
         result = {
